@@ -1,0 +1,1 @@
+//! apply: see docs/architecture.md.

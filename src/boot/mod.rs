@@ -1,0 +1,1 @@
+//! boot: see docs/architecture.md.

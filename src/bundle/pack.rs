@@ -1,0 +1,268 @@
+//! `hup pack`: payloads from a directory or tar, the manifest, its signature, the bundle.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use super::sign::SecretKey;
+use super::tree::{self, TreeKind};
+use super::writer::{Member, write_bundle};
+use super::{MANIFEST, SIGNATURE};
+use crate::model::manifest::{FORMAT, Manifest, Payload, PayloadKind};
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// zstd window: 8 MiB, so that a device decompresses with bounded memory.
+const WINDOW_LOG: u32 = 23;
+
+pub struct PackOptions {
+    /// A directory, a tar or a tar.zst.
+    pub rootfs: PathBuf,
+    /// A directory of boot files.
+    pub boot: Option<PathBuf>,
+    pub version: String,
+    pub compatible: String,
+    pub min_from_version: Option<String>,
+    pub key: PathBuf,
+    pub out: PathBuf,
+    /// zstd level (1..=22).
+    pub level: i32,
+}
+
+/// Builds and signs a bundle. On error nothing is left at `out` (the bundle is written
+/// under a temporary name and renamed at the end).
+pub fn pack(opts: &PackOptions) -> Result<Manifest> {
+    if !(1..=22).contains(&opts.level) {
+        bail!("--level {} is out of range (1..=22)", opts.level);
+    }
+    // Check everything cheap before the expensive compression.
+    let mut manifest = Manifest {
+        format: FORMAT,
+        compatible: opts.compatible.clone(),
+        version: opts.version.clone(),
+        min_from_version: opts.min_from_version.clone(),
+        payloads: vec![Payload {
+            name: "rootfs.tar.zst".into(),
+            kind: PayloadKind::Rootfs,
+            size: 0,
+            sha256: "0".repeat(64),
+            unpacked_size: 0,
+        }],
+        migrations: vec![],
+    };
+    manifest.validate()?;
+    let key = SecretKey::load(&opts.key)?;
+    let parent = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let work = tempfile::Builder::new()
+        .prefix(".hup-pack-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+
+    let rootfs_path = work.path().join("rootfs.tar.zst");
+    manifest.payloads[0] = rootfs_payload(&opts.rootfs, &rootfs_path, opts.level)
+        .with_context(|| format!("rootfs {}", opts.rootfs.display()))?;
+    let mut files = vec![rootfs_path];
+    if let Some(boot) = &opts.boot {
+        let boot_path = work.path().join("boot.tar.zst");
+        let (size, sha256, unpacked_size) =
+            compress_tree(boot, TreeKind::Boot, &boot_path, opts.level)
+                .with_context(|| format!("boot files {}", boot.display()))?;
+        manifest.payloads.push(Payload {
+            name: "boot.tar.zst".into(),
+            kind: PayloadKind::Boot,
+            size,
+            sha256,
+            unpacked_size,
+        });
+        files.push(boot_path);
+    }
+    manifest.validate()?;
+    let manifest_bytes = manifest.to_json();
+    let signature = key.sign(
+        &manifest_bytes,
+        &format!("hup bundle {} {}", manifest.compatible, manifest.version),
+    );
+
+    let mut members = vec![
+        Member {
+            name: MANIFEST,
+            size: manifest_bytes.len() as u64,
+            data: Box::new(&manifest_bytes[..]),
+        },
+        Member {
+            name: SIGNATURE,
+            size: signature.len() as u64,
+            data: Box::new(signature.as_bytes()),
+        },
+    ];
+    for (p, f) in manifest.payloads.iter().zip(&files) {
+        let file = File::open(f).with_context(|| format!("opening {}", f.display()))?;
+        members.push(Member {
+            name: &p.name,
+            size: p.size,
+            data: Box::new(BufReader::with_capacity(1 << 20, file)),
+        });
+    }
+    let tmp_out = work.path().join("bundle.hup");
+    write_bundle(&tmp_out, members)?;
+    std::fs::rename(&tmp_out, &opts.out)
+        .with_context(|| format!("moving the bundle to {}", opts.out.display()))?;
+    if let Ok(d) = File::open(&parent) {
+        let _ = d.sync_all();
+    }
+    Ok(manifest)
+}
+
+fn rootfs_payload(src: &Path, dst: &Path, level: i32) -> Result<Payload> {
+    let meta = std::fs::metadata(src).context("reading it")?;
+    let (size, sha256, unpacked_size) = if meta.is_dir() {
+        compress_tree(src, TreeKind::Rootfs, dst, level)?
+    } else {
+        let mut f = File::open(src).context("opening it")?;
+        let mut magic = [0u8; 4];
+        let n = read_up_to(&mut f, &mut magic)?;
+        drop(f);
+        if n == 4 && magic == ZSTD_MAGIC {
+            copy_tar_zst(src, dst)?
+        } else {
+            check_tar(src)?;
+            let input = BufReader::with_capacity(1 << 20, File::open(src).context("opening it")?);
+            compress(dst, level, |w| {
+                let mut input = input;
+                io::copy(&mut input, w).map(|_| ()).context("reading it")
+            })?
+        }
+    };
+    Ok(Payload {
+        name: "rootfs.tar.zst".into(),
+        kind: PayloadKind::Rootfs,
+        size,
+        sha256,
+        unpacked_size,
+    })
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]).context("reading it")? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Refuses a file that does not start with a valid tar header.
+fn check_tar(src: &Path) -> Result<()> {
+    let mut a = tar::Archive::new(File::open(src).context("opening it")?);
+    let mut entries = a.entries().context("not a tar archive")?;
+    match entries.next() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(e).context("not a tar, tar.zst or directory"),
+        None => bail!("empty tar archive"),
+    }
+}
+
+/// Compresses what `fill` writes into `dst`; returns (compressed size, sha256, tar size).
+fn compress(
+    dst: &Path,
+    level: i32,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<(u64, String, u64)> {
+    let out = File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let hashing = HashWriter::new(BufWriter::with_capacity(1 << 20, out));
+    let mut enc = zstd::stream::Encoder::new(hashing, level).context("zstd")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    enc.multithread(threads).context("zstd threads")?;
+    enc.long_distance_matching(true).context("zstd ldm")?;
+    enc.window_log(WINDOW_LOG).context("zstd window")?;
+    enc.include_checksum(true).context("zstd checksum")?;
+    let mut counting = CountWriter {
+        inner: enc,
+        count: 0,
+    };
+    fill(&mut counting)?;
+    let unpacked = counting.count;
+    let hashing = counting.inner.finish().context("finishing zstd stream")?;
+    let (w, size, sha) = hashing.finish();
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all().context("syncing payload")?;
+    Ok((size, sha, unpacked))
+}
+
+fn compress_tree(src: &Path, kind: TreeKind, dst: &Path, level: i32) -> Result<(u64, String, u64)> {
+    compress(dst, level, |w| tree::write_tar(src, kind, w).map(|_| ()))
+}
+
+/// Takes an existing tar.zst as it is; measures its decompressed size (which also
+/// proves that it decompresses).
+fn copy_tar_zst(src: &Path, dst: &Path) -> Result<(u64, String, u64)> {
+    let mut dec =
+        zstd::stream::Decoder::new(File::open(src).context("opening it")?).context("zstd")?;
+    let unpacked = io::copy(&mut dec, &mut io::sink()).context("decompressing it")?;
+    let mut input = File::open(src).context("opening it")?;
+    let out = File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let mut hashing = HashWriter::new(BufWriter::with_capacity(1 << 20, out));
+    io::copy(&mut input, &mut hashing).context("copying it")?;
+    let (w, size, sha) = hashing.finish();
+    w.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .context("syncing payload")?;
+    Ok((size, sha, unpacked))
+}
+
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    fn finish(mut self) -> (W, u64, String) {
+        let _ = self.inner.flush();
+        (self.inner, self.count, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct CountWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

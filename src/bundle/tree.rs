@@ -1,0 +1,285 @@
+//! A directory tree to a deterministic tar stream: entries sorted by name, numeric
+//! owners, full mode bits, mtimes (nanoseconds as PAX records), symlinks, hard links,
+//! device nodes, fifos and extended attributes (PAX `SCHILY.xattr.*`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tar::{EntryType, Header};
+
+/// What a tree may contain.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TreeKind {
+    /// Anything a root filesystem holds.
+    Rootfs,
+    /// Regular files and directories only (the boot partition is FAT).
+    Boot,
+}
+
+/// Counts of what was archived.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TreeStats {
+    pub entries: u64,
+    pub file_bytes: u64,
+}
+
+/// Writes `root` as a tar stream to `out` and returns what it wrote. Sockets are skipped
+/// (tar cannot hold them) with a warning.
+pub fn write_tar<W: Write>(root: &Path, kind: TreeKind, out: W) -> Result<TreeStats> {
+    let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", root.display());
+    }
+    let mut w = TreeWriter {
+        builder: tar::Builder::new(out),
+        kind,
+        links: HashMap::new(),
+        stats: TreeStats::default(),
+    };
+    w.entry(root, Path::new("."), &meta)?;
+    w.dir(root, Path::new(""))?;
+    w.builder.finish().context("finishing the tar stream")?;
+    Ok(w.stats)
+}
+
+struct TreeWriter<W: Write> {
+    builder: tar::Builder<W>,
+    kind: TreeKind,
+    /// (dev, ino) of files with several links -> the archive path of the first one.
+    links: HashMap<(u64, u64), PathBuf>,
+    stats: TreeStats,
+}
+
+impl<W: Write> TreeWriter<W> {
+    fn dir(&mut self, dir: &Path, rel: &Path) -> Result<()> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .with_context(|| format!("reading directory {}", dir.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("reading directory {}", dir.display()))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = dir.join(&name);
+            let rel = rel.join(&name);
+            let meta = fs::symlink_metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            self.entry(&path, &rel, &meta)?;
+            if meta.is_dir() {
+                self.dir(&path, &rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, rel: &Path, meta: &fs::Metadata) -> Result<()> {
+        let ft = meta.file_type();
+        let name = if rel == Path::new(".") {
+            PathBuf::from("./")
+        } else if ft.is_dir() {
+            // Directories end in '/', as GNU tar writes them.
+            let mut s = rel.as_os_str().to_owned();
+            s.push("/");
+            PathBuf::from(s)
+        } else {
+            rel.to_path_buf()
+        };
+        if self.kind == TreeKind::Boot && !(ft.is_dir() || ft.is_file()) {
+            bail!(
+                "{}: only regular files and directories can go to the boot partition",
+                path.display()
+            );
+        }
+        if ft.is_socket() {
+            log::warn!("skipping socket {}", path.display());
+            return Ok(());
+        }
+        let mut h = Header::new_ustar();
+        h.set_mode(meta.mode() & 0o7777);
+        h.set_uid(meta.uid() as u64);
+        h.set_gid(meta.gid() as u64);
+        h.set_mtime(meta.mtime().max(0) as u64);
+        h.set_size(0);
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if meta.mtime_nsec() != 0 && meta.mtime() >= 0 {
+            pax.push((
+                "mtime".into(),
+                format!("{}.{:09}", meta.mtime(), meta.mtime_nsec()).into_bytes(),
+            ));
+        }
+        if self.kind == TreeKind::Rootfs {
+            pax.extend(xattrs(path)?);
+        }
+
+        // A second name of an already archived inode becomes a hard link.
+        if !ft.is_dir() && meta.nlink() > 1 {
+            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                let first = first.clone();
+                h.set_entry_type(EntryType::Link);
+                self.pax(&name, &pax)?;
+                self.builder
+                    .append_link(&mut h, &name, &first)
+                    .with_context(|| format!("archiving hard link {}", path.display()))?;
+                self.stats.entries += 1;
+                return Ok(());
+            }
+            self.links.insert((meta.dev(), meta.ino()), name.clone());
+        }
+
+        if ft.is_symlink() {
+            let target =
+                fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+            h.set_entry_type(EntryType::Symlink);
+            self.pax(&name, &pax)?;
+            self.builder
+                .append_link(&mut h, &name, &target)
+                .with_context(|| format!("archiving symlink {}", path.display()))?;
+        } else if ft.is_file() {
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(meta.len());
+            self.pax(&name, &pax)?;
+            let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            // A file that changes size while archived would corrupt the stream: take exactly len bytes.
+            let data = ExactReader {
+                inner: f,
+                remaining: meta.len(),
+                path,
+            };
+            self.builder
+                .append_data(&mut h, &name, data)
+                .with_context(|| format!("archiving {}", path.display()))?;
+            self.stats.file_bytes += meta.len();
+        } else {
+            let ty = if ft.is_dir() {
+                EntryType::Directory
+            } else if ft.is_char_device() {
+                EntryType::Char
+            } else if ft.is_block_device() {
+                EntryType::Block
+            } else if ft.is_fifo() {
+                EntryType::Fifo
+            } else {
+                bail!("{}: unsupported file type", path.display());
+            };
+            h.set_entry_type(ty);
+            if ft.is_char_device() || ft.is_block_device() {
+                let rdev = meta.rdev();
+                h.set_device_major(nix::sys::stat::major(rdev) as u32)?;
+                h.set_device_minor(nix::sys::stat::minor(rdev) as u32)?;
+            }
+            self.pax(&name, &pax)?;
+            self.builder
+                .append_data(&mut h, &name, std::io::empty())
+                .with_context(|| format!("archiving {}", path.display()))?;
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Writes a PAX extended header for the next entry when there are records.
+    fn pax(&mut self, name: &Path, records: &[(String, Vec<u8>)]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let data = pax_records(records);
+        let mut h = Header::new_ustar();
+        h.set_entry_type(EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        let base = name.file_name().map(|n| n.as_bytes()).unwrap_or(b".");
+        let mut pax_name = b"PaxHeaders/".to_vec();
+        pax_name.extend_from_slice(&base[..base.len().min(80)]);
+        h.set_path(std::ffi::OsStr::from_bytes(&pax_name))
+            .or_else(|_| h.set_path("PaxHeaders/entry"))?;
+        h.set_cksum();
+        self.builder
+            .append(&h, &data[..])
+            .with_context(|| format!("archiving attributes of {}", name.display()))
+    }
+}
+
+/// Encodes PAX records: "LEN key=value\n" where LEN counts the whole record.
+pub fn pax_records(records: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in records {
+        let body = k.len() + v.len() + 3; // ' ', '=', '\n'
+        let mut len = body + 1;
+        while len != body + len.to_string().len() {
+            len = body + len.to_string().len();
+        }
+        out.extend_from_slice(format!("{len} {k}=").as_bytes());
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Extended attributes of `path` (not following symlinks) as sorted PAX records.
+fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let Some(key) = n.to_str() else {
+            bail!("{}: xattr name {:?} is not UTF-8", path.display(), n);
+        };
+        if let Some(v) = xattr::get(path, &n)
+            .with_context(|| format!("reading xattr {key} of {}", path.display()))?
+        {
+            out.push((format!("SCHILY.xattr.{key}"), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Fails if the file yields fewer bytes than its size said (it shrank while archived).
+/// Yields exactly `remaining` bytes of `inner`; a file that grew is cut at its archived
+/// size, one that shrank is an error.
+struct ExactReader<'a, R> {
+    inner: R,
+    remaining: u64,
+    path: &'a Path,
+}
+
+impl<R: Read> Read for ExactReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(self.remaining) as usize;
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::other(format!(
+                "{} shrank while being archived",
+                self.path.display()
+            )));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_lengths_count_themselves() {
+        let r = pax_records(&[("a".into(), b"b".to_vec())]);
+        assert_eq!(r, b"6 a=b\n");
+        let long = vec![b'x'; 95];
+        let r = pax_records(&[("k".into(), long)]);
+        // body 99 + 3 digits = 102
+        assert!(r.starts_with(b"102 k="));
+        assert_eq!(r.len(), 102);
+    }
+}

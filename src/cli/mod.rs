@@ -1,0 +1,46 @@
+//! Command-line interface: one small file per command, argument handling only.
+
+use argh::FromArgs;
+
+mod inspect;
+mod keygen;
+mod pack;
+mod verify;
+
+/// hup: offline host-OS updates for embedded Linux.
+#[derive(FromArgs)]
+struct Hup {
+    /// log debug messages
+    #[argh(switch, short = 'v')]
+    verbose: bool,
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Keygen(keygen::Keygen),
+    Pack(pack::Pack),
+    Inspect(inspect::Inspect),
+    Verify(verify::Verify),
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn run() -> i32 {
+    let args: Hup = argh::from_env();
+    crate::logging::init(args.verbose);
+    let result = match args.command {
+        Command::Keygen(c) => c.run(),
+        Command::Pack(c) => c.run(),
+        Command::Inspect(c) => c.run(),
+        Command::Verify(c) => c.run(),
+    };
+    match result {
+        Ok(()) => crate::error::code::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            crate::error::exit_code(&e)
+        }
+    }
+}

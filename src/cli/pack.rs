@@ -1,0 +1,62 @@
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::bundle::pack::{PackOptions, pack};
+
+/// Build a signed bundle from a root filesystem (directory, tar or tar.zst) and boot files.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "pack")]
+pub struct Pack {
+    /// root filesystem: a directory, a tar or a tar.zst
+    #[argh(option)]
+    rootfs: PathBuf,
+    /// directory of boot files (kernel, initramfs, ...)
+    #[argh(option)]
+    boot: Option<PathBuf>,
+    /// version of the OS in the bundle, e.g. 2.0.0
+    #[argh(option)]
+    version: String,
+    /// device type the bundle is for
+    #[argh(option)]
+    compatible: String,
+    /// oldest running version this bundle may update
+    #[argh(option)]
+    min_from_version: Option<String>,
+    /// secret key file (from hup keygen)
+    #[argh(option)]
+    key: PathBuf,
+    /// zstd compression level (default 19)
+    #[argh(option, default = "19")]
+    level: i32,
+    /// output bundle file
+    #[argh(option, short = 'o')]
+    out: PathBuf,
+}
+
+impl Pack {
+    pub fn run(self) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        let m = pack(&PackOptions {
+            rootfs: self.rootfs,
+            boot: self.boot,
+            version: self.version,
+            compatible: self.compatible,
+            min_from_version: self.min_from_version,
+            key: self.key,
+            out: self.out.clone(),
+            level: self.level,
+        })?;
+        println!(
+            "wrote {} ({} {}) in {:.1} s",
+            self.out.display(),
+            m.compatible,
+            m.version,
+            start.elapsed().as_secs_f64()
+        );
+        for p in &m.payloads {
+            println!("  {:<16} {:>12} bytes  sha256 {}", p.name, p.size, p.sha256);
+        }
+        Ok(())
+    }
+}

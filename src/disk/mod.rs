@@ -1,0 +1,1 @@
+//! disk: see docs/architecture.md.

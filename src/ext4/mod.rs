@@ -1,0 +1,1 @@
+//! ext4: see docs/architecture.md.

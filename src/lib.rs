@@ -1,0 +1,21 @@
+//! hup: an offline host-OS updater for embedded Linux.
+//!
+//! The same library backs the command-line tool on the running OS and the
+//! initramfs `/init` (see `docs/architecture.md` for the module map).
+#![deny(unsafe_code)]
+
+pub mod apply;
+pub mod boot;
+pub mod bundle;
+pub mod cli;
+pub mod data;
+pub mod disk;
+pub mod error;
+pub mod ext4;
+pub mod init;
+pub mod logging;
+pub mod migrate;
+pub mod model;
+pub mod size;
+pub mod stage;
+pub mod sys;

@@ -1,0 +1,105 @@
+//! `/etc/hup/system.json`: the device configuration shipped in every OS image and initramfs.
+
+use serde::{Deserialize, Serialize};
+
+/// Default location of the device configuration.
+pub const SYSTEM_JSON: &str = "/etc/hup/system.json";
+
+/// Partition labels (GPT PARTLABEL) of the four hup partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    pub boot: String,
+    pub root_a: String,
+    pub root_b: String,
+    pub data: String,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels {
+            boot: "hup-boot".into(),
+            root_a: "hup-root-a".into(),
+            root_b: "hup-root-b".into(),
+            data: "hup-data".into(),
+        }
+    }
+}
+
+/// The device configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemConfig {
+    /// Device type; a bundle's `compatible` must equal it.
+    pub compatible: String,
+    /// Boot backend name: `gpt` or `systemd-boot`.
+    #[serde(default = "default_backend")]
+    pub boot_backend: String,
+    /// Tries a freshly installed slot gets before the device falls back.
+    #[serde(default = "default_tries")]
+    pub max_tries: u8,
+    #[serde(default)]
+    pub labels: Labels,
+    /// Where the data partition is mounted on the running OS; hup keeps its files in `<data_mount>/hup/`.
+    #[serde(default = "default_data_mount")]
+    pub data_mount: String,
+    /// Directory of trusted minisign public keys (`*.pub`).
+    #[serde(default = "default_keys_dir")]
+    pub keys_dir: String,
+}
+
+fn default_backend() -> String {
+    "gpt".into()
+}
+fn default_tries() -> u8 {
+    3
+}
+fn default_data_mount() -> String {
+    "/mnt/data".into()
+}
+fn default_keys_dir() -> String {
+    "/etc/hup/keys".into()
+}
+
+impl SystemConfig {
+    /// Parses and checks a configuration.
+    pub fn from_json(bytes: &[u8]) -> anyhow::Result<Self> {
+        let c: SystemConfig = serde_json::from_slice(bytes)?;
+        anyhow::ensure!(!c.compatible.is_empty(), "\"compatible\" is empty");
+        anyhow::ensure!(
+            matches!(c.boot_backend.as_str(), "gpt" | "systemd-boot"),
+            "unknown boot_backend {:?} (expected \"gpt\" or \"systemd-boot\")",
+            c.boot_backend
+        );
+        anyhow::ensure!(
+            (1..=15).contains(&c.max_tries),
+            "max_tries must be 1..=15, got {}",
+            c.max_tries
+        );
+        Ok(c)
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_json(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_checks() {
+        let c = SystemConfig::from_json(br#"{"compatible":"qemu-x86_64"}"#).unwrap();
+        assert_eq!(c.boot_backend, "gpt");
+        assert_eq!(c.max_tries, 3);
+        assert_eq!(c.labels.root_b, "hup-root-b");
+        assert!(SystemConfig::from_json(br#"{"compatible":""}"#).is_err());
+        assert!(SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"lilo"}"#).is_err());
+        assert!(SystemConfig::from_json(br#"{"compatible":"x","max_tries":0}"#).is_err());
+        assert!(SystemConfig::from_json(br#"{"compatible":"x","bogus":1}"#).is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Pure types, no I/O: manifest, versions, device configuration, state.
+
+pub mod config;
+pub mod manifest;
+pub mod version;

@@ -1,0 +1,47 @@
+//! Size arguments: bytes, or a number with a K/M/G/T suffix (powers of 1024).
+
+use anyhow::{Context, Result, bail};
+
+/// Parses `768M`, `1G`, `4096`, `16KiB`... into bytes.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    if num.is_empty() {
+        bail!("invalid size {s:?}: expected bytes or a number with K/M/G/T suffix");
+    }
+    let n: u64 = num.parse().with_context(|| format!("invalid size {s:?}"))?;
+    let shift = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => bail!("invalid size {s:?}: unknown suffix {suffix:?} (use K, M, G or T)"),
+    };
+    n.checked_mul(1u64 << shift)
+        .with_context(|| format!("size {s:?} is too large"))
+}
+
+/// argh adapter for size options.
+pub fn from_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("768M").unwrap(), 768 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2t").unwrap(), 2 << 40);
+        assert_eq!(parse_size("16KiB").unwrap(), 16 << 10);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

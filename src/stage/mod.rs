@@ -1,0 +1,1 @@
+//! stage: see docs/architecture.md.
