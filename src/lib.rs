@@ -12,6 +12,8 @@ pub mod data;
 pub mod disk;
 pub mod error;
 pub mod ext4;
+pub mod failpoint;
+pub mod fsutil;
 pub mod init;
 pub mod logging;
 pub mod migrate;

@@ -1,1 +1,339 @@
-//! apply: see docs/architecture.md.
+//! The offline apply: the journaled pipeline that writes a bundle into the spare slot
+//! (design.md section 8, docs/apply.md). The initramfs runs it at boot; `hup apply --disk`
+//! runs the same code on an image file.
+//!
+//! Every step is recorded in the journal (state.json) before and after it runs. After a
+//! power cut the next run skips completed steps, re-runs preflight, and redoes `format`
+//! when `populate` had not completed (a half-written filesystem is started over).
+
+mod bootfiles;
+mod preflight;
+pub mod provision;
+mod slotfs;
+mod staged;
+
+pub use staged::{give_up_slot, note_booted, run_staged};
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::boot::{self, BootBackend, Slot, SlotStatus};
+use crate::bundle::reader::Bundle;
+use crate::bundle::sign::TrustedKeys;
+use crate::fsutil::{DataDir, now};
+use crate::model::config::SystemConfig;
+use crate::model::state::{Journal, LastResult, Outcome, State};
+
+/// The steps, in order. Each name is also a failpoint: `HUP_FAILPOINT=<step>` stops the
+/// process right after the step completed and was journaled.
+pub const STEPS: [&str; 8] = [
+    "preflight",
+    "mark-target-bad",
+    "format",
+    "populate",
+    "boot-files",
+    "migrations",
+    "switch-boot",
+    "finalize",
+];
+
+/// Journal attempts after which an apply that keeps dying is given up.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Where and with what to apply.
+pub struct Context<'a> {
+    /// The whole disk (block device or image file) holding the hup partitions.
+    pub disk: &'a Path,
+    pub data: &'a DataDir,
+    pub config: &'a SystemConfig,
+    pub keys: &'a TrustedKeys,
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Report {
+    pub version: String,
+    pub target: Slot,
+    /// (step, seconds) for the steps this run executed.
+    pub timings: Vec<(String, f64)>,
+    pub log: PathBuf,
+}
+
+/// The slot that is running and must not be touched: the good slot (the preferred one when
+/// both are good). Refuses when no slot is good, since the update would then overwrite the
+/// only fallback.
+pub fn current_slot(backend: &dyn BootBackend) -> Result<Slot> {
+    let st = backend.state()?;
+    let good: Vec<Slot> = st
+        .slots
+        .iter()
+        .filter(|s| s.status == SlotStatus::Good)
+        .map(|s| s.slot)
+        .collect();
+    match good.as_slice() {
+        [one] => Ok(*one),
+        [_, _] => backend.active(),
+        _ => bail!(
+            "no slot is marked good ({}): refusing to update; the running OS must run `hup mark-good` first",
+            st.slots
+                .iter()
+                .map(|s| format!("{} {:?}", s.slot, s.status).to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Applies `bundle_path` (resuming a journaled apply of the same bundle). On an error the
+/// running slot is untouched and the failure is recorded in state.json; the caller decides
+/// what to do with the staged bundle.
+pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
+    let mut state = ctx.data.load_state()?;
+    let backend = boot::open(&ctx.config.boot_backend, ctx.disk, &ctx.config.labels)?;
+    let bundle_sha = crate::bundle::verified::sha256_of(
+        std::fs::File::open(bundle_path)
+            .with_context(|| format!("opening {}", bundle_path.display()))?,
+    )
+    .with_context(|| format!("reading {}", bundle_path.display()))?
+    .0;
+
+    let current = current_slot(backend.as_ref())?;
+    let mut journal = match state.journal.take() {
+        Some(j) if j.bundle_sha256 == bundle_sha => {
+            log::info!(
+                "resuming the apply of {} into slot {} (done: {})",
+                j.version,
+                j.target,
+                if j.completed.is_empty() {
+                    "nothing".into()
+                } else {
+                    j.completed.join(", ")
+                }
+            );
+            j
+        }
+        other => {
+            if let Some(old) = other {
+                log::warn!("dropping the journal of another bundle ({})", old.version);
+            }
+            let ts = now();
+            Journal {
+                bundle_sha256: bundle_sha.clone(),
+                version: String::new(),
+                target: current.other(),
+                completed: Vec::new(),
+                running: None,
+                log: format!("log/apply-{ts}.log"),
+                started_at: ts,
+                attempts: 0,
+            }
+        }
+    };
+    let log_path = ctx.data.root.join(&journal.log);
+    attach_log(&log_path)?;
+    journal.attempts += 1;
+    if journal.attempts > MAX_ATTEMPTS {
+        let reason = format!(
+            "the apply was interrupted {} times (last in step {}): giving up",
+            journal.attempts - 1,
+            journal.running.as_deref().unwrap_or("?")
+        );
+        state.journal = None;
+        record_failure(ctx, &mut state, &journal, &reason)?;
+        bail!("{reason}");
+    }
+    if journal.target == current {
+        bail!(
+            "the journal targets slot {}, which is the running good slot: refusing",
+            journal.target
+        );
+    }
+
+    let mut run = Run {
+        ctx,
+        backend,
+        state,
+        journal,
+        bundle: None,
+        bundle_path: bundle_path.to_path_buf(),
+        current,
+        timings: Vec::new(),
+    };
+    match run.all_steps() {
+        Ok(()) => Ok(Report {
+            version: run.journal.version.clone(),
+            target: run.journal.target,
+            timings: run.timings,
+            log: log_path,
+        }),
+        Err(e) => {
+            let journal = run.journal.clone();
+            run.state.journal = None;
+            record_failure(ctx, &mut run.state, &journal, &format!("{e:#}"))?;
+            Err(e)
+        }
+    }
+}
+
+fn record_failure(ctx: &Context, state: &mut State, j: &Journal, reason: &str) -> Result<()> {
+    state.last_result = Some(LastResult {
+        outcome: Outcome::Failed,
+        version: j.version.clone(),
+        slot: j.target,
+        reason: Some(reason.to_string()),
+        log: Some(j.log.clone()),
+        at: now(),
+    });
+    ctx.data.save_state(state)
+}
+
+/// Copies every log line of this process to the apply's log file as well as stderr.
+fn attach_log(path: &Path) -> Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening log {}", path.display()))?;
+    let file = std::sync::Mutex::new(file);
+    crate::logging::add_sink(Box::new(move |line| {
+        if let Ok(mut f) = file.lock() {
+            let _ = writeln!(f, "{} {line}", now());
+            let _ = f.sync_data();
+        }
+    }));
+    crate::logging::add_sink(Box::new(|line| eprintln!("{line}")));
+    Ok(())
+}
+
+/// One apply in progress.
+struct Run<'a> {
+    ctx: &'a Context<'a>,
+    backend: Box<dyn BootBackend>,
+    state: State,
+    journal: Journal,
+    bundle: Option<Bundle>,
+    bundle_path: PathBuf,
+    current: Slot,
+    timings: Vec<(String, f64)>,
+}
+
+impl Run<'_> {
+    fn all_steps(&mut self) -> Result<()> {
+        for step in STEPS {
+            let done = self.journal.completed.iter().any(|s| s == step);
+            let redo = step == "preflight"
+                || (step == "format" && !self.journal.completed.iter().any(|s| s == "populate"));
+            if done && !redo {
+                log::info!("step {step}: done before, skipping");
+                continue;
+            }
+            self.journal.completed.retain(|s| s != step);
+            if step == "format" {
+                self.journal.completed.retain(|s| s != "populate");
+            }
+            self.journal.running = Some(step.to_string());
+            self.save()?;
+            log::info!("step {step}: start");
+            let t = Instant::now();
+            self.step(step).with_context(|| format!("step {step}"))?;
+            let secs = t.elapsed().as_secs_f64();
+            log::info!("step {step}: done in {secs:.2} s");
+            self.timings.push((step.to_string(), secs));
+            if step != "finalize" {
+                self.journal.running = None;
+                self.journal.completed.push(step.to_string());
+                self.save()?;
+            }
+            crate::failpoint::hit(step);
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.state.journal = Some(self.journal.clone());
+        self.ctx.data.save_state(&self.state)
+    }
+
+    fn bundle(&self) -> &Bundle {
+        self.bundle.as_ref().expect("preflight ran first")
+    }
+
+    fn step(&mut self, step: &str) -> Result<()> {
+        let target = self.journal.target;
+        let labels = &self.ctx.config.labels;
+        match step {
+            "preflight" => {
+                let b = preflight::check(
+                    self.ctx,
+                    &self.state,
+                    &self.bundle_path,
+                    self.current,
+                    target,
+                )?;
+                self.journal.version = b.manifest.version.clone();
+                self.bundle = Some(b);
+            }
+            "mark-target-bad" => {
+                self.backend.mark_bad(target)?;
+                *self.state.slot_mut(target) = crate::model::state::SlotInfo {
+                    version: None,
+                    installed_at: None,
+                };
+            }
+            "format" => slotfs::format(self.ctx.disk, target.label(labels), target)?,
+            "populate" => {
+                slotfs::populate(self.ctx.disk, target.label(labels), self.bundle())?;
+            }
+            "boot-files" => {
+                bootfiles::install(self.ctx, self.bundle(), target)?;
+            }
+            "migrations" => {
+                // Preflight refused unknown ids; the registry is empty in this version.
+                if let Some(id) = self.bundle().manifest.migrations.first() {
+                    bail!("migration {id:?} is not known");
+                }
+            }
+            "switch-boot" => {
+                self.backend
+                    .set_try_next(target, self.ctx.config.max_tries)?;
+            }
+            "finalize" => self.finalize()?,
+            other => bail!("unknown step {other}"),
+        }
+        Ok(())
+    }
+
+    fn finalize(&mut self) -> Result<()> {
+        let t = now();
+        let target = self.journal.target;
+        *self.state.slot_mut(target) = crate::model::state::SlotInfo {
+            version: Some(self.journal.version.clone()),
+            installed_at: Some(t),
+        };
+        self.state.last_result = Some(LastResult {
+            outcome: Outcome::Applied,
+            version: self.journal.version.clone(),
+            slot: target,
+            reason: None,
+            log: Some(self.journal.log.clone()),
+            at: t,
+        });
+        // The staged copy has served its purpose.
+        if let Some(staged) = self.state.staged.take() {
+            let p = self.ctx.data.staged_dir().join(&staged.file);
+            if p == self.bundle_path {
+                let _ = std::fs::remove_file(&p);
+            } else {
+                self.state.staged = Some(staged);
+            }
+        }
+        self.state.journal = None;
+        self.ctx.data.save_state(&self.state)
+    }
+}

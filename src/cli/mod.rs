@@ -2,9 +2,13 @@
 
 use argh::FromArgs;
 
+mod apply;
 mod inspect;
 mod keygen;
+mod mkfs;
+mod mkinitramfs;
 mod pack;
+mod provision;
 mod verify;
 
 /// hup: offline host-OS updates for embedded Linux.
@@ -24,6 +28,10 @@ enum Command {
     Pack(pack::Pack),
     Inspect(inspect::Inspect),
     Verify(verify::Verify),
+    Provision(provision::Provision),
+    Apply(apply::Apply),
+    Mkinitramfs(mkinitramfs::Mkinitramfs),
+    Mkfs(mkfs::Mkfs),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -35,6 +43,10 @@ pub fn run() -> i32 {
         Command::Pack(c) => c.run(),
         Command::Inspect(c) => c.run(),
         Command::Verify(c) => c.run(),
+        Command::Provision(c) => c.run(),
+        Command::Apply(c) => c.run(),
+        Command::Mkinitramfs(c) => c.run(),
+        Command::Mkfs(c) => c.run(),
     };
     match result {
         Ok(()) => crate::error::code::SUCCESS,

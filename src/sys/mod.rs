@@ -1,1 +1,7 @@
 //! sys: see docs/architecture.md.
+
+pub mod blk;
+pub mod env;
+pub mod kmod;
+pub mod mount;
+pub mod power;

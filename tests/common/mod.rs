@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary, make keys and trees.
 #![allow(dead_code)]
 
+pub mod image;
+
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

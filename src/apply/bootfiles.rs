@@ -1,0 +1,84 @@
+//! The boot payload into the slot's directory on the boot partition (`/hup/<slot>/`).
+
+use std::io::Read;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Context;
+use crate::boot::Slot;
+use crate::bundle::reader::Bundle;
+use crate::bundle::stream::zstd_stream;
+use crate::disk::{Disk, Esp};
+use crate::model::manifest::PayloadKind;
+
+/// `hup/<slot>` on the boot partition.
+pub fn slot_dir(slot: Slot) -> String {
+    format!("hup/{slot}")
+}
+
+/// Replaces the slot's boot files with the bundle's: old files removed, new ones written
+/// under temporary names and renamed. For systemd-boot, also writes the slot's entry (not
+/// yet bootable: `switch-boot` makes it so). Returns the number of files written.
+pub fn install(ctx: &Context, bundle: &Bundle, slot: Slot) -> Result<u64> {
+    let Some(reader) = bundle.reader_for(PayloadKind::Boot)? else {
+        log::info!("bundle has no boot payload");
+        return Ok(0);
+    };
+    let disk = Disk::open(ctx.disk)?;
+    let esp = Esp::open(disk.open_partition(&ctx.config.labels.boot)?)?;
+    let dir = slot_dir(slot);
+    if esp.exists(&dir)? {
+        for e in esp.list(&dir)? {
+            if e.is_dir {
+                bail!("{dir}/{} is a directory: boot payloads are flat", e.name);
+            }
+            esp.remove(&format!("{dir}/{}", e.name))?;
+        }
+    }
+    esp.create_dir_all(&dir)?;
+    let mut stream = zstd_stream(reader);
+    let mut cmdline = String::new();
+    let mut files = 0;
+    {
+        let mut archive = tar::Archive::new(&mut stream);
+        for entry in archive.entries().context("reading the boot payload")? {
+            let mut entry = entry.context("reading the boot payload")?;
+            let raw = entry.path_bytes().into_owned();
+            let name = String::from_utf8_lossy(&raw);
+            let name = name.trim_start_matches("./").trim_end_matches('/');
+            let ty = entry.header().entry_type();
+            if name.is_empty() && ty.is_dir() {
+                continue;
+            }
+            if !ty.is_file() || name.contains('/') || name == ".." || name.is_empty() {
+                bail!("boot payload entry {name:?}: only plain files at the top level are allowed");
+            }
+            let path = format!("{dir}/{name}");
+            let tmp = format!("{path}.new");
+            if name == "cmdline" {
+                entry
+                    .read_to_string(&mut cmdline)
+                    .context("reading cmdline")?;
+                esp.write_bytes(&tmp, cmdline.as_bytes())?;
+            } else {
+                let n = esp.write_file(&tmp, &mut entry)?;
+                if n != entry.header().size()? {
+                    bail!("{path}: short write ({n} bytes)");
+                }
+            }
+            esp.rename(&tmp, &path)?;
+            files += 1;
+        }
+    }
+    stream.finish().context("boot payload")?;
+    esp.close().context("writing the boot partition")?;
+    if ctx.config.boot_backend == "systemd-boot" {
+        crate::boot::systemd_boot::SystemdBootBackend::with_labels(
+            ctx.disk,
+            ctx.config.labels.clone(),
+        )
+        .install_entry(slot, cmdline.trim())?;
+    }
+    log::info!("boot files: {files} files into {dir}");
+    Ok(files)
+}

@@ -1,0 +1,94 @@
+//! Preflight: every check that can refuse an update runs here, before the first write.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Context;
+use crate::boot::Slot;
+use crate::bundle::reader::Bundle;
+use crate::disk::{Disk, Esp};
+use crate::model::manifest::PayloadKind;
+use crate::model::state::State;
+use crate::model::version::Version;
+
+/// Verifies the bundle (signature and every payload hash) and checks that it fits this
+/// device: compatible, `min_from_version`, known migrations, distinct slots, slot size and
+/// room on the boot partition.
+pub fn check(
+    ctx: &Context,
+    state: &State,
+    bundle_path: &Path,
+    current: Slot,
+    target: Slot,
+) -> Result<Bundle> {
+    let bundle = Bundle::open(bundle_path, ctx.keys)?;
+    bundle.verify_payloads()?;
+    let m = &bundle.manifest;
+    if m.compatible != ctx.config.compatible {
+        bail!(
+            "bundle is for device type {:?}, this device is {:?}",
+            m.compatible,
+            ctx.config.compatible
+        );
+    }
+    if let Some(min) = m.min_from_version() {
+        let running = state.slot(current).version.as_deref().with_context(|| {
+            format!("bundle requires at least version {min}, and the version of slot {current} is unknown")
+        })?;
+        let running =
+            Version::parse(running).with_context(|| format!("version of slot {current}"))?;
+        if running < min {
+            bail!(
+                "bundle requires at least version {min} to update from; slot {current} runs {running}"
+            );
+        }
+    }
+    for id in &m.migrations {
+        if !crate::migrate::is_known(id) {
+            bail!("bundle needs migration {id:?}, which this hup does not have");
+        }
+    }
+
+    let labels = &ctx.config.labels;
+    let disk = Disk::open_read_only(ctx.disk)?;
+    let (_, target_part) = disk.distinct_partitions(current.label(labels), target.label(labels))?;
+    let rootfs = m
+        .payload(PayloadKind::Rootfs)
+        .expect("validated manifest has a rootfs");
+    if rootfs.unpacked_size > target_part.len {
+        bail!(
+            "rootfs needs {} bytes, more than slot {target}'s partition {} ({} bytes)",
+            rootfs.unpacked_size,
+            target.label(labels),
+            target_part.len
+        );
+    }
+    if let Some(boot) = m.payload(PayloadKind::Boot) {
+        let esp = Esp::open(disk.open_partition(&labels.boot)?)?;
+        let dir = super::bootfiles::slot_dir(target);
+        let mut reusable = 0;
+        if esp.exists(&dir)? {
+            for e in esp.list(&dir)? {
+                reusable += esp.allocation(e.len);
+            }
+        }
+        let free = esp.free_bytes()? + reusable;
+        // The tar size bounds the files' sizes; add a cluster per file for rounding.
+        let needed = boot.unpacked_size + 64 * esp.cluster_size();
+        if needed > free {
+            bail!(
+                "boot partition {} has {free} bytes free for slot {target}, the boot files need {needed}",
+                labels.boot
+            );
+        }
+    }
+    log::info!(
+        "preflight: {} {} for {} into slot {target} (running slot {current}), signed by key {}",
+        m.compatible,
+        m.version,
+        ctx.config.compatible,
+        bundle.signed_by.as_deref().unwrap_or("?")
+    );
+    Ok(bundle)
+}

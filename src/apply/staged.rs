@@ -1,0 +1,109 @@
+//! What the initramfs does with hup's state at boot: apply a staged bundle, and note which
+//! slot really boots (an update whose slot did not boot is rolled back).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+use super::{Context, Report, apply};
+use crate::boot::{self, Slot, SlotStatus};
+use crate::bundle::sign::TrustedKeys;
+use crate::fsutil::{DataDir, now};
+use crate::model::config::SystemConfig;
+use crate::model::state::{LastResult, Outcome};
+
+/// Applies the staged bundle, if any. `Ok(None)`: nothing staged. On an error the failure
+/// is recorded and the staged bundle dropped, so that a bundle that cannot be applied is
+/// not retried at every boot (an interruption is not an error: the journal resumes it).
+pub fn run_staged(disk: &Path, data: &DataDir, config: &SystemConfig) -> Result<Option<Report>> {
+    let mut state = data.load_state()?;
+    let Some(staged) = state.staged.clone() else {
+        if let Some(j) = state.journal.take() {
+            log::warn!(
+                "dropping the journal of {} (its bundle is no longer staged)",
+                j.version
+            );
+            data.save_state(&state)?;
+        }
+        return Ok(None);
+    };
+    let path = data.staged_dir().join(&staged.file);
+    let keys = TrustedKeys::load(&[], &[config.keys_dir.clone().into()])
+        .with_context(|| format!("trusted keys in {}", config.keys_dir))?;
+    let ctx = Context {
+        disk,
+        data,
+        config,
+        keys: &keys,
+    };
+    log::info!("staged: {} ({})", staged.version, path.display());
+    match apply(&ctx, &path) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => {
+            let mut state = data.load_state()?;
+            if state
+                .staged
+                .as_ref()
+                .is_some_and(|s| s.sha256 == staged.sha256)
+            {
+                state.staged = None;
+                data.save_state(&state)?;
+                let _ = std::fs::remove_file(&path);
+                log::warn!(
+                    "dropped the staged bundle {}: stage it again once fixed",
+                    staged.version
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Called by the init just before it switches into `booted`: when the last update was
+/// applied to the other slot and that slot is no longer on trial, the update was rolled
+/// back; record why.
+pub fn note_booted(disk: &Path, data: &DataDir, config: &SystemConfig, booted: Slot) -> Result<()> {
+    let mut state = data.load_state()?;
+    let Some(last) = state.last_result.clone() else {
+        return Ok(());
+    };
+    if last.outcome != Outcome::Applied || last.slot == booted {
+        return Ok(());
+    }
+    let backend = boot::open(&config.boot_backend, disk, &config.labels)?;
+    let st = backend.state()?;
+    let target = st.slot(last.slot);
+    if target.status == SlotStatus::Trying && target.tries_left.unwrap_or(0) > 0 {
+        // Still on trial: this boot is a fallback inside one trial (the init could not
+        // mount it); the slot may come back. Nothing to record yet.
+        return Ok(());
+    }
+    let reason = format!(
+        "slot {} ({}) did not confirm itself with `hup mark-good` within {} boots; slot {booted} runs again",
+        last.slot, last.version, config.max_tries
+    );
+    log::warn!("rolled back: {reason}");
+    state.last_result = Some(LastResult {
+        outcome: Outcome::RolledBack,
+        reason: Some(reason),
+        at: now(),
+        ..last
+    });
+    *state.slot_mut(booted.other()) = crate::model::state::SlotInfo {
+        version: None,
+        installed_at: None,
+    };
+    data.save_state(&state)
+}
+
+/// Called by the init when `slot` could not be booted (no mountable root, no /sbin/init):
+/// a slot on trial is given up at once rather than retried at every boot.
+pub fn give_up_slot(disk: &Path, config: &SystemConfig, slot: Slot) -> Result<bool> {
+    let backend = boot::open(&config.boot_backend, disk, &config.labels)?;
+    let st = backend.state()?;
+    if st.slot(slot).status != SlotStatus::Trying {
+        return Ok(false);
+    }
+    backend.mark_bad(slot)?;
+    Ok(true)
+}

@@ -1,0 +1,166 @@
+//! Decompressed payload streams: a worker thread reads the verified compressed member,
+//! decompresses it and hands the bytes over a bounded channel. After the decompressor ends,
+//! the worker reads what is left of the member and checks its size and sha256, so the
+//! consumer's final read fails unless the whole member was authentic.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use super::verified::VerifyingReader;
+
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight: bounds memory at DEPTH * CHUNK.
+const DEPTH: usize = 8;
+
+/// A `Read` of the decompressed payload, fed by a worker thread.
+pub struct Decompressed {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// Starts decompressing `member` (zstd) in a worker thread.
+pub fn zstd_stream<R: Read + Send + 'static>(member: VerifyingReader<R>) -> Decompressed {
+    let (tx, rx) = sync_channel(DEPTH);
+    let worker = std::thread::Builder::new()
+        .name("hup-unzstd".into())
+        .spawn(move || work(member, tx))
+        .expect("spawning the decompression thread");
+    Decompressed {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+        done: false,
+        worker: Some(worker),
+    }
+}
+
+fn work<R: Read>(member: VerifyingReader<R>, tx: SyncSender<io::Result<Vec<u8>>>) {
+    let mut dec = match zstd::stream::read::Decoder::new(member) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        match read_full(&mut dec, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                chunk.truncate(n);
+                if tx.send(Ok(chunk)).is_err() {
+                    return; // the consumer went away
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::new(e.kind(), format!("decompressing: {e}"))));
+                return;
+            }
+        }
+    }
+    // The frames ended: the rest of the member must still be checked.
+    // Bytes the decoder buffered but did not use are hashed already; the rest is read now.
+    let member = dec.finish().into_inner();
+    let end = member.finish().map_err(io::Error::other);
+    let _ = tx.send(end.map(|()| Vec::new()));
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl Read for Decompressed {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
+                Ok(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::other("decompression thread ended unexpectedly"));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Decompressed {
+    /// Reads to the end (the consumer may have stopped at the tar end marker), which
+    /// surfaces a verification failure of the member.
+    pub fn finish(mut self) -> io::Result<()> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(())
+    }
+}
+
+impl Drop for Decompressed {
+    fn drop(&mut self) {
+        // Unblock the worker (it sees the closed channel) and wait for it.
+        let (_, dead) = sync_channel(0);
+        self.rx = dead;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::verified::sha256_of;
+
+    fn compressed(data: &[u8]) -> Vec<u8> {
+        zstd::encode_all(data, 3).unwrap()
+    }
+
+    #[test]
+    fn good_and_bad_members() {
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 97) as u8).collect();
+        let z = compressed(&data);
+        let (sha, len) = sha256_of(&z[..]).unwrap();
+        let member = VerifyingReader::new(std::io::Cursor::new(z.clone()), "m", len, &sha);
+        let mut out = Vec::new();
+        zstd_stream(member).read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+
+        // Trailing garbage after the frame is not part of a valid member: the digest fails.
+        let mut bad = z.clone();
+        bad.extend_from_slice(b"junk");
+        let member = VerifyingReader::new(std::io::Cursor::new(bad), "m", len + 4, &sha);
+        let mut s = zstd_stream(member);
+        let mut first = vec![0u8; 1000];
+        s.read_exact(&mut first).unwrap();
+        let e = s.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("sha256 mismatch") || e.contains("decompressing"),
+            "{e}"
+        );
+    }
+}

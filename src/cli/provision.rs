@@ -1,0 +1,81 @@
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::apply::provision::{ProvisionOptions, default_data_dir, provision};
+use crate::bundle::sign::TrustedKeys;
+
+/// Create a factory disk image from a bundle: GPT, boot partition, slot A installed and good,
+/// slot B empty, data partition with hup's state.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "provision")]
+pub struct Provision {
+    /// the bundle to install into slot A
+    #[argh(option)]
+    bundle: PathBuf,
+    /// trusted public key file (repeatable)
+    #[argh(option)]
+    key: Vec<PathBuf>,
+    /// image size (bytes or K/M/G/T)
+    #[argh(option, from_str_fn(size_arg))]
+    size: u64,
+    /// size of each root slot (default: a third of what the boot partition leaves)
+    #[argh(option, from_str_fn(size_arg))]
+    slot_size: Option<u64>,
+    /// size of the boot partition (default 64M)
+    #[argh(option, from_str_fn(size_arg))]
+    boot_size: Option<u64>,
+    /// boot backend: gpt (default) or systemd-boot
+    #[argh(option, default = "String::from(\"gpt\")")]
+    boot_backend: String,
+    /// systemd-boot EFI binary (default: Debian's systemd-bootx64.efi)
+    #[argh(option)]
+    systemd_boot_efi: Option<PathBuf>,
+    /// logical sector size of the image: 512 (default) or 4096
+    #[argh(option, default = "512")]
+    sector_size: u64,
+    /// host directory standing for the data partition's hup/ (default: DISK.data)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// the disk image to create
+    #[argh(positional)]
+    disk: PathBuf,
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    crate::size::from_arg(s)
+}
+
+impl Provision {
+    pub fn run(self) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        let keys = TrustedKeys::load(&self.key, &[])?;
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| default_data_dir(&self.disk));
+        let p = provision(&ProvisionOptions {
+            bundle: self.bundle,
+            keys,
+            disk: self.disk.clone(),
+            size: self.size,
+            slot_size: self.slot_size,
+            boot_size: self.boot_size,
+            boot_backend: self.boot_backend.clone(),
+            efi: self.systemd_boot_efi,
+            data_dir: Some(data_dir.clone()),
+            sector_size: self.sector_size,
+        })?;
+        println!(
+            "provisioned {} in {:.1} s: version {} in slot a ({} backend); boot {} MiB, slots {} MiB, data {} MiB; host state in {}",
+            self.disk.display(),
+            start.elapsed().as_secs_f64(),
+            p.version,
+            self.boot_backend,
+            p.boot_size >> 20,
+            p.slot_size >> 20,
+            p.data_size >> 20,
+            data_dir.display()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,401 @@
+//! The tar stream: read-ahead (and zstd decompression) in a separate thread, and the
+//! translation of each tar header (ustar, GNU long names, PAX records) into what we create.
+
+use std::io::{self, Cursor, Read};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+
+use anyhow::{Context, Result, bail};
+use tar::EntryType;
+
+use super::inode::Timestamp;
+use super::path::show;
+use super::sparse::{self, Sparse};
+
+const CHUNK: usize = 1 << 20;
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Wraps `r` in a zstd decoder when the stream starts with the zstd magic number.
+pub fn maybe_decompress<R: Read + Send + 'static>(mut r: R) -> Result<Box<dyn Read + Send>> {
+    let mut head = Vec::with_capacity(4);
+    (&mut r)
+        .take(4)
+        .read_to_end(&mut head)
+        .context("reading the start of the tar stream")?;
+    let is_zstd = head == ZSTD_MAGIC;
+    let chained = Cursor::new(head).chain(r);
+    if is_zstd {
+        let d = zstd::stream::read::Decoder::new(chained).context("starting zstd decompression")?;
+        Ok(Box::new(d))
+    } else {
+        Ok(Box::new(chained))
+    }
+}
+
+/// Reads `r` on its own thread, one MiB ahead at most four times over.
+pub struct ReadAhead {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    recycle: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadAhead {
+    pub fn spawn<R: Read + Send + 'static>(mut r: R) -> Result<ReadAhead> {
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+        let (recycle, spare) = sync_channel::<Vec<u8>>(4);
+        std::thread::Builder::new()
+            .name("hup-tar-read".into())
+            .spawn(move || fill_loop(&mut r, &tx, &spare))
+            .context("starting the tar reader thread")?;
+        Ok(ReadAhead {
+            rx,
+            recycle,
+            cur: Vec::new(),
+            pos: 0,
+        })
+    }
+}
+
+fn fill_loop(r: &mut dyn Read, tx: &SyncSender<io::Result<Vec<u8>>>, spare: &Receiver<Vec<u8>>) {
+    loop {
+        let mut buf = match spare.try_recv() {
+            Ok(b) => b,
+            Err(TryRecvError::Empty) => Vec::new(),
+            Err(TryRecvError::Disconnected) => return,
+        };
+        buf.resize(CHUNK, 0);
+        let mut n = 0;
+        while n < CHUNK {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if n == 0 {
+            return; // end of stream: dropping tx reports EOF
+        }
+        buf.truncate(n);
+        if tx.send(Ok(buf)).is_err() {
+            return; // the consumer stopped
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let old = std::mem::replace(&mut self.cur, next);
+                    let _ = self.recycle.try_send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What a member creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink(Vec<u8>),
+    HardLink(Vec<u8>),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+/// One archive member's header, resolved (long names, PAX overrides).
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    /// Permission bits (07777).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Timestamp,
+    pub atime: Option<Timestamp>,
+    pub ctime: Option<Timestamp>,
+    /// Size of the data that follows (regular files).
+    pub size: u64,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// A GNU PAX sparse file: its apparent size and map.
+    pub sparse: Option<Sparse>,
+}
+
+impl Member {
+    pub fn show(&self) -> String {
+        show(&self.path)
+    }
+}
+
+/// Parses a PAX time: decimal seconds, optionally negative, optionally with a fraction.
+pub fn parse_pax_time(v: &str) -> Option<Timestamp> {
+    let (neg, digits) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let secs: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nsec: u32 = 0;
+    for b in frac.bytes().chain(std::iter::repeat(b'0')).take(9) {
+        nsec = nsec * 10 + u32::from(b - b'0');
+    }
+    Some(if !neg {
+        Timestamp { secs, nsec }
+    } else if nsec == 0 {
+        Timestamp {
+            secs: -secs,
+            nsec: 0,
+        }
+    } else {
+        Timestamp {
+            secs: -secs - 1,
+            nsec: 1_000_000_000 - nsec,
+        }
+    })
+}
+
+/// Reads the header of `entry`. `None` for members that create nothing (PAX global headers).
+pub fn member<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> {
+    let header = entry.header();
+    let etype = header.entry_type();
+    if etype == EntryType::XGlobalHeader {
+        return Ok(None);
+    }
+    let path = entry.path_bytes().into_owned();
+    let name = show(&path);
+    let header = entry.header();
+    let link = || -> Result<Vec<u8>> {
+        match entry.link_name_bytes() {
+            Some(l) if !l.is_empty() => Ok(l.into_owned()),
+            _ => bail!("{name:?}: link member without a link target"),
+        }
+    };
+    let dev = || -> Result<(u32, u32)> {
+        let major = header.device_major().ok().flatten();
+        let minor = header.device_minor().ok().flatten();
+        match (major, minor) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => bail!("{name:?}: device member without a valid device number"),
+        }
+    };
+    let kind = match etype {
+        // old archives mark directories with a trailing slash only
+        EntryType::Regular if path.ends_with(b"/") => Kind::Dir,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+        EntryType::Directory => Kind::Dir,
+        EntryType::Symlink => Kind::Symlink(link()?),
+        EntryType::Link => Kind::HardLink(link()?),
+        EntryType::Char => {
+            let (a, b) = dev()?;
+            Kind::Char(a, b)
+        }
+        EntryType::Block => {
+            let (a, b) = dev()?;
+            Kind::Block(a, b)
+        }
+        EntryType::Fifo => Kind::Fifo,
+        other => bail!(
+            "{name:?}: tar member type {:?} cannot be stored in the filesystem; refused",
+            char::from(other.as_byte())
+        ),
+    };
+    let mode = header
+        .mode()
+        .with_context(|| format!("{name:?}: bad mode field"))?;
+    let uid = header
+        .uid()
+        .with_context(|| format!("{name:?}: bad uid field"))?;
+    let gid = header
+        .gid()
+        .with_context(|| format!("{name:?}: bad gid field"))?;
+    let mtime = header
+        .mtime()
+        .with_context(|| format!("{name:?}: bad mtime field"))?;
+    let mut m = Member {
+        path,
+        kind,
+        perm: (mode & 0o7777) as u16,
+        uid: u32::try_from(uid)
+            .with_context(|| format!("{name:?}: uid {uid} does not fit 32 bits"))?,
+        gid: u32::try_from(gid)
+            .with_context(|| format!("{name:?}: gid {gid} does not fit 32 bits"))?,
+        mtime: Timestamp {
+            secs: i64::try_from(mtime).unwrap_or(i64::MAX),
+            nsec: 0,
+        },
+        atime: None,
+        ctime: None,
+        size: entry.size(),
+        xattrs: Vec::new(),
+        sparse: None,
+    };
+    let mut gnu = GnuSparse::default();
+    if let Some(pax) = entry
+        .pax_extensions()
+        .with_context(|| format!("{name:?}: reading PAX records"))?
+    {
+        for ext in pax {
+            let ext = ext.with_context(|| format!("{name:?}: malformed PAX record"))?;
+            let Ok(key) = ext.key() else { continue };
+            let value = ext.value_bytes();
+            let time = || std::str::from_utf8(value).ok().and_then(parse_pax_time);
+            match key {
+                "mtime" => m.mtime = time().with_context(|| format!("{name:?}: bad PAX mtime"))?,
+                "atime" => m.atime = time(),
+                "ctime" => m.ctime = time(),
+                k => {
+                    if let Some(xname) = k.strip_prefix("SCHILY.xattr.") {
+                        m.xattrs.push((xname.to_string(), value.to_vec()));
+                    } else if let Some(g) = k.strip_prefix("GNU.sparse.") {
+                        gnu.record(g, value);
+                    }
+                }
+            }
+        }
+    }
+    if gnu.any {
+        gnu.apply(&mut m)
+            .with_context(|| format!("{name:?}: GNU sparse member"))?;
+    }
+    Ok(Some(m))
+}
+
+/// The `GNU.sparse.*` records of a member.
+#[derive(Default)]
+struct GnuSparse {
+    any: bool,
+    major: Option<String>,
+    minor: Option<String>,
+    name: Option<Vec<u8>>,
+    realsize: Option<String>,
+    size: Option<String>,
+    map: Option<String>,
+    old: bool,
+}
+
+impl GnuSparse {
+    fn record(&mut self, key: &str, value: &[u8]) {
+        self.any = true;
+        let text = || String::from_utf8_lossy(value).into_owned();
+        match key {
+            "major" => self.major = Some(text()),
+            "minor" => self.minor = Some(text()),
+            "name" => self.name = Some(value.to_vec()),
+            "realsize" => self.realsize = Some(text()),
+            "size" => self.size = Some(text()),
+            "map" => self.map = Some(text()),
+            "offset" | "numbytes" => self.old = true,
+            _ => {}
+        }
+    }
+
+    fn apply(self, m: &mut Member) -> Result<()> {
+        if m.kind != Kind::File {
+            bail!("GNU.sparse records on a member that is not a regular file");
+        }
+        let num = |v: Option<String>, what: &str| -> Result<u64> {
+            let v = v.with_context(|| format!("missing GNU.sparse.{what}"))?;
+            v.trim()
+                .parse()
+                .with_context(|| format!("bad GNU.sparse.{what} {v:?}"))
+        };
+        let version = (self.major.as_deref(), self.minor.as_deref());
+        let sparse = match version {
+            (Some("1"), Some("0")) => Sparse {
+                realsize: num(self.realsize, "realsize")?,
+                map: sparse::Map::InData,
+            },
+            (None, None) | (Some("0"), Some("1")) if !self.old && self.map.is_some() => Sparse {
+                realsize: num(self.size, "size")?,
+                map: sparse::Map::Listed(sparse::parse_map(self.map.as_deref().unwrap_or(""))?),
+            },
+            _ => bail!("unsupported GNU sparse format (only 1.0 and 0.1 are)"),
+        };
+        if let Some(name) = self.name {
+            m.path = name;
+        }
+        m.sparse = Some(sparse);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times() {
+        let t = |s| parse_pax_time(s).unwrap();
+        assert_eq!(
+            t("1700000000"),
+            Timestamp {
+                secs: 1_700_000_000,
+                nsec: 0
+            }
+        );
+        assert_eq!(
+            t("1700000000.5"),
+            Timestamp {
+                secs: 1_700_000_000,
+                nsec: 500_000_000
+            }
+        );
+        assert_eq!(
+            t("1.123456789123"),
+            Timestamp {
+                secs: 1,
+                nsec: 123_456_789
+            }
+        );
+        assert_eq!(
+            t("-1.25"),
+            Timestamp {
+                secs: -2,
+                nsec: 750_000_000
+            }
+        );
+        assert_eq!(t("-3"), Timestamp { secs: -3, nsec: 0 });
+        assert!(parse_pax_time("x").is_none());
+        assert!(parse_pax_time("1.2x").is_none());
+        assert!(parse_pax_time("").is_none());
+    }
+
+    #[test]
+    fn read_ahead_and_zstd_detection() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let z = zstd::encode_all(&data[..], 3).unwrap();
+        for input in [data.clone(), z] {
+            let r = maybe_decompress(Cursor::new(input)).unwrap();
+            let mut ra = ReadAhead::spawn(r).unwrap();
+            let mut out = Vec::new();
+            ra.read_to_end(&mut out).unwrap();
+            assert_eq!(out, data);
+        }
+        let mut tiny = maybe_decompress(Cursor::new(vec![1u8, 2])).unwrap();
+        let mut out = Vec::new();
+        tiny.read_to_end(&mut out).unwrap();
+        assert_eq!(out, vec![1, 2]);
+    }
+}

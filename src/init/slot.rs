@@ -1,0 +1,215 @@
+//! Which root slot to boot: the `SlotChooser` seam between the init and the boot backends.
+
+use anyhow::{Context, Result};
+
+use super::cmdline::Cmdline;
+use super::devices::Devices;
+use crate::model::config::SystemConfig;
+
+/// The slot type of the boot backends.
+pub use crate::boot::Slot;
+
+/// What a chooser may look at.
+pub struct ChooseContext<'a> {
+    pub config: &'a SystemConfig,
+    pub cmdline: &'a Cmdline,
+    pub devices: &'a Devices,
+}
+
+/// Decides the boot order of the slots. The init mounts the first slot of the
+/// list that has a mountable root with `/sbin/init`, so the list is "the chosen
+/// slot, then the fallback (last good) slot".
+pub trait SlotChooser {
+    fn candidates(&mut self, ctx: &ChooseContext) -> Result<Vec<Slot>>;
+}
+
+/// The chooser for `config.boot_backend`.
+pub fn chooser_for(config: &SystemConfig) -> Box<dyn SlotChooser> {
+    match config.boot_backend.as_str() {
+        "systemd-boot" => Box::new(SystemdBoot {
+            efivars: std::path::PathBuf::from(EFIVARS),
+        }),
+        _ => Box::new(Gpt),
+    }
+}
+
+/// `gpt` backend: [`crate::boot::gpt::GptBackend::choose`] reads the attribute
+/// bits of the root partitions on the disk holding root A, uses a try of a slot
+/// on trial, and names the fallback.
+struct Gpt;
+
+impl SlotChooser for Gpt {
+    fn candidates(&mut self, ctx: &ChooseContext) -> Result<Vec<Slot>> {
+        let labels = &ctx.config.labels;
+        let part = ctx
+            .devices
+            .get(&labels.root_a)
+            .or_else(|| ctx.devices.get(&labels.root_b))
+            .context("no root partition found to read the GPT attributes from")?;
+        let disk = part
+            .disk
+            .as_ref()
+            .with_context(|| format!("no whole-disk device known for {}", part.node.display()))?;
+        let choice = crate::boot::gpt::GptBackend::with_labels(disk, labels.clone())
+            .choose()
+            .with_context(|| format!("choosing a slot from the GPT of {}", disk.display()))?;
+        if choice.repaired {
+            log::warn!(
+                "the GPT of {} was damaged and has been repaired",
+                disk.display()
+            );
+        }
+        Ok(choice.candidates())
+    }
+}
+
+/// Where efivarfs is mounted.
+pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
+/// systemd-boot's vendor GUID for its Loader* variables.
+const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+/// `systemd-boot` backend: the boot entry carries `hup.slot=` on its command line
+/// (the loader already did the choosing and the boot counting); the init confirms
+/// it with `LoaderEntrySelected`.
+struct SystemdBoot {
+    efivars: std::path::PathBuf,
+}
+
+impl SlotChooser for SystemdBoot {
+    fn candidates(&mut self, ctx: &ChooseContext) -> Result<Vec<Slot>> {
+        let entry = read_loader_entry(
+            &self
+                .efivars
+                .join(format!("LoaderEntrySelected-{LOADER_GUID}")),
+        );
+        let from_entry = match &entry {
+            Ok(name) => {
+                log::info!("systemd-boot selected entry {name}");
+                slot_of_entry(name)
+            }
+            Err(e) => {
+                log::warn!("cannot confirm the boot entry: {e:#}");
+                None
+            }
+        };
+        let slot = match (ctx.cmdline.slot, from_entry) {
+            (Some(c), Some(e)) if c != e => {
+                log::error!(
+                    "hup.slot={c} but the selected entry {} looks like slot {e}; trusting hup.slot",
+                    entry.as_deref().unwrap_or("?")
+                );
+                c
+            }
+            (Some(c), _) => c,
+            (None, Some(e)) => {
+                log::warn!("no hup.slot= on the command line; using slot {e} from the boot entry");
+                e
+            }
+            (None, None) => {
+                log::error!(
+                    "no hup.slot= on the command line and no usable boot entry; trying slot a"
+                );
+                Slot::A
+            }
+        };
+        Ok(vec![slot, slot.other()])
+    }
+}
+
+/// Decodes an EFI variable holding a NUL-terminated UTF-16LE string (after the
+/// 4-byte attribute word efivarfs puts first).
+pub fn decode_efi_string(bytes: &[u8]) -> Result<String> {
+    let body = bytes
+        .get(4..)
+        .context("EFI variable shorter than its attribute word")?;
+    let units: Vec<u16> = body
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|u| *u != 0)
+        .collect();
+    String::from_utf16(&units).context("EFI variable is not valid UTF-16")
+}
+
+fn read_loader_entry(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    decode_efi_string(&bytes).with_context(|| format!("decoding {}", path.display()))
+}
+
+/// The slot named by a boot entry id such as `hup-b+2-1.conf`, `hup-a.conf` or `b`:
+/// the `.conf` suffix and the boot counter are removed, then the name must be the
+/// slot letter or end in `-<letter>`.
+pub fn slot_of_entry(entry: &str) -> Option<Slot> {
+    let id = entry.strip_suffix(".conf").unwrap_or(entry);
+    let id = match id.rsplit_once('+') {
+        Some((base, counter))
+            if !counter.is_empty() && counter.chars().all(|c| c.is_ascii_digit() || c == '-') =>
+        {
+            base
+        }
+        _ => id,
+    };
+    let letter = id.rsplit_once('-').map_or(id, |(_, l)| l);
+    Slot::parse(letter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names() {
+        assert_eq!(slot_of_entry("hup-b+2-1.conf"), Some(Slot::B));
+        assert_eq!(slot_of_entry("hup-a+3.conf"), Some(Slot::A));
+        assert_eq!(slot_of_entry("hup-a.conf"), Some(Slot::A));
+        assert_eq!(slot_of_entry("b"), Some(Slot::B));
+        assert_eq!(slot_of_entry("a+0-3.conf"), Some(Slot::A));
+        assert_eq!(slot_of_entry("debian.conf"), None);
+        assert_eq!(slot_of_entry("hup-c.conf"), None);
+    }
+
+    #[test]
+    fn efi_string() {
+        let mut v = vec![6, 0, 0, 0];
+        for u in "hup-a.conf".encode_utf16() {
+            v.extend_from_slice(&u.to_le_bytes());
+        }
+        v.extend_from_slice(&[0, 0]);
+        assert_eq!(decode_efi_string(&v).unwrap(), "hup-a.conf");
+        assert!(decode_efi_string(&[1, 2]).is_err());
+    }
+
+    #[test]
+    fn systemd_boot_trusts_cmdline_and_falls_back() {
+        let t = tempfile::tempdir().unwrap();
+        let config =
+            SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"systemd-boot"}"#)
+                .unwrap();
+        let devices = Devices::default();
+        let mut sb = SystemdBoot {
+            efivars: t.path().to_path_buf(),
+        };
+        let cmdline = super::super::cmdline::parse("hup.slot=b");
+        let ctx = ChooseContext {
+            config: &config,
+            cmdline: &cmdline,
+            devices: &devices,
+        };
+        assert_eq!(sb.candidates(&ctx).unwrap(), [Slot::B, Slot::A]);
+        // Entry only: the entry decides.
+        let mut v = vec![7, 0, 0, 0];
+        for u in "hup-b+1-2.conf\0".encode_utf16() {
+            v.extend_from_slice(&u.to_le_bytes());
+        }
+        std::fs::write(
+            t.path().join(format!("LoaderEntrySelected-{LOADER_GUID}")),
+            v,
+        )
+        .unwrap();
+        let empty = super::super::cmdline::parse("");
+        let ctx = ChooseContext {
+            cmdline: &empty,
+            ..ctx
+        };
+        assert_eq!(sb.candidates(&ctx).unwrap(), [Slot::B, Slot::A]);
+    }
+}
