@@ -15,6 +15,7 @@ pub mod ext4;
 pub mod failpoint;
 pub mod fsutil;
 pub mod init;
+pub mod layout;
 pub mod logging;
 pub mod migrate;
 pub mod model;

@@ -10,5 +10,6 @@ fn main() {
     if std::process::id() == 1 || name == "init" {
         hup::init::run();
     }
+    hup::sys::signal::default_sigpipe();
     std::process::exit(hup::cli::run());
 }

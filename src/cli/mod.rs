@@ -3,12 +3,16 @@
 use argh::FromArgs;
 
 mod apply;
+mod cancel;
 mod inspect;
 mod keygen;
+mod mark;
 mod mkfs;
 mod mkinitramfs;
 mod pack;
 mod provision;
+mod stage;
+mod status;
 mod verify;
 
 /// hup: offline host-OS updates for embedded Linux.
@@ -32,6 +36,11 @@ enum Command {
     Apply(apply::Apply),
     Mkinitramfs(mkinitramfs::Mkinitramfs),
     Mkfs(mkfs::Mkfs),
+    Stage(stage::Stage),
+    Status(status::Status),
+    MarkGood(mark::MarkGood),
+    MarkBad(mark::MarkBad),
+    Cancel(cancel::Cancel),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -47,6 +56,11 @@ pub fn run() -> i32 {
         Command::Apply(c) => c.run(),
         Command::Mkinitramfs(c) => c.run(),
         Command::Mkfs(c) => c.run(),
+        Command::Stage(c) => c.run(),
+        Command::Status(c) => c.run(),
+        Command::MarkGood(c) => c.run(),
+        Command::MarkBad(c) => c.run(),
+        Command::Cancel(c) => c.run(),
     };
     match result {
         Ok(()) => crate::error::code::SUCCESS,

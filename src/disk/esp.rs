@@ -16,6 +16,36 @@ use super::PartIo;
 type Fs = FileSystem<PartIo>;
 type Dir<'a> = fatfs::Dir<'a, PartIo>;
 
+/// Time stamp of the entries hup writes. fatfs 0.3.6 without its `chrono` feature stamps
+/// the invalid DOS date 1980-00-00, and UEFI's FAT driver refuses to rename (SetInfo) such
+/// a file: systemd-boot then cannot count a boot try by renaming its entry.
+#[derive(Debug)]
+struct DosEpoch;
+
+impl fatfs::TimeProvider for DosEpoch {
+    fn get_current_date(&self) -> fatfs::Date {
+        fatfs::Date {
+            year: 1980,
+            month: 1,
+            day: 1,
+        }
+    }
+
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: self.get_current_date(),
+            time: fatfs::Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
+
+static DOS_EPOCH: DosEpoch = DosEpoch;
+
 /// Below this size the ESP is FAT16 (or FAT12 when tiny), at and above it FAT32.
 const FAT32_MIN_BYTES: u64 = 256 << 20;
 
@@ -84,7 +114,7 @@ impl Esp {
         let sync_io = io
             .try_clone()
             .with_context(|| format!("duplicating the handle of {name}"))?;
-        let fs = FileSystem::new(io, FsOptions::new())
+        let fs = FileSystem::new(io, FsOptions::new().time_provider(&DOS_EPOCH))
             .with_context(|| format!("opening the FAT filesystem on {name}"))?;
         Ok(Esp { fs, sync_io, name })
     }

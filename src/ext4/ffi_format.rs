@@ -221,11 +221,14 @@ impl Fs {
         // SAFETY: live handle; jp is a valid out struct.
         let code = unsafe { sys::ext2fs_get_journal_params(&mut jp, self.fs) };
         check(code, || "sizing the journal".to_string())?;
-        let flags = if zeroed {
-            sys::EXT2_MKJOURNAL_LAZYINIT as i32
-        } else {
-            0
-        };
+        // Like mke2fs: no mount check. The library's check opens the device O_EXCL and
+        // refuses (EBUSY) a whole disk while any of its partitions is mounted.
+        let flags = sys::EXT2_MKJOURNAL_NO_MNT_CHECK as i32
+            | if zeroed {
+                sys::EXT2_MKJOURNAL_LAZYINIT as i32
+            } else {
+                0
+            };
         // SAFETY: live handle; jp valid; goal !0 = the library's default placement (middle).
         let code = unsafe { sys::ext2fs_add_journal_inode3(self.fs, &mut jp, !0, flags) };
         check(code, || {

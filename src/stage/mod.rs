@@ -1,1 +1,216 @@
-//! stage: see docs/architecture.md.
+//! Online staging (docs/staging.md): download a bundle, verify it, check it fits this
+//! device, and store it in `DATA/hup/staged/` for the initramfs to apply at the next boot.
+//! Also the commands around it: `hup status`, `hup mark-good`, `hup mark-bad`, `hup cancel`.
+//!
+//! The pieces, in the order a `hup stage` uses them: [`device`] (config, booted slot,
+//! running version, disk), [`lock`] (one command at a time), [`source`] and [`http`] (file
+//! or URL, resumable), `download` (retries, progress, free space), `stream` (hashing and
+//! tar-following while downloading), [`verify`] (signature and digests), [`checks`]
+//! (compatible, version, sizes), [`store`] (atomic move, state.json).
+
+pub mod checks;
+pub mod device;
+mod download;
+pub mod http;
+pub mod lock;
+pub mod mark;
+mod progress;
+pub mod source;
+pub mod status;
+pub mod store;
+mod stream;
+mod tarscan;
+pub mod verify;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::error::Exit;
+use crate::model::manifest::Manifest;
+use device::Device;
+use source::Source;
+use stream::{Captured, EarlyCheck};
+
+pub use download::{BACKOFF_ENV, MAX_ATTEMPTS};
+pub use progress::human;
+
+/// What to stage.
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// A local path, or an `http://` / `https://` URL.
+    pub source: String,
+    /// Expected SHA-256 of the whole bundle file (64 hex digits).
+    pub sha256: Option<String>,
+    /// Accept a version older than the running one.
+    pub allow_downgrade: bool,
+    /// Trust only the certificates of this PEM file for https (instead of the system bundle).
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// A bundle that is now staged.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    pub staged: crate::model::state::Staged,
+    pub path: std::path::PathBuf,
+    pub signed_by: String,
+    /// Payloads in the bundle.
+    pub payloads: usize,
+    /// Payloads read a second time because the stream could not provide their digest.
+    pub reread: usize,
+}
+
+/// `hup stage`: downloads (resuming), verifies, checks and stores a bundle. Fails with
+/// [`Exit::Locked`] when another hup holds the lock and [`Exit::NothingToDo`] when the
+/// bundle is already staged or its version already runs. On any failure nothing is staged
+/// and an earlier staged bundle stays as it was.
+pub fn stage(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
+    stage_inner(dev, opts).with_context(|| format!("staging {}", opts.source))
+}
+
+fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
+    let want_sha = opts
+        .sha256
+        .as_deref()
+        .map(verify::parse_sha256)
+        .transpose()?;
+    let source = Source::parse(&opts.source)?;
+    let data = &dev.data;
+    data.create()?;
+    let _lock = lock::acquire(data, &format!("hup stage {}", opts.source))?;
+    let booted = device::booted_slot(&dev.config.labels)?;
+    let mut state = dev.load_state_or_new(booted.slot)?;
+    let running = device::running_version(&state, booted.slot)?;
+    if let Some(want) = &want_sha
+        && store::is_staged(data, &state, want)
+    {
+        return Err(
+            Exit::NothingToDo(format!("this bundle (sha256 {want}) is already staged")).into(),
+        );
+    }
+    let disk = dev.disk()?;
+    let facts = checks::gather(
+        &dev.config,
+        &disk,
+        booted.slot,
+        &running,
+        opts.allow_downgrade,
+    )?;
+    let keys = Arc::new(dev.keys()?);
+    log::info!(
+        "staging {} for {} (running {running} on slot {}, found by {}; the update goes to slot {})",
+        opts.source,
+        dev.config.compatible,
+        booted.slot,
+        booted.source,
+        facts.spare
+    );
+
+    let name = format!("{}.part", source.file_name());
+    for old in store::clean_staging(data, &name)? {
+        log::info!(
+            "removed {old} left in {} by an earlier run",
+            data.staging_dir().display()
+        );
+    }
+    let part = data.staging_dir().join(&name);
+    let early = early_check(
+        keys.clone(),
+        facts.clone(),
+        store::staged_manifest(data, &state),
+    );
+    let mut origin = source.origin(opts.ca.as_deref())?;
+    let staging_dir = data.staging_dir();
+    let space = move |bytes: u64| store::ensure_space(&staging_dir, bytes);
+    let summary = download::run(download::Request {
+        origin: origin.as_mut(),
+        part: &part,
+        early: Some(early),
+        space: &space,
+    })?;
+
+    let checked = (|| {
+        verify::check_sha256(want_sha.as_deref(), &summary)?;
+        let (bundle, reread) = verify::verify(&part, &summary, &keys)?;
+        checks::check(&bundle.manifest, &facts)?;
+        if store::is_staged(data, &state, &summary.sha256) {
+            return Err(Exit::NothingToDo(format!(
+                "bundle {} (sha256 {}) is already staged",
+                bundle.manifest.version, summary.sha256
+            ))
+            .into());
+        }
+        Ok((bundle, reread))
+    })();
+    let (bundle, reread) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            download::discard(&part);
+            return Err(e);
+        }
+    };
+    let staged = store::commit(data, &mut state, &part, &summary, &bundle.manifest.version)?;
+    Ok(StageReport {
+        path: store::staged_path(data),
+        staged,
+        signed_by: bundle.signed_by.unwrap_or_default(),
+        payloads: bundle.manifest.payloads.len(),
+        reread,
+    })
+}
+
+/// The check run as soon as manifest and signature have streamed in: trusted signature,
+/// valid manifest, not the bundle already staged, fits this device.
+fn early_check(
+    keys: Arc<crate::bundle::sign::TrustedKeys>,
+    facts: checks::Facts,
+    staged_manifest: Option<Vec<u8>>,
+) -> EarlyCheck {
+    let said = std::sync::atomic::AtomicBool::new(false);
+    Arc::new(move |c: &Captured| {
+        let (key_id, _) = keys
+            .verify(&c.manifest, &c.signature)
+            .with_context(|| format!("member {}", crate::bundle::SIGNATURE))?;
+        let m = Manifest::from_json(&c.manifest)
+            .with_context(|| format!("member {}", crate::bundle::MANIFEST))?;
+        if staged_manifest.as_deref() == Some(&c.manifest[..]) {
+            return Err(
+                Exit::NothingToDo(format!("bundle {} is already staged", m.version)).into(),
+            );
+        }
+        checks::check(&m, &facts)?;
+        if !said.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::info!(
+                "bundle {} {} signed by trusted key {key_id}; fetching the payloads",
+                m.compatible,
+                m.version
+            );
+        }
+        Ok(())
+    })
+}
+
+/// This process's peak resident memory in KiB (`VmHWM` of /proc/self/status), for `-v`
+/// output and scripts/bench-stage.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Asks the init system to reboot (runs `reboot`, found in `PATH`).
+pub fn request_reboot() -> Result<()> {
+    let status = std::process::Command::new("reboot")
+        .status()
+        .context("running reboot")?;
+    if !status.success() {
+        anyhow::bail!("reboot exited with {status}");
+    }
+    Ok(())
+}

@@ -5,3 +5,4 @@ pub mod env;
 pub mod kmod;
 pub mod mount;
 pub mod power;
+pub mod signal;

@@ -1,0 +1,84 @@
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::stage::device::{Device, DeviceArgs};
+use crate::stage::mark::Marked;
+
+/// Commit the booted slot: the OS runs this once it is healthy after an update.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "mark-good")]
+pub struct MarkGood {
+    /// device configuration (default /etc/hup/system.json)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// hup's data directory (default <data_mount>/hup from the configuration)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// whole disk holding the hup partitions (default: found by partition label)
+    #[argh(option)]
+    disk: Option<PathBuf>,
+}
+
+/// Give up the booted slot: the next boot falls back to the other slot.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "mark-bad")]
+pub struct MarkBad {
+    /// device configuration (default /etc/hup/system.json)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// hup's data directory (default <data_mount>/hup from the configuration)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// whole disk holding the hup partitions (default: found by partition label)
+    #[argh(option)]
+    disk: Option<PathBuf>,
+}
+
+fn device(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    disk: Option<PathBuf>,
+) -> anyhow::Result<Device> {
+    Device::open(&DeviceArgs {
+        config,
+        data_dir,
+        disk,
+    })
+}
+
+fn describe(m: &Marked) -> String {
+    let version = m
+        .version
+        .as_deref()
+        .map(|v| format!(" ({v})"))
+        .unwrap_or_default();
+    let outcome = m
+        .outcome
+        .and_then(|o| serde_json::to_value(o).ok())
+        .and_then(|v| v.as_str().map(|s| format!("; last update: {s}")))
+        .unwrap_or_default();
+    format!("slot {}{version}{outcome}", m.slot)
+}
+
+impl MarkGood {
+    pub fn run(self) -> anyhow::Result<()> {
+        let dev = device(self.config, self.data_dir, self.disk)?;
+        let m = crate::stage::mark::mark_good(&dev)?;
+        println!("marked good: {}", describe(&m));
+        Ok(())
+    }
+}
+
+impl MarkBad {
+    pub fn run(self) -> anyhow::Result<()> {
+        let dev = device(self.config, self.data_dir, self.disk)?;
+        let m = crate::stage::mark::mark_bad(&dev)?;
+        println!(
+            "marked bad: {}; the next boot starts slot {}",
+            describe(&m),
+            m.slot.other()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::stage::device::{Device, DeviceArgs};
+use crate::stage::{StageOptions, human};
+
+/// Download, verify and store an update bundle; it is applied at the next boot.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "stage")]
+pub struct Stage {
+    /// bundle: a local path, an http:// or an https:// URL
+    #[argh(positional)]
+    source: String,
+    /// expected sha256 of the whole bundle file (64 hex digits)
+    #[argh(option)]
+    sha256: Option<String>,
+    /// reboot once the bundle is staged, so that it is applied now
+    #[argh(switch)]
+    reboot: bool,
+    /// accept a version older than the running one
+    #[argh(switch)]
+    allow_downgrade: bool,
+    /// trust only the CA certificates of this PEM file for https (default: the system CA bundle)
+    #[argh(option)]
+    ca: Option<PathBuf>,
+    /// device configuration (default /etc/hup/system.json)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// hup's data directory (default <data_mount>/hup from the configuration)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// whole disk holding the hup partitions (default: found by partition label)
+    #[argh(option)]
+    disk: Option<PathBuf>,
+}
+
+impl Stage {
+    pub fn run(self) -> anyhow::Result<()> {
+        let dev = Device::open(&DeviceArgs {
+            config: self.config,
+            data_dir: self.data_dir,
+            disk: self.disk,
+        })?;
+        let opts = StageOptions {
+            source: self.source.clone(),
+            sha256: self.sha256,
+            allow_downgrade: self.allow_downgrade,
+            ca: self.ca,
+        };
+        let r = crate::stage::stage(&dev, &opts)?;
+        println!(
+            "staged {} ({}, sha256 {}, signed by key {}) as {}; it is applied at the next boot",
+            r.staged.version,
+            human(r.staged.size),
+            r.staged.sha256,
+            r.signed_by,
+            r.path.display()
+        );
+        log::debug!(
+            "payloads verified from the digests taken while downloading: {} of {} read again",
+            r.reread,
+            r.payloads
+        );
+        if let Some(kib) = crate::stage::peak_rss_kib() {
+            log::debug!("peak memory (VmHWM): {kib} KiB");
+        }
+        if self.reboot {
+            log::info!("rebooting to apply {}", r.staged.version);
+            crate::stage::request_reboot().map_err(|e| {
+                e.context(format!(
+                    "{} is staged, but the reboot failed",
+                    r.staged.version
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}

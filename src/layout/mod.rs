@@ -1,0 +1,1 @@
+//! layout: partition layout migration (docs/layout-migration.md); in progress.

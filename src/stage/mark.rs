@@ -1,0 +1,137 @@
+//! `hup mark-good` and `hup mark-bad`: the running OS's verdict on the slot it booted.
+//!
+//! mark-good commits the booted slot with the boot backend (it becomes the preferred good
+//! slot; a pending trial of the other slot is cancelled) and in state.json (an update
+//! applied to this slot becomes `committed`). It is idempotent: the OS may call it on every
+//! boot once it is healthy.
+//!
+//! mark-bad gives the booted slot up: the backend will not boot it again while the other
+//! slot is usable, so the next reboot falls back. It refuses when the other slot is not
+//! bootable, since the device would then have nothing to boot.
+
+use anyhow::{Result, bail};
+
+use super::device::{self, Booted, Device};
+use super::lock;
+use crate::boot::{Slot, SlotStatus};
+use crate::fsutil::now;
+use crate::model::state::{LastResult, Outcome, State};
+
+/// What a mark command did.
+#[derive(Debug, Clone)]
+pub struct Marked {
+    pub slot: Slot,
+    /// The booted slot's version, when known.
+    pub version: Option<String>,
+    /// The last result as recorded now, when it changed.
+    pub outcome: Option<Outcome>,
+}
+
+fn load_state(dev: &Device, booted: Slot) -> Result<Option<State>> {
+    if dev.data.state_path().exists() {
+        return dev.data.load_state().map(Some);
+    }
+    Ok(dev.load_state_or_new(booted).ok())
+}
+
+/// Commits the booted slot (see the module documentation).
+pub fn mark_good(dev: &Device) -> Result<Marked> {
+    let _lock = lock::acquire(&dev.data, "hup mark-good")?;
+    let Booted { slot, source } = device::booted_slot(&dev.config.labels)?;
+    log::debug!("booted slot {slot} (from {source})");
+    let backend = dev.backend()?;
+    backend.mark_good(slot)?;
+    let Some(mut state) = load_state(dev, slot)? else {
+        log::warn!(
+            "no state.json and no version in /etc/os-release: only the boot backend was updated"
+        );
+        return Ok(Marked {
+            slot,
+            version: None,
+            outcome: None,
+        });
+    };
+    let before = state.clone();
+    let mut outcome = None;
+    let mut committed_version = None;
+    if let Some(last) = state.last_result.as_mut()
+        && last.outcome == Outcome::Applied
+    {
+        if last.slot == slot {
+            last.outcome = Outcome::Committed;
+            last.at = now();
+            committed_version = Some(last.version.clone());
+        } else {
+            // The update went to the other slot, yet this one runs and is healthy: the new
+            // slot never confirmed itself and the device fell back.
+            last.outcome = Outcome::RolledBack;
+            last.reason = Some(format!(
+                "slot {} never marked itself good; slot {slot} booted instead",
+                last.slot
+            ));
+            last.at = now();
+        }
+        outcome = Some(last.outcome);
+    }
+    if let Some(v) = committed_version
+        && state.slot(slot).version.is_none()
+    {
+        state.slot_mut(slot).version = Some(v);
+    }
+    if state != before || !dev.data.state_path().exists() {
+        dev.data.create()?;
+        dev.data.save_state(&state)?;
+    }
+    Ok(Marked {
+        slot,
+        version: state.slot(slot).version.clone(),
+        outcome,
+    })
+}
+
+/// Marks the booted slot bad so that the next boot falls back to the other slot.
+pub fn mark_bad(dev: &Device) -> Result<Marked> {
+    let _lock = lock::acquire(&dev.data, "hup mark-bad")?;
+    let Booted { slot, source } = device::booted_slot(&dev.config.labels)?;
+    log::debug!("booted slot {slot} (from {source})");
+    let backend = dev.backend()?;
+    let other = backend.state()?.slot(slot.other()).status;
+    if matches!(other, SlotStatus::Bad | SlotStatus::Missing) {
+        bail!(
+            "slot {} is not bootable ({}): marking the booted slot {slot} bad would leave nothing to boot",
+            slot.other(),
+            format!("{other:?}").to_lowercase()
+        );
+    }
+    backend.mark_bad(slot)?;
+    let mut outcome = None;
+    if let Some(mut state) = load_state(dev, slot)?
+        && dev.data.state_path().exists()
+    {
+        if let Some(last) = state.last_result.as_mut()
+            && last.slot == slot
+            && matches!(last.outcome, Outcome::Applied | Outcome::Committed)
+        {
+            *last = LastResult {
+                outcome: Outcome::RolledBack,
+                version: last.version.clone(),
+                slot,
+                reason: Some(format!("slot {slot} was marked bad (hup mark-bad)")),
+                log: last.log.clone(),
+                at: now(),
+            };
+            outcome = Some(Outcome::RolledBack);
+            dev.data.save_state(&state)?;
+        }
+        return Ok(Marked {
+            slot,
+            version: state.slot(slot).version.clone(),
+            outcome,
+        });
+    }
+    Ok(Marked {
+        slot,
+        version: None,
+        outcome,
+    })
+}

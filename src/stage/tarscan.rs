@@ -1,0 +1,454 @@
+//! Follows the outer tar stream of a bundle while it downloads: where each member's data
+//! starts, its size and its SHA-256, and the first two members' bytes for the early check.
+//!
+//! Handles ustar, GNU (base-256 sizes, `L` long names) and PAX (`size`, `path`) headers. When
+//! something cannot be followed, the member table is dropped (`finish` returns `None`) and
+//! the final verification reads the payloads again; only a first block that is not a tar
+//! header at all is an error (`not a hup bundle`).
+
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use sha2::{Digest, Sha256};
+
+use crate::bundle::sign::MAX_SIGNATURE_BYTES;
+use crate::bundle::{MANIFEST, SIGNATURE};
+use crate::model::manifest::MAX_MANIFEST_BYTES;
+
+/// Largest PAX or GNU long-name header data followed.
+const MAX_META: u64 = 64 * 1024;
+
+/// The first two members, once streamed.
+pub struct Captured {
+    pub manifest: Vec<u8>,
+    pub signature: String,
+}
+
+/// Runs on [`Captured`]; an error stops the download. Shared, so that a restarted
+/// download can run it again.
+pub type EarlyCheck = Arc<dyn Fn(&Captured) -> Result<()> + Send + Sync>;
+
+/// One member of the outer tar as seen in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMember {
+    pub name: String,
+    /// Offset of the member's data in the file.
+    pub offset: u64,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the member's data.
+    pub sha256: String,
+}
+
+enum Kind {
+    Member(usize),
+    Pax,
+    LongName,
+    Skip,
+}
+
+enum St {
+    Header,
+    Data { remaining: u64, kind: Kind },
+    Pad(u64),
+    End,
+}
+
+/// Follows a tar stream block by block.
+pub struct Scanner {
+    pos: u64,
+    st: St,
+    header: Box<[u8; 512]>,
+    hfill: usize,
+    members: Vec<StreamMember>,
+    hasher: Sha256,
+    capture: Option<Vec<u8>>,
+    manifest: Option<Vec<u8>>,
+    pending_name: Option<String>,
+    pending_size: Option<u64>,
+    lost: bool,
+    early: Option<EarlyCheck>,
+    checked_early: bool,
+}
+
+fn octal_or_binary(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        // GNU base-256: big-endian, first byte's top bit is the marker.
+        let mut v: u64 = u64::from(field[0] & 0x7f);
+        for b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(*b))?;
+        }
+        return Some(v);
+    }
+    let s = std::str::from_utf8(field).ok()?;
+    let s = s.trim_matches(|c: char| c == '\0' || c == ' ');
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn checksum_ok(h: &[u8; 512]) -> bool {
+    let Some(want) = octal_or_binary(&h[148..156]) else {
+        return false;
+    };
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+/// `size` and `path` of PAX extended header records (`LEN KEY=VALUE\n`).
+fn parse_pax(data: &[u8]) -> Option<(Option<u64>, Option<String>)> {
+    let (mut size, mut path) = (None, None);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let sp = rest.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
+        if len <= sp || len > rest.len() {
+            return None;
+        }
+        let rec = &rest[sp + 1..len];
+        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
+        let eq = rec.iter().position(|b| *b == b'=')?;
+        let (key, value) = (&rec[..eq], &rec[eq + 1..]);
+        match key {
+            b"size" => size = Some(std::str::from_utf8(value).ok()?.parse().ok()?),
+            b"path" => path = Some(String::from_utf8_lossy(value).into_owned()),
+            _ => {}
+        }
+        rest = &rest[len..];
+    }
+    Some((size, path))
+}
+
+impl Scanner {
+    pub fn new(early: Option<EarlyCheck>) -> Scanner {
+        Scanner {
+            pos: 0,
+            st: St::Header,
+            header: Box::new([0u8; 512]),
+            hfill: 0,
+            members: Vec::new(),
+            hasher: Sha256::new(),
+            capture: None,
+            manifest: None,
+            pending_name: None,
+            pending_size: None,
+            lost: false,
+            early,
+            checked_early: false,
+        }
+    }
+
+    pub fn push(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let used = match &mut self.st {
+                St::End => data.len(),
+                St::Pad(left) => {
+                    let n = (*left).min(data.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.st = St::Header;
+                    }
+                    n
+                }
+                St::Header => {
+                    let n = (512 - self.hfill).min(data.len());
+                    self.header[self.hfill..self.hfill + n].copy_from_slice(&data[..n]);
+                    self.hfill += n;
+                    if self.hfill == 512 {
+                        self.hfill = 0;
+                        self.pos += n as u64;
+                        self.header_done()?;
+                        data = &data[n..];
+                        continue;
+                    }
+                    n
+                }
+                St::Data { remaining, .. } => {
+                    let n = (*remaining).min(data.len() as u64) as usize;
+                    *remaining -= n as u64;
+                    self.hasher.update(&data[..n]);
+                    if let Some(c) = &mut self.capture {
+                        c.extend_from_slice(&data[..n]);
+                    }
+                    if *remaining == 0 {
+                        self.pos += n as u64;
+                        self.data_done()?;
+                        data = &data[n..];
+                        continue;
+                    }
+                    n
+                }
+            };
+            self.pos += used as u64;
+            data = &data[used..];
+        }
+        Ok(())
+    }
+
+    fn header_done(&mut self) -> Result<()> {
+        let h = &*self.header;
+        if h.iter().all(|b| *b == 0) {
+            self.st = St::End;
+            return Ok(());
+        }
+        let size = octal_or_binary(&h[124..136]);
+        let (true, Some(size)) = (checksum_ok(h), size) else {
+            if self.members.is_empty() {
+                bail!("not a hup bundle: the data does not start with a tar header");
+            }
+            log::debug!(
+                "stream: unreadable tar header at byte {}; not following",
+                self.pos - 512
+            );
+            self.lost = true;
+            self.st = St::End;
+            return Ok(());
+        };
+        let mut name = cstr(&h[0..100]);
+        if &h[257..262] == b"ustar" {
+            let prefix = cstr(&h[345..500]);
+            if !prefix.is_empty() {
+                name = format!("{prefix}/{name}");
+            }
+        }
+        let kind = match h[156] {
+            b'x' | b'L' if size > MAX_META => {
+                self.lost = true;
+                self.st = St::End;
+                return Ok(());
+            }
+            b'x' => {
+                self.capture = Some(Vec::new());
+                Kind::Pax
+            }
+            b'L' => {
+                self.capture = Some(Vec::new());
+                Kind::LongName
+            }
+            b'g' | b'K' => Kind::Skip,
+            _ => {
+                let size = self.pending_size.take().unwrap_or(size);
+                let name = self.pending_name.take().unwrap_or(name);
+                let index = self.members.len();
+                let limit = match index {
+                    0 => MAX_MANIFEST_BYTES,
+                    1 => MAX_SIGNATURE_BYTES,
+                    _ => 0,
+                };
+                self.capture = (index < 2 && size <= limit).then(Vec::new);
+                self.members.push(StreamMember {
+                    name,
+                    offset: self.pos,
+                    size,
+                    sha256: String::new(),
+                });
+                self.hasher = Sha256::new();
+                self.st = St::Data {
+                    remaining: size,
+                    kind: Kind::Member(index),
+                };
+                if size == 0 {
+                    return self.data_done();
+                }
+                return Ok(());
+            }
+        };
+        self.st = St::Data {
+            remaining: size,
+            kind,
+        };
+        if size == 0 {
+            return self.data_done();
+        }
+        Ok(())
+    }
+
+    fn data_done(&mut self) -> Result<()> {
+        let St::Data { kind, .. } = std::mem::replace(&mut self.st, St::Header) else {
+            unreachable!("data_done outside of data");
+        };
+        let captured = self.capture.take();
+        // Padding follows the data length: the effective size for a member (a PAX `size`
+        // may override its header), the header's size for metadata entries.
+        let size = match kind {
+            Kind::Member(i) => {
+                let digest = std::mem::take(&mut self.hasher).finalize();
+                self.members[i].sha256 = hex::encode(digest);
+                let name = self.members[i].name.clone();
+                if i == 0 && name == MANIFEST {
+                    self.manifest = captured;
+                } else if i == 1 && name == SIGNATURE {
+                    self.run_early(captured)?;
+                }
+                self.members[i].size
+            }
+            Kind::Pax => {
+                match parse_pax(&captured.unwrap_or_default()) {
+                    Some((size, path)) => {
+                        self.pending_size = size.or(self.pending_size);
+                        self.pending_name = path.or(self.pending_name.take());
+                    }
+                    None => self.lost = true,
+                }
+                octal_or_binary(&self.header[124..136]).unwrap_or(0)
+            }
+            Kind::LongName => {
+                self.pending_name = Some(cstr(&captured.unwrap_or_default()));
+                octal_or_binary(&self.header[124..136]).unwrap_or(0)
+            }
+            Kind::Skip => octal_or_binary(&self.header[124..136]).unwrap_or(0),
+        };
+        let pad = (512 - size % 512) % 512;
+        if pad > 0 {
+            self.st = St::Pad(pad);
+        }
+        if self.lost {
+            self.st = St::End;
+        }
+        Ok(())
+    }
+
+    fn run_early(&mut self, signature: Option<Vec<u8>>) -> Result<()> {
+        let (Some(manifest), Some(sig)) = (self.manifest.take(), signature) else {
+            return Ok(());
+        };
+        let Some(check) = self.early.take() else {
+            return Ok(());
+        };
+        let signature =
+            String::from_utf8(sig).map_err(|_| anyhow!("member {SIGNATURE}: not text"))?;
+        check(&Captured {
+            manifest,
+            signature,
+        })?;
+        self.checked_early = true;
+        Ok(())
+    }
+
+    /// The member table (`None` when the stream could not be followed to its end) and
+    /// whether the early check ran.
+    pub fn finish(self) -> (Option<Vec<StreamMember>>, bool) {
+        let complete = matches!(self.st, St::End) && !self.lost;
+        (complete.then_some(self.members), self.checked_early)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(members: &[(&str, Vec<u8>)], pax_first: bool) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (i, (name, data)) in members.iter().enumerate() {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            if pax_first && i == 2 {
+                b.append_pax_extensions([("comment", &b"hello"[..])])
+                    .unwrap();
+            }
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn scan(
+        bytes: &[u8],
+        piece: usize,
+        early: Option<EarlyCheck>,
+    ) -> Result<(Option<Vec<StreamMember>>, bool)> {
+        let mut s = Scanner::new(early);
+        for c in bytes.chunks(piece) {
+            s.push(c)?;
+        }
+        Ok(s.finish())
+    }
+
+    #[test]
+    fn members_match_the_tar_reader() {
+        let long = "n".repeat(150);
+        let members = vec![
+            ("manifest.json", b"{\"m\":1}".to_vec()),
+            ("manifest.json.minisig", b"sig".to_vec()),
+            ("rootfs.tar.zst", (0..5000u32).map(|i| i as u8).collect()),
+            ("empty", Vec::new()),
+            (long.as_str(), vec![9u8; 512]),
+        ];
+        for pax in [false, true] {
+            let bytes = tar_of(&members, pax);
+            let mut want = Vec::new();
+            let mut a = tar::Archive::new(std::io::Cursor::new(&bytes[..]));
+            for e in a.entries_with_seek().unwrap() {
+                let e = e.unwrap();
+                want.push((
+                    e.path().unwrap().display().to_string(),
+                    e.raw_file_position(),
+                    e.size(),
+                ));
+            }
+            for piece in [1, 7, 512, 513, 100_000] {
+                let got = scan(&bytes, piece, None).unwrap().0.unwrap();
+                let got: Vec<_> = got
+                    .iter()
+                    .map(|m| (m.name.clone(), m.offset, m.size))
+                    .collect();
+                assert_eq!(got, want, "piece {piece}, pax {pax}");
+            }
+            let got = scan(&bytes, 4096, None).unwrap().0.unwrap();
+            let data = &members[2].1;
+            assert_eq!(got[2].sha256, hex::encode(Sha256::digest(data)));
+        }
+    }
+
+    #[test]
+    fn early_check_sees_manifest_and_signature() {
+        let bytes = tar_of(
+            &[
+                ("manifest.json", b"{\"m\":1}".to_vec()),
+                ("manifest.json.minisig", b"sig".to_vec()),
+                ("p", vec![1u8; 2000]),
+            ],
+            false,
+        );
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let s2 = seen.clone();
+        let early: EarlyCheck = Arc::new(move |c: &Captured| {
+            *s2.lock().unwrap() = Some((c.manifest.clone(), c.signature.clone()));
+            Ok(())
+        });
+        let (_, checked) = scan(&bytes, 100, Some(early)).unwrap();
+        assert!(checked);
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            Some((b"{\"m\":1}".to_vec(), "sig".to_string()))
+        );
+        let refuse: EarlyCheck = Arc::new(|_: &Captured| bail!("no thanks"));
+        let e = scan(&bytes, 100, Some(refuse)).unwrap_err();
+        assert_eq!(e.to_string(), "no thanks");
+    }
+
+    #[test]
+    fn garbage_and_truncation() {
+        let e = scan("<html>not found</html>".repeat(40).as_bytes(), 10, None).unwrap_err();
+        assert!(e.to_string().contains("not a hup bundle"), "{e}");
+        let bytes = tar_of(&[("a", vec![1u8; 3000])], false);
+        // Cut in the middle of the data: not complete, no member table.
+        assert_eq!(scan(&bytes[..1500], 100, None).unwrap().0, None);
+    }
+}
