@@ -44,6 +44,10 @@ fn provision_each_backend() {
             ext4_listing(&img, "hup-root-a"),
             listing(&w.dir.join("rootfs-1.0.0"))
         );
+        // The slot carries its fingerprint, and the slot matches it.
+        with_ext4(&img, "hup-root-a", |mnt| {
+            hup_ok(&["fingerprint", "check", "--root", p(mnt)]);
+        });
         let st: serde_json::Value = with_ext4(&img, "hup-data", |data| {
             assert!(data.join("hup/staged").is_dir() && data.join("hup/log").is_dir());
             serde_json::from_slice(&std::fs::read(data.join("hup/state.json")).unwrap()).unwrap()

@@ -74,13 +74,15 @@ fn pack_inspect_verify_roundtrip() {
     ]);
     assert!(out.contains("OK (qemu-x86_64 2.0.0"), "{out}");
     let out = hup_ok(&["verify", p(&f.bundle), "--keys", p(&f.dir)]);
-    assert!(out.contains("2 payloads verified"), "{out}");
+    assert!(out.contains("3 payloads verified"), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&hup_ok(&["inspect", p(&f.bundle), "--json"])).unwrap();
     assert_eq!(json["manifest"]["version"], "2.0.0");
     assert_eq!(json["manifest"]["min_from_version"], "1.0.0");
     assert_eq!(json["manifest"]["payloads"][0]["name"], "rootfs.tar.zst");
     assert_eq!(json["manifest"]["payloads"][1]["kind"], "boot");
+    assert_eq!(json["manifest"]["payloads"][2]["name"], "fingerprint.json");
+    assert_eq!(json["manifest"]["payloads"][2]["kind"], "fingerprint");
     let text = hup_ok(&["inspect", p(&f.bundle)]);
     assert!(
         text.contains("rootfs.tar.zst") && text.contains("qemu-x86_64"),

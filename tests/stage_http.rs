@@ -23,7 +23,7 @@ fn stage_over_http_succeeds_and_status_shows_it() {
     let out = ok(&o);
     assert!(out.contains("staged 2.0.0"), "{out}");
     // No second read of the payloads: their digests were taken while downloading.
-    assert!(stderr(&o).contains("0 of 2 read again"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("0 of 3 read again"), "{}", stderr(&o));
     dev.assert_staged(&bundle, "2.0.0");
     assert_eq!(
         dev.staging(),

@@ -189,6 +189,34 @@ fn record_failure(ctx: &Context, state: &mut State, j: &Journal, reason: &str) -
     ctx.data.save_state(state)
 }
 
+/// Where migrations read and write: the data partition (the parent of hup's directory) and
+/// a temporary directory holding the boot partition's `config.json` (the boot partition is
+/// FAT and is not mounted). Outputs go to `DATA/hup/migrated/system-connections/`.
+pub(crate) fn migration_context(
+    ctx: &Context,
+) -> Result<(crate::migrate::MigrationContext, tempfile::TempDir)> {
+    let data_root = ctx
+        .data
+        .root
+        .parent()
+        .context("hup's data directory has no parent directory")?;
+    let old_boot = tempfile::Builder::new()
+        .prefix(".old-boot-")
+        .tempdir_in(&ctx.data.root)
+        .with_context(|| format!("creating a directory in {}", ctx.data.root.display()))?;
+    let disk = crate::disk::Disk::open_read_only(ctx.disk)?;
+    let esp = crate::disk::Esp::open(disk.open_partition(&ctx.config.labels.boot)?)?;
+    if esp.exists("config.json")? {
+        let dst = old_boot.path().join("config.json");
+        std::fs::write(&dst, esp.read_file("config.json")?)
+            .with_context(|| format!("writing {}", dst.display()))?;
+    }
+    Ok((
+        crate::migrate::MigrationContext::new(data_root, old_boot.path()),
+        old_boot,
+    ))
+}
+
 /// Copies every log line of this process to the apply's log file as well as stderr.
 fn attach_log(path: &Path) -> Result<()> {
     use std::io::Write;
@@ -294,9 +322,12 @@ impl Run<'_> {
                 bootfiles::install(self.ctx, self.bundle(), target)?;
             }
             "migrations" => {
-                // Preflight refused unknown ids; the registry is empty in this version.
-                if let Some(id) = self.bundle().manifest.migrations.first() {
-                    bail!("migration {id:?} is not known");
+                let ids = &self.bundle().manifest.migrations;
+                if !ids.is_empty() {
+                    let (mctx, _old_boot) = migration_context(self.ctx)?;
+                    for r in crate::migrate::run_all(ids, &mctx)? {
+                        log::info!("migration {}: wrote {} file(s)", r.id, r.written.len());
+                    }
                 }
             }
             "switch-boot" => {

@@ -49,6 +49,11 @@ pub fn check(
             bail!("bundle needs migration {id:?}, which this hup does not have");
         }
     }
+    if !m.migrations.is_empty() {
+        // A configuration a migration cannot convert refuses the update before any write.
+        let (mctx, _old_boot) = super::migration_context(ctx)?;
+        crate::migrate::check_all(&m.migrations, &mctx).context("migrations")?;
+    }
 
     let labels = &ctx.config.labels;
     let disk = Disk::open_read_only(ctx.disk)?;

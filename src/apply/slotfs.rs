@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use crate::boot::Slot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
+use crate::data::fingerprint;
 use crate::disk::Disk;
 use crate::ext4;
 use crate::model::manifest::PayloadKind;
@@ -30,9 +31,19 @@ pub fn populate(disk: &Path, label: &str, bundle: &Bundle) -> Result<ext4::Stats
         .reader_for(PayloadKind::Rootfs)?
         .context("bundle has no rootfs")?;
     let stream = zstd_stream(reader);
+    // The slot records its own fingerprint (etc/hup/fingerprint.json), computed from the
+    // same stream while it is written (docs/fingerprint.md).
+    let (stream, recorded) = fingerprint::embed(stream)?;
     let stats = ext4::populate(disk, part.start, part.len, stream)
         .with_context(|| format!("writing the rootfs into {label}"))?;
     log::info!("populate: {stats}");
+    if let Some(fp) = recorded.get() {
+        log::info!(
+            "populate: fingerprint of {} entries recorded in /{}",
+            fp.entries.len(),
+            fingerprint::EMBED_PATH
+        );
+    }
     Ok(stats)
 }
 

@@ -11,6 +11,7 @@ use super::sign::SecretKey;
 use super::tree::{self, TreeKind};
 use super::writer::{Member, write_bundle};
 use super::{MANIFEST, SIGNATURE};
+use crate::data::fingerprint::{Fingerprint, TarTap};
 use crate::model::manifest::{FORMAT, Manifest, Payload, PayloadKind};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -64,8 +65,9 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
         .with_context(|| format!("creating a work directory in {}", parent.display()))?;
 
     let rootfs_path = work.path().join("rootfs.tar.zst");
-    manifest.payloads[0] = rootfs_payload(&opts.rootfs, &rootfs_path, opts.level)
+    let (rootfs, fingerprint) = rootfs_payload(&opts.rootfs, &rootfs_path, opts.level)
         .with_context(|| format!("rootfs {}", opts.rootfs.display()))?;
+    manifest.payloads[0] = rootfs;
     let mut files = vec![rootfs_path];
     if let Some(boot) = &opts.boot {
         let boot_path = work.path().join("boot.tar.zst");
@@ -81,6 +83,19 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
         });
         files.push(boot_path);
     }
+    // The rootfs's fingerprint, computed while the rootfs was compressed.
+    let fp_path = work.path().join("fingerprint.json");
+    let fp_bytes = fingerprint.to_json();
+    std::fs::write(&fp_path, &fp_bytes)
+        .with_context(|| format!("writing {}", fp_path.display()))?;
+    manifest.payloads.push(Payload {
+        name: "fingerprint.json".into(),
+        kind: PayloadKind::Fingerprint,
+        size: fp_bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(&fp_bytes)),
+        unpacked_size: fp_bytes.len() as u64,
+    });
+    files.push(fp_path);
     manifest.validate()?;
     let manifest_bytes = manifest.to_json();
     let signature = key.sign(
@@ -118,33 +133,47 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
     Ok(manifest)
 }
 
-fn rootfs_payload(src: &Path, dst: &Path, level: i32) -> Result<Payload> {
+/// The rootfs payload and the fingerprint of its tar stream (computed on the side, in the
+/// same pass).
+fn rootfs_payload(src: &Path, dst: &Path, level: i32) -> Result<(Payload, Fingerprint)> {
     let meta = std::fs::metadata(src).context("reading it")?;
+    let mut fp = None;
     let (size, sha256, unpacked_size) = if meta.is_dir() {
-        compress_tree(src, TreeKind::Rootfs, dst, level)?
+        compress(dst, level, |w| {
+            let mut tap = TarTap::new(w)?;
+            tree::write_tar(src, TreeKind::Rootfs, &mut tap)?;
+            fp = Some(tap.finish()?.1);
+            Ok(())
+        })?
     } else {
         let mut f = File::open(src).context("opening it")?;
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut f, &mut magic)?;
         drop(f);
         if n == 4 && magic == ZSTD_MAGIC {
-            copy_tar_zst(src, dst)?
+            let (size, sha, unpacked, f) = copy_tar_zst(src, dst)?;
+            fp = Some(f);
+            (size, sha, unpacked)
         } else {
             check_tar(src)?;
             let input = BufReader::with_capacity(1 << 20, File::open(src).context("opening it")?);
             compress(dst, level, |w| {
                 let mut input = input;
-                io::copy(&mut input, w).map(|_| ()).context("reading it")
+                let mut tap = TarTap::new(w)?;
+                io::copy(&mut input, &mut tap).context("reading it")?;
+                fp = Some(tap.finish()?.1);
+                Ok(())
             })?
         }
     };
-    Ok(Payload {
+    let payload = Payload {
         name: "rootfs.tar.zst".into(),
         kind: PayloadKind::Rootfs,
         size,
         sha256,
         unpacked_size,
-    })
+    };
+    Ok((payload, fp.context("no fingerprint computed")?))
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
@@ -201,11 +230,13 @@ fn compress_tree(src: &Path, kind: TreeKind, dst: &Path, level: i32) -> Result<(
 }
 
 /// Takes an existing tar.zst as it is; measures its decompressed size (which also
-/// proves that it decompresses).
-fn copy_tar_zst(src: &Path, dst: &Path) -> Result<(u64, String, u64)> {
+/// proves that it decompresses) and fingerprints the tar.
+fn copy_tar_zst(src: &Path, dst: &Path) -> Result<(u64, String, u64, Fingerprint)> {
     let mut dec =
         zstd::stream::Decoder::new(File::open(src).context("opening it")?).context("zstd")?;
-    let unpacked = io::copy(&mut dec, &mut io::sink()).context("decompressing it")?;
+    let mut tap = TarTap::new(io::sink())?;
+    let unpacked = io::copy(&mut dec, &mut tap).context("decompressing it")?;
+    let (_, fp) = tap.finish()?;
     let mut input = File::open(src).context("opening it")?;
     let out = File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
     let mut hashing = HashWriter::new(BufWriter::with_capacity(1 << 20, out));
@@ -215,7 +246,7 @@ fn copy_tar_zst(src: &Path, dst: &Path) -> Result<(u64, String, u64)> {
         .map_err(|e| e.into_error())?
         .sync_all()
         .context("syncing payload")?;
-    Ok((size, sha, unpacked))
+    Ok((size, sha, unpacked, fp))
 }
 
 struct HashWriter<W> {

@@ -4,6 +4,7 @@ use argh::FromArgs;
 
 mod apply;
 mod cancel;
+mod fingerprint;
 mod inspect;
 mod keygen;
 mod mark;
@@ -41,6 +42,7 @@ enum Command {
     MarkGood(mark::MarkGood),
     MarkBad(mark::MarkBad),
     Cancel(cancel::Cancel),
+    Fingerprint(fingerprint::Fingerprint),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -61,6 +63,7 @@ pub fn run() -> i32 {
         Command::MarkGood(c) => c.run(),
         Command::MarkBad(c) => c.run(),
         Command::Cancel(c) => c.run(),
+        Command::Fingerprint(c) => c.run(),
     };
     match result {
         Ok(()) => crate::error::code::SUCCESS,

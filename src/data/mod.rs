@@ -1,1 +1,4 @@
-//! data: see docs/architecture.md.
+//! Data about root filesystems and the data partition: the fingerprint of a root tree
+//! (docs/fingerprint.md).
+
+pub mod fingerprint;

@@ -18,6 +18,8 @@ pub enum PayloadKind {
     Rootfs,
     /// `boot.tar.zst`: files for the slot's directory on the boot partition.
     Boot,
+    /// `fingerprint.json`: the rootfs's fingerprint (docs/fingerprint.md), not compressed.
+    Fingerprint,
 }
 
 impl PayloadKind {
@@ -25,6 +27,7 @@ impl PayloadKind {
         match self {
             PayloadKind::Rootfs => "rootfs",
             PayloadKind::Boot => "boot",
+            PayloadKind::Fingerprint => "fingerprint",
         }
     }
 }
@@ -129,7 +132,11 @@ impl Manifest {
                 p.name
             );
         }
-        for kind in [PayloadKind::Rootfs, PayloadKind::Boot] {
+        for kind in [
+            PayloadKind::Rootfs,
+            PayloadKind::Boot,
+            PayloadKind::Fingerprint,
+        ] {
             let n = self.payloads.iter().filter(|p| p.kind == kind).count();
             ensure!(n <= 1, "{n} payloads of kind {}", kind.as_str());
         }

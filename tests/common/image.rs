@@ -133,8 +133,8 @@ pub fn extract(img: &Path, label: &str, out: &Path) {
 /// A listing of a tree: path, type, mode, owner, size, link count, content sha256, link target.
 pub fn listing(root: &Path) -> String {
     sh(&format!(
-        "cd {} && find . -mindepth 1 ! -name lost+found ! -path './lost+found/*' -printf '%p %y %m %U:%G %s %n %l\\n' | sort && \
-         find . -type f ! -path './lost+found/*' -exec sha256sum {{}} + | sort -k2",
+        "cd {} && find . -mindepth 1 ! -name lost+found ! -path './lost+found/*' ! -path ./etc/hup/fingerprint.json -printf '%p %y %m %U:%G %s %n %l\\n' | sort && \
+         find . -type f ! -path './lost+found/*' ! -path ./etc/hup/fingerprint.json -exec sha256sum {{}} + | sort -k2",
         p(root)
     ))
 }

@@ -73,7 +73,7 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// Needs root for owners, device nodes and security.* xattrs.
 pub fn make_rootfs(root: &Path, version: &str) {
     let d = |rel: &str| root.join(rel);
-    for dir in ["bin", "etc", "dev", "tmp", "usr/lib/deep/er/and/deeper"] {
+    for dir in ["bin", "etc/hup", "dev", "tmp", "usr/lib/deep/er/and/deeper"] {
         std::fs::create_dir_all(d(dir)).unwrap();
     }
     std::fs::write(

@@ -1,0 +1,393 @@
+//! Computing a fingerprint: from a tar stream (what the ext4 writer would create from it)
+//! or from a directory tree (a mounted slot).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use super::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
+
+const BUF: usize = 1 << 20;
+
+/// The fingerprint of the tree a tar stream (not compressed) describes, as the ext4 writer
+/// creates it: the root is a 0755 root-owned directory unless the archive has a root
+/// member; a missing parent directory is a 0755 root-owned directory; a hard link has the
+/// record of its target under its own path; a later member replaces an earlier one.
+pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
+    let mut archive = tar::Archive::new(tar);
+    let mut fp = Fingerprint::default();
+    fp.insert(Entry::new(ROOT.into(), Kind::Dir, 0o755, 0, 0));
+    let mut buf = vec![0u8; BUF];
+    let mut last = String::from("(start of archive)");
+    for entry in archive.entries().context("reading the tar stream")? {
+        let mut entry =
+            entry.with_context(|| format!("reading the tar stream after member {last:?}"))?;
+        let name = escape_path(&entry.path_bytes());
+        let Some(e) =
+            tar_entry(&mut entry, &fp, &mut buf).with_context(|| format!("member {name:?}"))?
+        else {
+            continue;
+        };
+        last = e.path.clone();
+        let mut p = parent(&e.path);
+        while let Some(dir) = p {
+            if fp.get(dir).is_some() {
+                break;
+            }
+            fp.insert(Entry::new(dir.to_string(), Kind::Dir, 0o755, 0, 0));
+            p = parent(dir);
+        }
+        fp.insert(e);
+    }
+    Ok(fp)
+}
+
+/// The `GNU.sparse.*` PAX records of a member (GNU tar's POSIX sparse formats 0.1 and 1.0).
+#[derive(Default)]
+struct Sparse {
+    any: bool,
+    version: (String, String),
+    name: Option<Vec<u8>>,
+    realsize: Option<u64>,
+    map: Option<String>,
+}
+
+fn tar_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    fp: &Fingerprint,
+    buf: &mut [u8],
+) -> Result<Option<Entry>> {
+    let etype = entry.header().entry_type();
+    if etype == EntryType::XGlobalHeader {
+        return Ok(None);
+    }
+    let mut sparse = Sparse::default();
+    if let Some(pax) = entry.pax_extensions().context("reading PAX records")? {
+        for ext in pax {
+            let ext = ext.context("malformed PAX record")?;
+            let Some(key) = ext.key().ok().and_then(|k| k.strip_prefix("GNU.sparse.")) else {
+                continue;
+            };
+            sparse.any = true;
+            let text = String::from_utf8_lossy(ext.value_bytes())
+                .trim()
+                .to_string();
+            match key {
+                "major" => sparse.version.0 = text,
+                "minor" => sparse.version.1 = text,
+                "name" => sparse.name = Some(ext.value_bytes().to_vec()),
+                "realsize" | "size" => {
+                    sparse.realsize = Some(text.parse().context("bad GNU.sparse size")?)
+                }
+                "map" => sparse.map = Some(text),
+                _ => {}
+            }
+        }
+    }
+    let raw_path = match &sparse.name {
+        Some(n) => n.clone(),
+        None => entry.path_bytes().into_owned(),
+    };
+    let path = normalize(&raw_path)?;
+    let h = entry.header();
+    let mode = h.mode().context("bad mode field")?;
+    let uid = u32::try_from(h.uid().context("bad uid field")?).context("uid over 32 bits")?;
+    let gid = u32::try_from(h.gid().context("bad gid field")?).context("gid over 32 bits")?;
+    let link = || -> Result<Vec<u8>> {
+        match entry.link_name_bytes() {
+            Some(l) if !l.is_empty() => Ok(l.into_owned()),
+            _ => bail!("link member without a link target"),
+        }
+    };
+    let kind = match etype {
+        EntryType::Regular if raw_path.ends_with(b"/") => Kind::Dir,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+        EntryType::Directory => Kind::Dir,
+        EntryType::Symlink => Kind::Symlink,
+        EntryType::Char => Kind::Char,
+        EntryType::Block => Kind::Block,
+        EntryType::Fifo => Kind::Fifo,
+        EntryType::Link => {
+            let to = normalize(&link()?)?;
+            let mut e = fp
+                .get(&to)
+                .with_context(|| {
+                    format!("hard link to {to:?}, which is not earlier in the archive")
+                })?
+                .clone();
+            e.path = path;
+            return Ok(Some(e));
+        }
+        other => bail!(
+            "tar member type {:?} cannot be stored in a filesystem",
+            char::from(other.as_byte())
+        ),
+    };
+    let mut e = Entry::new(path, kind, mode, uid, gid);
+    match kind {
+        Kind::Symlink => e.target = Some(escape_path(&link()?)),
+        Kind::Char | Kind::Block => {
+            let major = h.device_major().ok().flatten();
+            let minor = h.device_minor().ok().flatten();
+            match (major, minor) {
+                (Some(a), Some(b)) => e.rdev = Some([a, b]),
+                _ => bail!("device member without a valid device number"),
+            }
+        }
+        Kind::File if sparse.any => {
+            let (size, sha) = hash_sparse(entry, &sparse, buf)?;
+            e.size = Some(size);
+            e.sha256 = Some(sha);
+        }
+        Kind::File => {
+            let (size, sha) = hash_reader(entry, buf).context("reading the member's data")?;
+            e.size = Some(size);
+            e.sha256 = Some(sha);
+        }
+        _ => {}
+    }
+    Ok(Some(e))
+}
+
+fn hash_reader(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<(u64, String)> {
+    let mut h = Sha256::new();
+    let mut n: u64 = 0;
+    loop {
+        match r.read(buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
+
+fn read_map_number(r: &mut dyn Read, used: &mut u64) -> Result<u64> {
+    let mut v: u64 = 0;
+    let mut digits = 0;
+    loop {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).context("reading the sparse map")?;
+        *used += 1;
+        match b[0] {
+            b'\n' if digits > 0 => return Ok(v),
+            d @ b'0'..=b'9' if digits < 20 => {
+                v = v
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                    .context("sparse map number overflows")?;
+                digits += 1;
+            }
+            other => bail!("malformed sparse map (byte {other:#04x})"),
+        }
+    }
+}
+
+/// Size and SHA-256 of a GNU PAX sparse member's apparent content (holes read as zeros).
+fn hash_sparse(r: &mut dyn Read, s: &Sparse, buf: &mut [u8]) -> Result<(u64, String)> {
+    let realsize = s
+        .realsize
+        .context("sparse member without GNU.sparse.realsize")?;
+    let map: Vec<(u64, u64)> = match (s.version.0.as_str(), s.version.1.as_str()) {
+        ("1", "0") => {
+            let mut used = 0;
+            let n = read_map_number(r, &mut used)?;
+            if n > 1 << 20 {
+                bail!("sparse map with {n} regions");
+            }
+            let mut map = Vec::new();
+            for _ in 0..n {
+                let off = read_map_number(r, &mut used)?;
+                let len = read_map_number(r, &mut used)?;
+                map.push((off, len));
+            }
+            let pad = (512 - used % 512) % 512;
+            io::copy(&mut r.take(pad), &mut io::sink()).context("reading the map padding")?;
+            map
+        }
+        ("", "") | ("0", "1") => {
+            let text = s
+                .map
+                .as_deref()
+                .context("sparse member without GNU.sparse.map")?;
+            let nums: Vec<u64> = if text.is_empty() {
+                Vec::new()
+            } else {
+                text.split(',')
+                    .map(|n| {
+                        n.parse()
+                            .with_context(|| format!("bad sparse map number {n:?}"))
+                    })
+                    .collect::<Result<_>>()?
+            };
+            if !nums.len().is_multiple_of(2) {
+                bail!("sparse map with an odd count of numbers");
+            }
+            nums.chunks(2).map(|c| (c[0], c[1])).collect()
+        }
+        (a, b) => bail!("unsupported GNU sparse format {a}.{b}"),
+    };
+    let mut h = Sha256::new();
+    let mut pos: u64 = 0;
+    let zeros = |h: &mut Sha256, mut n: u64| {
+        let z = [0u8; 8192];
+        while n > 0 {
+            let k = n.min(z.len() as u64) as usize;
+            h.update(&z[..k]);
+            n -= k as u64;
+        }
+    };
+    for (off, len) in map {
+        if off < pos || off.checked_add(len).is_none_or(|end| end > realsize) {
+            bail!("sparse region {off}+{len} overlaps or leaves the file ({realsize} bytes)");
+        }
+        zeros(&mut h, off - pos);
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..k]).context("reading sparse data")?;
+            h.update(&buf[..k]);
+            left -= k as u64;
+        }
+        pos = off + len;
+    }
+    zeros(&mut h, realsize - pos);
+    Ok((realsize, hex::encode(h.finalize())))
+}
+
+/// A directory tree's fingerprint and the mount points found in it.
+#[derive(Debug, Clone, Default)]
+pub struct DirScan {
+    pub fingerprint: Fingerprint,
+    /// Entries on another filesystem than the root (mount points): neither recorded nor
+    /// entered. A check ignores them.
+    pub mountpoints: Vec<String>,
+}
+
+/// The fingerprint of the tree at `root` (see [`scan_dir`]; mount points are left out).
+pub fn fingerprint_of_dir(root: &Path) -> Result<Fingerprint> {
+    Ok(scan_dir(root)?.fingerprint)
+}
+
+/// Walks the tree at `root` without following symlinks or crossing into other filesystems.
+pub fn scan_dir(root: &Path) -> Result<DirScan> {
+    let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", root.display());
+    }
+    let mut w = Walker {
+        dev: meta.dev(),
+        scan: DirScan::default(),
+        hashes: HashMap::new(),
+        buf: vec![0u8; BUF],
+    };
+    w.record(root, ROOT.to_string(), &meta)?;
+    w.dir(root, &[])?;
+    w.scan.mountpoints.sort();
+    Ok(w.scan)
+}
+
+struct Walker {
+    dev: u64,
+    scan: DirScan,
+    /// (dev, ino) of files with several links -> (size, sha256).
+    hashes: HashMap<(u64, u64), (u64, String)>,
+    buf: Vec<u8>,
+}
+
+impl Walker {
+    fn dir(&mut self, dir: &Path, rel: &[u8]) -> Result<()> {
+        let rd =
+            fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))?;
+        for item in rd {
+            let item = item.with_context(|| format!("reading directory {}", dir.display()))?;
+            let path = item.path();
+            let mut child = rel.to_vec();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(item.file_name().as_bytes());
+            let meta = fs::symlink_metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if meta.dev() != self.dev {
+                self.scan.mountpoints.push(escape_path(&child));
+                continue;
+            }
+            self.record(&path, escape_path(&child), &meta)?;
+            if meta.is_dir() {
+                self.dir(&path, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, path: &Path, rel: String, meta: &fs::Metadata) -> Result<()> {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_char_device() {
+            Kind::Char
+        } else if ft.is_block_device() {
+            Kind::Block
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else {
+            Kind::Socket
+        };
+        let mut e = Entry::new(rel, kind, meta.mode(), meta.uid(), meta.gid());
+        match kind {
+            Kind::File => {
+                let key = (meta.dev(), meta.ino());
+                let cached = if meta.nlink() > 1 {
+                    self.hashes.get(&key).cloned()
+                } else {
+                    None
+                };
+                let (size, sha) = match cached {
+                    Some(v) => v,
+                    None => {
+                        let mut f = File::open(path)
+                            .with_context(|| format!("opening {}", path.display()))?;
+                        let v = hash_reader(&mut f, &mut self.buf)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        if meta.nlink() > 1 {
+                            self.hashes.insert(key, v.clone());
+                        }
+                        v
+                    }
+                };
+                e.size = Some(size);
+                e.sha256 = Some(sha);
+            }
+            Kind::Symlink => {
+                let t = fs::read_link(path)
+                    .with_context(|| format!("reading the symlink {}", path.display()))?;
+                e.target = Some(escape_path(t.as_os_str().as_bytes()));
+            }
+            Kind::Char | Kind::Block => {
+                let d = meta.rdev();
+                let major = ((d >> 8) & 0xfff) | ((d >> 32) & !0xfff);
+                let minor = (d & 0xff) | ((d >> 12) & !0xff);
+                e.rdev = Some([major as u32, minor as u32]);
+            }
+            _ => {}
+        }
+        self.scan.fingerprint.insert(e);
+        Ok(())
+    }
+}
