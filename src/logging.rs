@@ -1,6 +1,8 @@
 //! A small `log` backend: messages to stderr, level from `HUP_LOG` (error..trace).
 //!
-//! The initramfs installs its own sink (console, kmsg and a buffer) through [`set_sink`].
+//! The initramfs installs its own sinks (console, kmsg and a buffer) through [`add_sink`];
+//! they replace stderr. A [`tee`] gets every line as well, until its guard is dropped
+//! (the apply's log file).
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -8,6 +10,9 @@ use std::sync::{Mutex, OnceLock};
 type Sink = Box<dyn Fn(&str) + Send + Sync>;
 
 static SINKS: OnceLock<Mutex<Vec<Sink>>> = OnceLock::new();
+/// Extra sinks by id, in addition to stderr or the installed sinks.
+static TEES: Mutex<Vec<(u64, Sink)>> = Mutex::new(Vec::new());
+static NEXT_TEE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct Logger;
 
@@ -37,6 +42,10 @@ impl log::Log for Logger {
                 s(&line);
             }
         }
+        drop(sinks);
+        for (_, t) in TEES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            t(&line);
+        }
     }
 
     fn flush(&self) {}
@@ -61,4 +70,25 @@ pub fn init(verbose: bool) {
 pub fn add_sink(sink: Sink) {
     let sinks = SINKS.get_or_init(|| Mutex::new(Vec::new()));
     sinks.lock().unwrap_or_else(|e| e.into_inner()).push(sink);
+}
+
+/// Removes its tee sink (and drops what the sink owns, e.g. a file) when dropped.
+pub struct TeeGuard(u64);
+
+impl Drop for TeeGuard {
+    fn drop(&mut self) {
+        TEES.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.0);
+    }
+}
+
+/// Sends every line to `sink` too, until the returned guard is dropped.
+#[must_use = "the sink is removed when the guard is dropped"]
+pub fn tee(sink: Sink) -> TeeGuard {
+    let id = NEXT_TEE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    TEES.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((id, sink));
+    TeeGuard(id)
 }

@@ -132,7 +132,7 @@ pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
         }
     };
     let log_path = ctx.data.root.join(&journal.log);
-    attach_log(&log_path)?;
+    let _log = attach_log(&log_path)?;
     journal.attempts += 1;
     if journal.attempts > MAX_ATTEMPTS {
         let reason = format!(
@@ -169,6 +169,7 @@ pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
             log: log_path,
         }),
         Err(e) => {
+            append_line(&log_path, &format!("hup: error: {e:#}"));
             let journal = run.journal.clone();
             run.state.journal = None;
             record_failure(ctx, &mut run.state, &journal, &format!("{e:#}"))?;
@@ -217,8 +218,17 @@ pub(crate) fn migration_context(
     ))
 }
 
-/// Copies every log line of this process to the apply's log file as well as stderr.
-fn attach_log(path: &Path) -> Result<()> {
+/// Appends one line to a log file, best effort (the final error, after the tee is gone).
+fn append_line(path: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+        let _ = writeln!(f, "{} {line}", now());
+    }
+}
+
+/// Copies every log line to the apply's log file too, until the guard is dropped (which
+/// closes the file, so the data partition can be unmounted before the reboot).
+fn attach_log(path: &Path) -> Result<crate::logging::TeeGuard> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -229,14 +239,12 @@ fn attach_log(path: &Path) -> Result<()> {
         .open(path)
         .with_context(|| format!("opening log {}", path.display()))?;
     let file = std::sync::Mutex::new(file);
-    crate::logging::add_sink(Box::new(move |line| {
+    Ok(crate::logging::tee(Box::new(move |line| {
         if let Ok(mut f) = file.lock() {
             let _ = writeln!(f, "{} {line}", now());
             let _ = f.sync_data();
         }
-    }));
-    crate::logging::add_sink(Box::new(|line| eprintln!("{line}")));
-    Ok(())
+    })))
 }
 
 /// One apply in progress.

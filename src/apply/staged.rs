@@ -97,13 +97,44 @@ pub fn note_booted(disk: &Path, data: &DataDir, config: &SystemConfig, booted: S
 }
 
 /// Called by the init when `slot` could not be booted (no mountable root, no /sbin/init):
-/// a slot on trial is given up at once rather than retried at every boot.
-pub fn give_up_slot(disk: &Path, config: &SystemConfig, slot: Slot) -> Result<bool> {
+/// a slot on trial is given up at once rather than retried at every boot, and when it held
+/// the last update, the update is recorded as rolled back with `why`.
+pub fn give_up_slot(
+    disk: &Path,
+    data: Option<&DataDir>,
+    config: &SystemConfig,
+    slot: Slot,
+    why: &str,
+) -> Result<bool> {
     let backend = boot::open(&config.boot_backend, disk, &config.labels)?;
     let st = backend.state()?;
     if st.slot(slot).status != SlotStatus::Trying {
         return Ok(false);
     }
     backend.mark_bad(slot)?;
+    let Some(data) = data else {
+        return Ok(true);
+    };
+    let mut state = data.load_state()?;
+    if let Some(last) = state.last_result.clone()
+        && last.outcome == Outcome::Applied
+        && last.slot == slot
+    {
+        state.last_result = Some(LastResult {
+            outcome: Outcome::RolledBack,
+            reason: Some(format!(
+                "slot {slot} ({}) could not be booted: {why}; slot {} runs again",
+                last.version,
+                slot.other()
+            )),
+            at: now(),
+            ..last
+        });
+        *state.slot_mut(slot) = crate::model::state::SlotInfo {
+            version: None,
+            installed_at: None,
+        };
+        data.save_state(&state)?;
+    }
     Ok(true)
 }

@@ -201,7 +201,11 @@ impl Init {
                 Ok(never) => match never {},
                 Err(e) => {
                     log::error!("slot {s}: {e:#}");
-                    if let Err(e) = pending::give_up_slot(&self.config, &self.devices, s) {
+                    let data = self.data_mounted.then(|| Path::new(DATA_MNT));
+                    let why = format!("{e:#}");
+                    if let Err(e) =
+                        pending::give_up_slot(&self.config, &self.devices, data, s, &why)
+                    {
                         log::warn!("{e:#}");
                     }
                 }

@@ -68,10 +68,18 @@ pub fn note_booted(ctx: &PendingContext, booted: Slot) -> Result<()> {
     crate::apply::note_booted(&disk, &data, ctx.config, booted)
 }
 
-/// A slot that failed to boot is given up when it was on trial.
-pub fn give_up_slot(config: &SystemConfig, devices: &Devices, slot: Slot) -> Result<()> {
+/// A slot that failed to boot is given up when it was on trial (and its update recorded as
+/// rolled back, with `why`, when the data partition is mounted at `data_dir`).
+pub fn give_up_slot(
+    config: &SystemConfig,
+    devices: &Devices,
+    data_dir: Option<&Path>,
+    slot: Slot,
+    why: &str,
+) -> Result<()> {
     let disk = disk_of(config, devices)?;
-    if crate::apply::give_up_slot(&disk, config, slot)? {
+    let data = data_dir.map(DataDir::under_mount);
+    if crate::apply::give_up_slot(&disk, data.as_ref(), config, slot, why)? {
         log::warn!("slot {slot} could not boot: marked bad, it will not be tried again");
     }
     Ok(())

@@ -1,0 +1,277 @@
+//! What every QEMU test needs, built once per test run: the static (musl) hup with the
+//! `failpoints` feature, a signing key pair, the Debian kernel (scripts/qemu-kernel), the
+//! initramfs for each boot backend (`hup mkinitramfs`, with the test key), and signed test
+//! OS bundles (scripts/mk-test-os + `hup pack --level 1`), each built on first use.
+//!
+//! `HUP_MUSL_BIN` points at an already built static hup (with `--features failpoints`, or
+//! the power-cut scenarios fail) instead of running `cargo build --release --target
+//! x86_64-unknown-linux-musl --features failpoints`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{Context, Result, bail};
+
+use crate::http;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Device type of every test bundle (initramfs/system.json).
+pub const COMPATIBLE: &str = "qemu-x86_64";
+
+/// The shared build outputs.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// Static hup (musl, release, failpoints), copied out of the target directory.
+    pub hup: PathBuf,
+    /// Kernel image (direct boot, and the `vmlinuz` of systemd-boot bundles).
+    pub vmlinuz: PathBuf,
+    /// Initramfs for the gpt backend: initramfs/system.json, the QEMU modules, the test key.
+    pub initrd: PathBuf,
+    /// The same for the systemd-boot backend (its system.json says so).
+    pub initrd_sb: PathBuf,
+    /// system.json of the systemd-boot test machine.
+    pub config_sb: PathBuf,
+    /// Test signing key: secret (`hup pack --key`) and public (devices trust it).
+    pub key: PathBuf,
+    pub pubkey: PathBuf,
+    /// Scratch space for this run: `<target>/tmp/qemu`.
+    pub work: PathBuf,
+    bundles: Mutex<HashMap<String, std::result::Result<PathBuf, String>>>,
+}
+
+static ARTIFACTS: OnceLock<std::result::Result<Artifacts, String>> = OnceLock::new();
+
+/// The artifacts, built on first use; panics (failing the test) if they cannot be built.
+pub fn get() -> &'static Artifacts {
+    match ARTIFACTS.get_or_init(|| build().map_err(|e| format!("{e:#}"))) {
+        Ok(a) => a,
+        Err(e) => panic!("building the QEMU test artifacts failed: {e}"),
+    }
+}
+
+/// The test HTTP server (serving `<work>/http`).
+pub fn server() -> &'static http::Server {
+    http::server(&get().work.join("http"))
+}
+
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn build_musl_hup(work: &Path) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("HUP_MUSL_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).current_dir(REPO).args([
+        "build",
+        "--release",
+        "--target",
+        "x86_64-unknown-linux-musl",
+        "--features",
+        "failpoints",
+    ]))
+    .context("building the static hup with failpoints")?;
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .context("no target directory")?
+        .to_path_buf();
+    // A copy: another build (scripts/build-musl, scripts/demo) may replace the original.
+    let built = target.join("x86_64-unknown-linux-musl/release/hup");
+    let copy = work.join("hup-failpoints");
+    std::fs::copy(&built, &copy)
+        .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    Ok(copy)
+}
+
+fn build() -> Result<Artifacts> {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let hup = build_musl_hup(&work)?;
+    anyhow::ensure!(hup.is_file(), "no static hup at {}", hup.display());
+
+    let kernel = run(&mut Command::new(
+        Path::new(REPO).join("scripts/qemu-kernel"),
+    ))?;
+    let field = |k: &str| -> Result<PathBuf> {
+        kernel
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(PathBuf::from))
+            .with_context(|| format!("scripts/qemu-kernel printed no {k}="))
+    };
+    let vmlinuz = field("vmlinuz")?;
+    let kernel_root = field("root")?;
+
+    let keys = work.join("keys");
+    if keys.exists() {
+        std::fs::remove_dir_all(&keys).with_context(|| format!("removing {}", keys.display()))?;
+    }
+    std::fs::create_dir_all(&keys).with_context(|| format!("creating {}", keys.display()))?;
+    run(Command::new(&hup)
+        .arg("keygen")
+        .arg("-o")
+        .arg(keys.join("test")))?;
+    let pubkeys = work.join("pubkeys");
+    std::fs::create_dir_all(&pubkeys).with_context(|| format!("creating {}", pubkeys.display()))?;
+    std::fs::copy(keys.join("test.pub"), pubkeys.join("test.pub")).context("copying test.pub")?;
+
+    let gpt_config = Path::new(REPO).join("initramfs/system.json");
+    let mut sb: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&gpt_config).with_context(|| format!("reading {}", gpt_config.display()))?,
+    )
+    .context("initramfs/system.json")?;
+    sb["boot_backend"] = "systemd-boot".into();
+    let config_sb = work.join("system-systemd-boot.json");
+    std::fs::write(&config_sb, serde_json::to_vec_pretty(&sb)?)
+        .with_context(|| format!("writing {}", config_sb.display()))?;
+
+    let initramfs = |out: &Path, config: &Path| -> Result<()> {
+        run(Command::new(&hup)
+            .arg("mkinitramfs")
+            .arg("-o")
+            .arg(out)
+            .arg("--hup")
+            .arg(&hup)
+            .arg("--config")
+            .arg(config)
+            .arg("--keys")
+            .arg(&pubkeys)
+            .arg("--modules-from")
+            .arg(&kernel_root)
+            .arg("--modules")
+            .arg(Path::new(REPO).join("initramfs/modules-qemu-x86_64")))?;
+        Ok(())
+    };
+    let initrd = work.join("initrd.cpio");
+    initramfs(&initrd, &gpt_config)?;
+    let initrd_sb = work.join("initrd-systemd-boot.cpio");
+    initramfs(&initrd_sb, &config_sb)?;
+    Ok(Artifacts {
+        hup,
+        vmlinuz,
+        initrd,
+        initrd_sb,
+        config_sb,
+        key: keys.join("test.key"),
+        pubkey: pubkeys.join("test.pub"),
+        work,
+        bundles: Mutex::new(HashMap::new()),
+    })
+}
+
+/// What a test OS bundle holds.
+#[derive(Debug, Clone)]
+pub struct OsSpec {
+    /// Unique name of the bundle in this run (`v2`, `v3-never-healthy`, ...).
+    pub name: String,
+    pub version: String,
+    /// scripts/mk-test-os flags: `--never-healthy`, `--cannot-boot`.
+    pub flags: Vec<String>,
+    /// `None`: gpt backend, no boot payload (the kernel is QEMU's `-kernel`).
+    /// `Some(cmdline)`: systemd-boot backend; the boot payload holds `vmlinuz`, `initrd`
+    /// (the systemd-boot initramfs) and this `cmdline`.
+    pub systemd_boot_cmdline: Option<String>,
+}
+
+impl OsSpec {
+    /// A gpt-backend test OS.
+    pub fn gpt(name: &str, version: &str, flags: &[&str]) -> OsSpec {
+        OsSpec {
+            name: name.to_string(),
+            version: version.to_string(),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            systemd_boot_cmdline: None,
+        }
+    }
+}
+
+impl Artifacts {
+    /// A fresh scratch directory for one test.
+    pub fn scratch(&self, test: &str) -> Result<PathBuf> {
+        let d = self.work.join(test);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+        }
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        Ok(d)
+    }
+
+    /// Builds a test OS tree with scripts/mk-test-os into `out` (`flags`: e.g.
+    /// `--never-healthy`); it trusts the test key.
+    pub fn test_os(&self, version: &str, out: &Path, flags: &[&str]) -> Result<()> {
+        run(Command::new(Path::new(REPO).join("scripts/mk-test-os"))
+            .arg(version)
+            .arg(out)
+            .args(flags)
+            .arg("--hup")
+            .arg(&self.hup)
+            .arg("--key")
+            .arg(&self.pubkey))?;
+        Ok(())
+    }
+
+    /// The signed bundle of `spec`, built on first use into the HTTP server's
+    /// `bundles/<name>.hup`. Returns its host path; the guest URL is
+    /// `server().guest_url(&format!("bundles/{name}.hup"))`.
+    pub fn bundle(&self, spec: &OsSpec) -> PathBuf {
+        let mut map = self.bundles.lock().unwrap_or_else(|e| e.into_inner());
+        let r = map
+            .entry(spec.name.clone())
+            .or_insert_with(|| self.pack(spec).map_err(|e| format!("{e:#}")));
+        match r {
+            Ok(p) => p.clone(),
+            Err(e) => panic!("building bundle {}: {e}", spec.name),
+        }
+    }
+
+    fn pack(&self, spec: &OsSpec) -> Result<PathBuf> {
+        let dir = self.scratch(&format!("bundle-{}", spec.name))?;
+        let os = dir.join("rootfs");
+        let mut cmd = Command::new(Path::new(REPO).join("scripts/mk-test-os"));
+        cmd.arg(&spec.version)
+            .arg(&os)
+            .args(&spec.flags)
+            .arg("--hup")
+            .arg(&self.hup)
+            .arg("--key")
+            .arg(&self.pubkey);
+        let out = server().path(&format!("bundles/{}.hup", spec.name))?;
+        let mut pack = Command::new(&self.hup);
+        pack.arg("pack")
+            .arg("--rootfs")
+            .arg(&os)
+            .args(["--version", &spec.version, "--compatible", COMPATIBLE])
+            .args(["--level", "1"])
+            .arg("--key")
+            .arg(&self.key)
+            .arg("-o")
+            .arg(&out);
+        if let Some(cmdline) = &spec.systemd_boot_cmdline {
+            cmd.arg("--config").arg(&self.config_sb);
+            let boot = dir.join("boot");
+            std::fs::create_dir_all(&boot)
+                .with_context(|| format!("creating {}", boot.display()))?;
+            std::fs::copy(&self.vmlinuz, boot.join("vmlinuz")).context("copying the kernel")?;
+            std::fs::copy(&self.initrd_sb, boot.join("initrd")).context("copying the initrd")?;
+            std::fs::write(boot.join("cmdline"), format!("{cmdline}\n"))
+                .context("writing cmdline")?;
+            pack.arg("--boot").arg(&boot);
+        }
+        run(&mut cmd)?;
+        run(&mut pack)?;
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,22 @@
+//! QEMU tests: boot the Debian cloud kernel with hup's initramfs on GPT disk images.
+//!
+//! Harness: [`vm`] (launch with a hard timeout, serial log per boot under
+//! `target/qemu-logs/`, waiting for markers; direct kernel boot or OVMF), [`disk`] (test
+//! images without root), [`artifacts`] (static hup, key, kernel, initramfs, test OS
+//! bundles; built once per run), [`http`] (the file server the guests download from),
+//! [`device`] (a provisioned image booted again and again, with the guest's markers
+//! parsed). Scenarios live in their own modules; `update`, `rollback`, `powercut` and
+//! `systemd_boot` are issue 6's. See docs/initramfs.md.
+
+mod artifacts;
+mod device;
+mod disk;
+mod http;
+mod vm;
+
+mod fallback;
+mod powercut;
+mod rollback;
+mod smoke;
+mod systemd_boot;
+mod update;

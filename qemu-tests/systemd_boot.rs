@@ -1,0 +1,138 @@
+//! Issue 6, scenario 7: scenarios 2 (update) and 4 (rollback of an update that never
+//! confirms itself) on OVMF + systemd-boot. The devices are provisioned with
+//! `--boot-backend systemd-boot`; each bundle's boot payload holds `vmlinuz`, `initrd` (the
+//! initramfs with the systemd-boot configuration) and `cmdline`, which the apply writes to
+//! `/hup/<slot>/` on the ESP with the entry `hup-<slot>+N-0.conf`. systemd-boot counts the
+//! tries by renaming the entry. Each device has its own copy of the OVMF variables.
+
+use crate::artifacts::{self, OsSpec};
+use crate::device::{Backend, BootOpts, Device, boot_slot, s, scripts};
+use crate::rollback::{MAX_TRIES, expect_rolled_back};
+use crate::update::{expect_applied, expect_committed, expect_same_data};
+
+/// A systemd-boot test OS bundle for `device` (its `cmdline` points at the device's script).
+fn sb_bundle(device: &str, name: &str, version: &str, flags: &[&str]) -> std::path::PathBuf {
+    let cmdline = format!(
+        "console=ttyS0 panic=-1 quiet hup.test={}",
+        Device::test_url(device)
+    );
+    artifacts::get().bundle(&OsSpec {
+        name: format!("{device}-{name}"),
+        version: version.to_string(),
+        flags: flags.iter().map(|s| s.to_string()).collect(),
+        systemd_boot_cmdline: Some(cmdline),
+    })
+}
+
+#[test]
+fn s7_systemd_boot_update_to_v2() {
+    const DEV: &str = "sb-update";
+    let v1 = sb_bundle(DEV, "v1", "1", &[]);
+    sb_bundle(DEV, "v2", "2", &[]);
+    let url = artifacts::server().guest_url(&format!("bundles/{DEV}-v2.hup"));
+    let mut dev = Device::provision(DEV, &v1, Backend::SystemdBoot).unwrap();
+
+    let b = dev
+        .boot(BootOpts::new("v1-stage-v2").script(&format!(
+            "{}{}{}{}",
+            scripts::WRITE_USER_DATA,
+            scripts::PRINT_USER_DATA,
+            scripts::stage(&url),
+            scripts::REBOOT
+        )))
+        .unwrap();
+    b.expect_os("1", "a");
+    b.expect("HUP-MARK-GOOD rc=0");
+    b.expect("HUP-STAGE rc=0");
+    let st = &b.statuses()[0];
+    assert_eq!(s(st, "boot/backend"), "systemd-boot", "{st:#}");
+    assert_eq!(boot_slot(st, "a")["entry"], "hup-a.conf", "{st:#}");
+    let sums = b.data_sums();
+
+    let b = dev.boot(BootOpts::new("apply-v2")).unwrap();
+    expect_applied(&b, "2", "b");
+    b.expect("boot files: 3 files into hup/b");
+
+    let b = dev
+        .boot(BootOpts::new("v2").script(&format!(
+            "{}{}{}",
+            scripts::STATUS,
+            scripts::PRINT_USER_DATA,
+            scripts::POWEROFF
+        )))
+        .unwrap();
+    b.expect_os("2", "b");
+    b.expect("HUP-MARK-GOOD rc=0");
+    let st = b.status();
+    expect_committed(&st, "2", "b");
+    // mark-good renamed the counted entry to a plain one; slot a stays the fallback.
+    assert_eq!(boot_slot(&st, "b")["entry"], "hup-b.conf", "{st:#}");
+    assert_eq!(boot_slot(&st, "a")["status"], "good", "{st:#}");
+    expect_same_data(&sums, &b);
+    dev.fsck("hup-data").unwrap();
+}
+
+#[test]
+fn s7_systemd_boot_never_healthy_update_rolls_back() {
+    const DEV: &str = "sb-rollback";
+    let v1 = sb_bundle(DEV, "v1", "1", &[]);
+    sb_bundle(DEV, "v2-never-healthy", "2", &["--never-healthy"]);
+    let url = artifacts::server().guest_url(&format!("bundles/{DEV}-v2-never-healthy.hup"));
+    let mut dev = Device::provision(DEV, &v1, Backend::SystemdBoot).unwrap();
+
+    let b = dev
+        .boot(BootOpts::new("v1-stage-v2").script(&format!(
+            "{}{}{}{}",
+            scripts::WRITE_USER_DATA,
+            scripts::PRINT_USER_DATA,
+            scripts::stage(&url),
+            scripts::REBOOT
+        )))
+        .unwrap();
+    b.expect_os("1", "a");
+    b.expect("HUP-STAGE rc=0");
+    let sums = b.data_sums();
+    let b = dev.boot(BootOpts::new("apply-v2")).unwrap();
+    expect_applied(&b, "2", "b");
+
+    for n in 1..=MAX_TRIES {
+        let b = dev
+            .boot(BootOpts::new(&format!("v2-try{n}")).script(&format!(
+                "{}{}",
+                scripts::STATUS,
+                scripts::REBOOT
+            )))
+            .unwrap();
+        b.expect_os("2", "b");
+        b.expect("HUP-OS-UNHEALTHY version=2 slot=b");
+        let st = b.status();
+        // systemd-boot renamed the entry before starting the kernel.
+        let entry = format!("hup-b+{}-{n}.conf", MAX_TRIES - n);
+        assert_eq!(boot_slot(&st, "b")["entry"], entry.as_str(), "{st:#}");
+        if n < MAX_TRIES {
+            assert_eq!(s(&st, "booted/health"), "trying", "{st:#}");
+            assert_eq!(st["boot"]["next"], "b", "{st:#}");
+        } else {
+            // No try left: systemd-boot sorts the entry last, slot a boots next.
+            assert_eq!(s(&st, "booted/health"), "bad", "{st:#}");
+            assert_eq!(st["boot"]["next"], "a", "{st:#}");
+        }
+    }
+
+    let b = dev
+        .boot(BootOpts::new("v1-again").script(&format!(
+            "{}{}{}{}",
+            scripts::STATUS,
+            scripts::PRINT_APPLY_LOGS,
+            scripts::PRINT_USER_DATA,
+            scripts::POWEROFF
+        )))
+        .unwrap();
+    b.expect_os("1", "a");
+    b.expect("hup: warn: rolled back:");
+    expect_rolled_back(&b, "2", "b", "did not confirm itself");
+    let st = b.status();
+    assert_eq!(boot_slot(&st, "a")["entry"], "hup-a.conf", "{st:#}");
+    expect_same_data(&sums, &b);
+    dev.fsck("hup-data").unwrap();
+}

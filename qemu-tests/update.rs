@@ -1,0 +1,223 @@
+//! Issue 6, scenarios 1-3 on the gpt backend (direct kernel boot):
+//! 1. a device provisioned with v1 (`hup provision`) boots v1 in slot A;
+//! 2. in v1, `hup stage http://10.0.2.2:PORT/.../v2.hup`, reboot: the initramfs applies, v2
+//!    boots in slot B and marks itself good, status says committed, the user's files on
+//!    the data partition are intact;
+//! 3. v2 -> v3 lands in slot A.
+//!
+//! Scenarios 1 and 2 are the first boots of one device ([`v2_device`]), which later
+//! scenarios copy as their starting point.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use anyhow::Result;
+
+use crate::artifacts::{self, OsSpec};
+use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts};
+
+/// A device updated from v1 to v2 (committed, powered off), with the boots that got it there.
+pub struct Updated {
+    pub device: Device,
+    /// v1's first boot (writes the user's files, stages v2, reboots).
+    pub v1: Boot,
+    /// The initramfs applying v2 and rebooting.
+    pub apply: Boot,
+    /// v2's first boot (marks good, prints status and the user's files, powers off).
+    pub v2: Boot,
+}
+
+static V2: OnceLock<std::result::Result<Updated, String>> = OnceLock::new();
+
+/// The device of scenarios 1 and 2, built on first use.
+pub fn v2_device() -> &'static Updated {
+    match V2.get_or_init(|| build_v2().map_err(|e| format!("{e:#}"))) {
+        Ok(u) => u,
+        Err(e) => panic!("updating a device from v1 to v2 failed: {e}"),
+    }
+}
+
+fn build_v2() -> Result<Updated> {
+    let a = artifacts::get();
+    let v1 = a.bundle(&OsSpec::gpt("v1", "1", &[]));
+    a.bundle(&OsSpec::gpt("v2", "2", &[]));
+    let url = artifacts::server().guest_url("bundles/v2.hup");
+    let mut dev = Device::provision("update-v1-v2", &v1, Backend::Gpt)?;
+    let b1 = dev.boot(BootOpts::new("v1-stage-v2").script(&format!(
+        "{}{}{}{}",
+        scripts::WRITE_USER_DATA,
+        scripts::PRINT_USER_DATA,
+        scripts::stage(&url),
+        scripts::REBOOT
+    )))?;
+    let b2 = dev.boot(BootOpts::new("apply-v2"))?;
+    let b3 = dev.boot(BootOpts::new("v2").script(&format!(
+        "{}{}{}",
+        scripts::STATUS,
+        scripts::PRINT_USER_DATA,
+        scripts::POWEROFF
+    )))?;
+    Ok(Updated {
+        device: dev,
+        v1: b1,
+        apply: b2,
+        v2: b3,
+    })
+}
+
+/// Asserts that the initramfs applied `version` into `slot` during `b` and rebooted.
+pub fn expect_applied(b: &Boot, version: &str, slot: &str) {
+    b.expect(&format!("hup: staged: {version} "));
+    for step in [
+        "preflight",
+        "format",
+        "populate",
+        "boot-files",
+        "switch-boot",
+        "finalize",
+    ] {
+        b.expect(&format!("step {step}: done"));
+    }
+    b.expect(&format!(
+        "rebooting: {version} written to slot {slot}, trying it next"
+    ));
+    assert!(
+        b.os_up().is_none(),
+        "boot {}: an OS came up during the apply boot",
+        b.label
+    );
+    b.expect_not("Kernel panic");
+}
+
+/// Asserts a status document says `version` runs committed in `slot`, with nothing staged.
+pub fn expect_committed(st: &serde_json::Value, version: &str, slot: &str) {
+    assert_eq!(s(st, "booted/slot"), slot, "{st:#}");
+    assert_eq!(s(st, "booted/version"), version, "{st:#}");
+    assert_eq!(s(st, "booted/health"), "good", "{st:#}");
+    assert_eq!(s(st, "last_result/outcome"), "committed", "{st:#}");
+    assert_eq!(s(st, "last_result/version"), version, "{st:#}");
+    assert_eq!(s(st, "last_result/slot"), slot, "{st:#}");
+    assert!(st["staged"].is_null(), "{st:#}");
+    assert!(st["applying"].is_null(), "{st:#}");
+    assert_eq!(boot_slot(st, slot)["status"], "good", "{st:#}");
+    assert_eq!(st["boot"]["next"], slot, "{st:#}");
+}
+
+/// Asserts the user's files printed in `b` match `before` (same files, same checksums).
+pub fn expect_same_data(before: &BTreeMap<String, String>, b: &Boot) {
+    assert_eq!(
+        before.len(),
+        4,
+        "the user's files were not all summed: {before:?}"
+    );
+    assert_eq!(
+        &b.data_sums(),
+        before,
+        "boot {}: the user's files changed ({})",
+        b.label,
+        b.log.display()
+    );
+}
+
+#[test]
+fn s1_provisioned_device_boots_v1() {
+    let u = v2_device();
+    let b = &u.v1;
+    b.expect("hup: booting slot a from /dev/vda2 (hup-root-a)");
+    b.expect_os("1", "a");
+    b.expect("HUP-MARK-GOOD rc=0");
+    // The status the boot hook printed right after mark-good.
+    let st = &b.statuses()[0];
+    assert_eq!(s(st, "compatible"), "qemu-x86_64", "{st:#}");
+    assert_eq!(s(st, "booted/slot"), "a", "{st:#}");
+    assert_eq!(s(st, "booted/version"), "1", "{st:#}");
+    assert_eq!(s(st, "booted/health"), "good", "{st:#}");
+    assert_eq!(s(st, "other/slot"), "b", "{st:#}");
+    assert!(st["other"]["version"].is_null(), "{st:#}");
+    assert_ne!(s(st, "other/health"), "good", "{st:#}");
+    assert!(st["last_result"].is_null(), "{st:#}");
+    assert!(st["staged"].is_null(), "{st:#}");
+    assert_eq!(s(st, "boot/backend"), "gpt", "{st:#}");
+    assert_eq!(st["boot"]["next"], "a", "{st:#}");
+    assert!(
+        st["errors"].as_array().is_some_and(|e| e.is_empty()),
+        "{st:#}"
+    );
+    b.expect_not("panicked");
+}
+
+#[test]
+fn s2_stage_over_http_then_v2_boots_in_slot_b_committed_with_data_intact() {
+    let u = v2_device();
+    // v1 staged v2 from the harness's HTTP server.
+    u.v1.expect("HUP-STAGE rc=0");
+    let staged = u.v1.status();
+    assert_eq!(s(&staged, "staged/version"), "2", "{staged:#}");
+    assert!(
+        artifacts::server()
+            .requests()
+            .iter()
+            .any(|r| r == "GET /bundles/v2.hup 200"),
+        "the guest never fetched v2: {:?}",
+        artifacts::server().requests()
+    );
+    // The initramfs applied it and rebooted.
+    expect_applied(&u.apply, "2", "b");
+    // v2 runs in slot B, committed.
+    let b = &u.v2;
+    b.expect("hup: booting slot b from /dev/vda3 (hup-root-b)");
+    b.expect_os("2", "b");
+    b.expect("HUP-MARK-GOOD rc=0");
+    let st = b.status();
+    expect_committed(&st, "2", "b");
+    assert_eq!(s(&st, "other/version"), "1", "{st:#}");
+    assert_eq!(s(&st, "other/health"), "good", "{st:#}");
+    // The user's files survived, as the guest and the host see them.
+    expect_same_data(&u.v1.data_sums(), b);
+    u.device.fsck("hup-data").unwrap();
+    let note = u
+        .device
+        .read_file("hup-data", "/userdata/note.txt")
+        .unwrap();
+    assert_eq!(note, b"written by 1 in slot a\n");
+    // The apply's log is on the data partition.
+    let log = s(&st, "last_result/log").to_string();
+    let rel = log.strip_prefix("/mnt/data").expect("log under /mnt/data");
+    let text = String::from_utf8(u.device.read_file("hup-data", rel).unwrap()).unwrap();
+    assert!(text.contains("step switch-boot: done"), "{text}");
+}
+
+#[test]
+fn s3_v2_to_v3_lands_in_slot_a() {
+    let a = artifacts::get();
+    a.bundle(&OsSpec::gpt("v3", "3", &[]));
+    let url = artifacts::server().guest_url("bundles/v3.hup");
+    let u = v2_device();
+    let mut dev = u.device.copy("update-v2-v3").unwrap();
+    let b1 = dev
+        .boot(BootOpts::new("v2-stage-v3").script(&format!(
+            "{}{}",
+            scripts::stage(&url),
+            scripts::REBOOT
+        )))
+        .unwrap();
+    b1.expect_os("2", "b");
+    b1.expect("HUP-STAGE rc=0");
+    let b2 = dev.boot(BootOpts::new("apply-v3")).unwrap();
+    expect_applied(&b2, "3", "a");
+    let b3 = dev
+        .boot(BootOpts::new("v3").script(&format!(
+            "{}{}{}",
+            scripts::STATUS,
+            scripts::PRINT_USER_DATA,
+            scripts::POWEROFF
+        )))
+        .unwrap();
+    b3.expect("hup: booting slot a from /dev/vda2 (hup-root-a)");
+    b3.expect_os("3", "a");
+    let st = b3.status();
+    expect_committed(&st, "3", "a");
+    assert_eq!(s(&st, "other/version"), "2", "{st:#}");
+    expect_same_data(&u.v1.data_sums(), &b3);
+    dev.fsck("hup-data").unwrap();
+}
