@@ -325,6 +325,64 @@ impl Disk {
             .with_context(|| format!("updating partition attributes on {}", self.name()))
     }
 
+    /// Replaces the partition table with `parts`: entry numbers from [`Part::number`], byte
+    /// ranges on whole sectors inside the usable range, names, GUIDs, type GUIDs and
+    /// attributes as given. Both copies, backup first (see `table.rs`); the disk GUID, entry
+    /// count and usable range stay. On a block device the kernel is asked to re-read the
+    /// table (a failure, e.g. EBUSY while a partition is mounted, is only logged). Used by
+    /// the layout migration (docs/layout-migration.md).
+    pub fn replace_partitions(&mut self, parts: &[Part]) -> Result<()> {
+        self.reload()?;
+        let ss = self.sector_size;
+        let mut entries = BTreeMap::new();
+        for p in parts {
+            if p.number == 0 || entries.contains_key(&p.number) {
+                bail!(
+                    "partition {:?}: entry number {} is invalid or used twice",
+                    p.label,
+                    p.number
+                );
+            }
+            if p.len == 0 || !p.start.is_multiple_of(ss) || !p.len.is_multiple_of(ss) {
+                bail!(
+                    "partition {:?}: {} bytes at byte {} are not whole {ss}-byte sectors",
+                    p.label,
+                    p.len,
+                    p.start
+                );
+            }
+            let guid = |s: &str, what: &str| {
+                s.parse::<uuid::Uuid>()
+                    .with_context(|| format!("{what} {s:?} of partition {:?}", p.label))
+            };
+            entries.insert(
+                p.number,
+                gpt::partition::Partition {
+                    part_type_guid: gpt::partition_types::Type {
+                        guid: guid(&p.type_guid, "type GUID")?,
+                        os: gpt::partition_types::OperatingSystem::None,
+                    },
+                    part_guid: guid(&p.guid, "GUID")?,
+                    first_lba: p.start / ss,
+                    last_lba: (p.start + p.len) / ss - 1,
+                    flags: p.attrs,
+                    name: p.label.clone(),
+                },
+            );
+        }
+        self.write_table(&entries)
+            .with_context(|| format!("replacing the partition table of {}", self.name()))?;
+        if self.block_device
+            && let Err(e) = crate::sys::blk::reread_partitions(&self.file)
+        {
+            log::warn!(
+                "{}: the kernel did not re-read the partition table: {e:#}",
+                self.name()
+            );
+        }
+        Ok(())
+    }
+
     /// Rewrites both GPT copies from the one in use when they are not both whole and equal.
     /// Returns true when something was written.
     pub fn repair(&mut self) -> Result<bool> {

@@ -127,7 +127,8 @@ impl<'a> Populator<'a> {
         let ftype = match &m.kind {
             Kind::File => self.add_file(parent, m, data)?,
             Kind::Dir => {
-                self.new_dir(parent, name, self.meta(m, inode::S_IFDIR))?;
+                let ino = self.new_dir(parent, name, self.meta(m, inode::S_IFDIR))?;
+                self.set_xattrs(ino, m)?;
                 self.stats.dirs += 1;
                 return Ok(());
             }
