@@ -220,7 +220,7 @@ pub fn pax_records(records: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Extended attributes of `path` (not following symlinks) as sorted PAX records.
-fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let names = match xattr::list(path) {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOTSUP) => return Ok(Vec::new()),
@@ -243,11 +243,11 @@ fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 
 /// Fails if the file yields fewer bytes than its size said (it shrank while archived).
 /// Yields exactly `remaining` bytes of `inner`; a file that grew is cut at its archived
-/// size, one that shrank is an error.
-struct ExactReader<'a, R> {
-    inner: R,
-    remaining: u64,
-    path: &'a Path,
+/// size, one that shrank is an error (the stream would be corrupt).
+pub(crate) struct ExactReader<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) remaining: u64,
+    pub(crate) path: &'a Path,
 }
 
 impl<R: Read> Read for ExactReader<'_, R> {
@@ -259,7 +259,7 @@ impl<R: Read> Read for ExactReader<'_, R> {
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(std::io::Error::other(format!(
-                "{} shrank while being archived",
+                "{} shrank while it was being archived",
                 self.path.display()
             )));
         }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tar::{EntryType, Header};
 
-use crate::bundle::tree::pax_records;
+use crate::bundle::tree::{ExactReader, pax_records, xattrs};
 
 /// zstd level of the backup (zstd's default: fast, and data partitions are often binary).
 const LEVEL: i32 = 3;
@@ -321,54 +321,6 @@ impl<W: Write> Walker<'_, W> {
         self.builder
             .append(&h, &data[..])
             .with_context(|| format!("archiving the attributes of {}", name.display()))
-    }
-}
-
-/// Extended attributes of `path` (not following symlinks) as sorted PAX records.
-fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let names = match xattr::list(path) {
-        Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", path.display())),
-    };
-    let mut out = Vec::new();
-    for n in names {
-        let Some(key) = n.to_str() else {
-            bail!("{}: xattr name {n:?} is not UTF-8", path.display());
-        };
-        if let Some(v) = xattr::get(path, &n)
-            .with_context(|| format!("reading xattr {key} of {}", path.display()))?
-        {
-            out.push((format!("SCHILY.xattr.{key}"), v));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Yields exactly `remaining` bytes: a file that grew is cut at its archived size, one that
-/// shrank is an error (the stream would be corrupt).
-struct ExactReader<'a, R> {
-    inner: R,
-    remaining: u64,
-    path: &'a Path,
-}
-
-impl<R: Read> Read for ExactReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = (buf.len() as u64).min(self.remaining) as usize;
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::other(format!(
-                "{} shrank while being backed up",
-                self.path.display()
-            )));
-        }
-        self.remaining -= n as u64;
-        Ok(n)
     }
 }
 

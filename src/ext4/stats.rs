@@ -1,5 +1,6 @@
 //! What populating wrote.
 
+use crate::size::human;
 use std::fmt;
 use std::time::Duration;
 
@@ -23,21 +24,6 @@ pub struct Stats {
     pub data_blocks: u64,
     /// Time spent formatting and populating.
     pub elapsed: Duration,
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 impl fmt::Display for Stats {

@@ -1,5 +1,6 @@
 //! Download progress: a bar on a terminal (bytes, rate, ETA), plain log lines otherwise.
 
+pub use crate::size::human;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -7,22 +8,6 @@ use std::time::{Duration, Instant};
 const DRAW_EVERY: Duration = Duration::from_millis(200);
 /// How often a log line is written when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// `1536` -> `1.5 KiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 fn human_secs(s: u64) -> String {
     match s {
