@@ -1,7 +1,7 @@
 //! `hup pack`: payloads from a directory or tar, the manifest, its signature, the bundle.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -148,7 +148,7 @@ fn rootfs_payload(src: &Path, dst: &Path, level: i32) -> Result<(Payload, Finger
     } else {
         let mut f = File::open(src).context("opening it")?;
         let mut magic = [0u8; 4];
-        let n = read_up_to(&mut f, &mut magic)?;
+        let n = super::stream::read_full(&mut f, &mut magic).context("reading it")?;
         drop(f);
         if n == 4 && magic == ZSTD_MAGIC {
             let (size, sha, unpacked, f) = copy_tar_zst(src, dst)?;
@@ -174,17 +174,6 @@ fn rootfs_payload(src: &Path, dst: &Path, level: i32) -> Result<(Payload, Finger
         unpacked_size,
     };
     Ok((payload, fp.context("no fingerprint computed")?))
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]).context("reading it")? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Refuses a file that does not start with a valid tar header.

@@ -69,7 +69,8 @@ fn work<R: Read>(member: VerifyingReader<R>, tx: SyncSender<io::Result<Vec<u8>>>
     let _ = tx.send(end.map(|()| Vec::new()));
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+pub(crate) fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -3,6 +3,7 @@
 //! everything before it is inserted before the end-of-archive blocks. The apply pipeline
 //! wraps the rootfs stream it populates the slot from, so the slot carries its own record.
 
+use crate::bundle::stream::read_full;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
@@ -217,19 +218,6 @@ fn can_add(fp: &Fingerprint, path: &str) -> bool {
         dir = parent(d);
     }
     true
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// A tar numeric field: octal digits (space or NUL terminated), or GNU base-256.
