@@ -4,11 +4,13 @@ use std::io::Read;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::Context;
+use std::path::Path;
+
 use crate::boot::Slot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
 use crate::disk::{Disk, Esp};
+use crate::model::config::SystemConfig;
 use crate::model::manifest::PayloadKind;
 
 /// `hup/<slot>` on the boot partition.
@@ -19,13 +21,18 @@ pub fn slot_dir(slot: Slot) -> String {
 /// Replaces the slot's boot files with the bundle's: old files removed, new ones written
 /// under temporary names and renamed. For systemd-boot, also writes the slot's entry (not
 /// yet bootable: `switch-boot` makes it so). Returns the number of files written.
-pub fn install(ctx: &Context, bundle: &Bundle, slot: Slot) -> Result<u64> {
+pub fn install(
+    disk_path: &Path,
+    config: &SystemConfig,
+    bundle: &Bundle,
+    slot: Slot,
+) -> Result<u64> {
     let Some(reader) = bundle.reader_for(PayloadKind::Boot)? else {
         log::info!("bundle has no boot payload");
         return Ok(0);
     };
-    let disk = Disk::open(ctx.disk)?;
-    let esp = Esp::open(disk.open_partition(&ctx.config.labels.boot)?)?;
+    let disk = Disk::open(disk_path)?;
+    let esp = Esp::open(disk.open_partition(&config.labels.boot)?)?;
     let dir = slot_dir(slot);
     if esp.exists(&dir)? {
         for e in esp.list(&dir)? {
@@ -72,10 +79,10 @@ pub fn install(ctx: &Context, bundle: &Bundle, slot: Slot) -> Result<u64> {
     }
     stream.finish().context("boot payload")?;
     esp.close().context("writing the boot partition")?;
-    if ctx.config.boot_backend == "systemd-boot" {
+    if config.boot_backend == "systemd-boot" {
         crate::boot::systemd_boot::SystemdBootBackend::with_labels(
-            ctx.disk,
-            ctx.config.labels.clone(),
+            disk_path,
+            config.labels.clone(),
         )
         .install_entry(slot, cmdline.trim())?;
     }

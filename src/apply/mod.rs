@@ -327,7 +327,7 @@ impl Run<'_> {
                 slotfs::populate(self.ctx.disk, target.label(labels), self.bundle())?;
             }
             "boot-files" => {
-                bootfiles::install(self.ctx, self.bundle(), target)?;
+                bootfiles::install(self.ctx.disk, self.ctx.config, self.bundle(), target)?;
             }
             "migrations" => {
                 let ids = &self.bundle().manifest.migrations;

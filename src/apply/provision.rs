@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Context, bootfiles, slotfs};
+use super::{bootfiles, slotfs};
 use crate::boot::{self, Slot};
 use crate::bundle::reader::Bundle;
 use crate::bundle::sign::TrustedKeys;
@@ -93,14 +93,7 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     log::info!("installing {} {} into slot a", m.compatible, m.version);
     slotfs::format(&o.disk, &labels.root_a, Slot::A)?;
     slotfs::populate(&o.disk, &labels.root_a, &bundle)?;
-    let data = DataDir::new(std::env::temp_dir());
-    let ctx = Context {
-        disk: &o.disk,
-        data: &data,
-        config: &config,
-        keys: &o.keys,
-    };
-    bootfiles::install(&ctx, &bundle, Slot::A)?;
+    bootfiles::install(&o.disk, &config, &bundle, Slot::A)?;
     let backend = boot::open(&config.boot_backend, &o.disk, labels)?;
     backend.mark_good(Slot::A)?;
     backend.mark_bad(Slot::B)?;
