@@ -94,3 +94,46 @@ fn every_failpoint_resumes_to_the_same_end() {
         std::fs::remove_file(&img).unwrap();
     }
 }
+
+/// A power cut inside `switch-boot` (the boot switch written, its completion not yet
+/// journaled), three times over: the apply is given up, and the device must keep booting
+/// slot A, not the slot the update half-switched to.
+#[test]
+fn giving_up_after_the_boot_switch_keeps_the_old_slot() {
+    let w = World::new();
+    let img = w.provision("giveup.img", "1.0.0", "gpt", &[]);
+    let o = run_apply(&w, &img, Some("switch-boot"));
+    assert_eq!(o.status.code(), Some(hup::failpoint::EXIT));
+    let b = boot::open("gpt", &img, &Labels::default()).unwrap();
+    assert_eq!(b.active().unwrap(), Slot::B, "the switch was written");
+    // As if the cut came before the journal recorded it, on the third interrupted run.
+    let state_path = format!("{}.data/state.json", p(&img));
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let j = &mut st["journal"];
+    let done: Vec<serde_json::Value> = j["completed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| *s != "switch-boot")
+        .cloned()
+        .collect();
+    j["completed"] = done.into();
+    j["running"] = "switch-boot".into();
+    j["attempts"] = 3.into();
+    std::fs::write(&state_path, serde_json::to_vec(&st).unwrap()).unwrap();
+
+    let o = run_apply(&w, &img, None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("giving up"), "{err}");
+    assert_eq!(
+        b.active().unwrap(),
+        Slot::A,
+        "the given-up slot still boots next"
+    );
+    assert_eq!(
+        b.state().unwrap().slot(Slot::B).status,
+        boot::SlotStatus::Bad
+    );
+}

@@ -140,6 +140,7 @@ pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
             journal.attempts - 1,
             journal.running.as_deref().unwrap_or("?")
         );
+        abandon_target(backend.as_ref(), &journal)?;
         state.journal = None;
         record_failure(ctx, &mut state, &journal, &reason)?;
         bail!("{reason}");
@@ -171,11 +172,26 @@ pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
         Err(e) => {
             append_line(&log_path, &format!("hup: error: {e:#}"));
             let journal = run.journal.clone();
+            abandon_target(run.backend.as_ref(), &journal)?;
             run.state.journal = None;
             record_failure(ctx, &mut run.state, &journal, &format!("{e:#}"))?;
             Err(e)
         }
     }
+}
+
+/// An apply that is given up must not leave its slot to boot: once any step after preflight
+/// started (the boot switch may have been written just before a power cut), the target is
+/// marked bad again. A refusal in preflight writes nothing.
+fn abandon_target(backend: &dyn BootBackend, j: &Journal) -> Result<()> {
+    let touched = j.completed.iter().any(|s| s != "preflight")
+        || j.running.as_deref().is_some_and(|r| r != "preflight");
+    if touched {
+        backend
+            .mark_bad(j.target)
+            .with_context(|| format!("giving slot {} up", j.target))?;
+    }
+    Ok(())
 }
 
 fn record_failure(ctx: &Context, state: &mut State, j: &Journal, reason: &str) -> Result<()> {
