@@ -226,17 +226,24 @@ impl Artifacts {
     /// `bundles/<name>.hup`. Returns its host path; the guest URL is
     /// `server().guest_url(&format!("bundles/{name}.hup"))`.
     pub fn bundle(&self, spec: &OsSpec) -> PathBuf {
+        self.bundle_with(spec, &[])
+    }
+
+    /// [`Artifacts::bundle`] with `pack_args` added to `hup pack` (e.g. `--layout FILE`,
+    /// `--migration ID`); the bundle is cached by `spec.name` alone, so a name must always
+    /// come with the same arguments.
+    pub fn bundle_with(&self, spec: &OsSpec, pack_args: &[String]) -> PathBuf {
         let mut map = self.bundles.lock().unwrap_or_else(|e| e.into_inner());
         let r = map
             .entry(spec.name.clone())
-            .or_insert_with(|| self.pack(spec).map_err(|e| format!("{e:#}")));
+            .or_insert_with(|| self.pack(spec, pack_args).map_err(|e| format!("{e:#}")));
         match r {
             Ok(p) => p.clone(),
             Err(e) => panic!("building bundle {}: {e}", spec.name),
         }
     }
 
-    fn pack(&self, spec: &OsSpec) -> Result<PathBuf> {
+    fn pack(&self, spec: &OsSpec, pack_args: &[String]) -> Result<PathBuf> {
         let dir = self.scratch(&format!("bundle-{}", spec.name))?;
         let os = dir.join("rootfs");
         let mut cmd = Command::new(Path::new(REPO).join("scripts/mk-test-os"));
@@ -257,7 +264,8 @@ impl Artifacts {
             .arg("--key")
             .arg(&self.key)
             .arg("-o")
-            .arg(&out);
+            .arg(&out)
+            .args(pack_args);
         if let Some(cmdline) = &spec.systemd_boot_cmdline {
             cmd.arg("--config").arg(&self.config_sb);
             let boot = dir.join("boot");

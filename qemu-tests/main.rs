@@ -6,7 +6,8 @@
 //! bundles; built once per run), [`http`] (the file server the guests download from),
 //! [`device`] (a provisioned image booted again and again, with the guest's markers
 //! parsed). Scenarios live in their own modules; `update`, `rollback`, `powercut` and
-//! `systemd_boot` are issue 6's. See docs/initramfs.md.
+//! `systemd_boot` are issue 6's, `layout` issue 7's (docs/layout-migration.md). See
+//! docs/initramfs.md.
 
 mod artifacts;
 mod device;
@@ -15,6 +16,7 @@ mod http;
 mod vm;
 
 mod fallback;
+mod layout;
 mod powercut;
 mod rollback;
 mod smoke;

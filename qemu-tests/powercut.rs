@@ -128,8 +128,9 @@ fn s6_power_cut_in_the_middle_of_populate() {
 
 #[test]
 fn s6_power_cut_just_before_the_boot_switch() {
-    // `migrations` is the last step before `switch-boot`.
-    cut_at("migrations", "a");
+    // `boot-files` is the last step before `switch-boot` (`migrations` runs before
+    // `format`: `populate` copies the migrated keyfiles into the slot).
+    cut_at("boot-files", "a");
 }
 
 #[test]

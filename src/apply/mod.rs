@@ -7,6 +7,7 @@
 //! when `populate` had not completed (a half-written filesystem is started over).
 
 mod bootfiles;
+pub mod layout;
 mod preflight;
 pub mod provision;
 mod slotfs;
@@ -28,13 +29,15 @@ use crate::model::state::{Journal, LastResult, Outcome, State};
 
 /// The steps, in order. Each name is also a failpoint: `HUP_FAILPOINT=<step>` stops the
 /// process right after the step completed and was journaled.
+/// `migrations` runs before `populate`, which copies the migrated NetworkManager keyfiles
+/// into the new slot.
 pub const STEPS: [&str; 8] = [
     "preflight",
     "mark-target-bad",
+    "migrations",
     "format",
     "populate",
     "boot-files",
-    "migrations",
     "switch-boot",
     "finalize",
 ];
@@ -49,6 +52,25 @@ pub struct Context<'a> {
     pub data: &'a DataDir,
     pub config: &'a SystemConfig,
     pub keys: &'a TrustedKeys,
+    /// Access to the running slot's files, for bundles that require an unmodified base
+    /// (`requires_unmodified_base`); `None`: such bundles are refused.
+    pub base: Option<&'a dyn BaseRoot>,
+}
+
+/// Gives the running slot's files to the fingerprint check of preflight.
+pub trait BaseRoot {
+    /// Runs `f` with the root of the slot whose partition is labelled `label` mounted
+    /// (read-only is enough); unmounts it again before returning.
+    fn with_root(&self, label: &str, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()>;
+}
+
+/// A base root that is mounted already (the host: `hup apply --base-root DIR`).
+pub struct MountedBase(pub PathBuf);
+
+impl BaseRoot for MountedBase {
+    fn with_root(&self, _label: &str, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        f(&self.0)
+    }
 }
 
 /// What an apply did.
@@ -328,6 +350,7 @@ impl Run<'_> {
                     self.current,
                     target,
                 )?;
+                preflight::check_layout(self.ctx, &b, self.current)?;
                 self.journal.version = b.manifest.version.clone();
                 self.bundle = Some(b);
             }
@@ -340,7 +363,8 @@ impl Run<'_> {
             }
             "format" => slotfs::format(self.ctx.disk, target.label(labels), target)?,
             "populate" => {
-                slotfs::populate(self.ctx.disk, target.label(labels), self.bundle())?;
+                let extra = slotfs::migrated_files(&self.ctx.data.root)?;
+                slotfs::populate(self.ctx.disk, target.label(labels), self.bundle(), extra)?;
             }
             "boot-files" => {
                 bootfiles::install(self.ctx.disk, self.ctx.config, self.bundle(), target)?;

@@ -56,17 +56,26 @@ pub fn check(
     }
 
     let labels = &ctx.config.labels;
+    if m.requires_unmodified_base {
+        check_base(ctx, current)?;
+    }
     let disk = Disk::open_read_only(ctx.disk)?;
     let (_, target_part) = disk.distinct_partitions(current.label(labels), target.label(labels))?;
     let rootfs = m
         .payload(PayloadKind::Rootfs)
         .expect("validated manifest has a rootfs");
-    if rootfs.unpacked_size > target_part.len {
+    // With a layout, the slot has the layout's size once the migration ran.
+    let slot_len = m
+        .layout
+        .as_ref()
+        .and_then(|l| l.partition(target.label(labels)))
+        .and_then(|p| p.size)
+        .map_or(target_part.len, |size| size.div_ceil(1 << 20) << 20);
+    if rootfs.unpacked_size > slot_len {
         bail!(
-            "rootfs needs {} bytes, more than slot {target}'s partition {} ({} bytes)",
+            "rootfs needs {} bytes, more than slot {target}'s partition {} ({slot_len} bytes)",
             rootfs.unpacked_size,
             target.label(labels),
-            target_part.len
         );
     }
     if let Some(boot) = m.payload(PayloadKind::Boot) {
@@ -96,4 +105,34 @@ pub fn check(
         bundle.signed_by.as_deref().unwrap_or("?")
     );
     Ok(bundle)
+}
+
+/// Refuses a bundle whose partition layout the disk does not have yet: the layout migration
+/// (`super::layout::migrate_staged`) runs first, in the initramfs.
+pub fn check_layout(ctx: &Context, bundle: &Bundle, current: Slot) -> Result<()> {
+    let Some(target) = &bundle.manifest.layout else {
+        return Ok(());
+    };
+    let disk = Disk::open_read_only(ctx.disk)?;
+    match crate::layout::plan(&disk, target, &ctx.config.labels, current) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => bail!(
+            "the bundle needs partition layout version {} and this disk has another one: the layout migration must run first (the initramfs runs it at boot)",
+            target.version
+        ),
+        Err(e) => bail!("the bundle needs a partition layout this device cannot reach: {e}"),
+    }
+}
+
+/// For a bundle with `requires_unmodified_base`: the running slot must match the
+/// fingerprint recorded in it when it was written (docs/fingerprint.md), as `hup stage`
+/// checked it.
+fn check_base(ctx: &Context, current: Slot) -> Result<()> {
+    let base = ctx.base.with_context(|| {
+        format!("the bundle requires an unmodified base system, and slot {current}'s files are not available to check")
+    })?;
+    let label = current.label(&ctx.config.labels);
+    base.with_root(label, &mut |root| {
+        crate::stage::layout::check_base(root, current)
+    })
 }

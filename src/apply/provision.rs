@@ -92,7 +92,7 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
 
     log::info!("installing {} {} into slot a", m.compatible, m.version);
     slotfs::format(&o.disk, &labels.root_a, Slot::A)?;
-    slotfs::populate(&o.disk, &labels.root_a, &bundle)?;
+    slotfs::populate(&o.disk, &labels.root_a, &bundle, Vec::new())?;
     bootfiles::install(&o.disk, &config, &bundle, Slot::A)?;
     let backend = boot::open(&config.boot_backend, &o.disk, labels)?;
     backend.mark_good(Slot::A)?;

@@ -24,8 +24,52 @@ pub fn format(disk: &Path, label: &str, slot: Slot) -> Result<()> {
         .with_context(|| format!("formatting slot {slot} ({label})"))
 }
 
-/// Writes the bundle's rootfs into the (freshly formatted) partition labelled `label`.
-pub fn populate(disk: &Path, label: &str, bundle: &Bundle) -> Result<ext4::Stats> {
+/// Where the new slot gets the migrated NetworkManager keyfiles.
+pub const SLOT_CONNECTIONS_DIR: &str = "etc/NetworkManager/system-connections";
+
+/// The migrated NetworkManager keyfiles kept on the data partition
+/// (`DATA/hup/migrated/system-connections/`, see docs/migrations.md), as files for the new
+/// slot's `/etc/NetworkManager/system-connections/` (mode 0600). Every update carries them
+/// into its slot, so they survive later updates too.
+pub fn migrated_files(hup_dir: &Path) -> Result<Vec<fingerprint::ExtraFile>> {
+    let dir = hup_dir.join(
+        crate::migrate::CONNECTIONS_DIR
+            .strip_prefix("hup/")
+            .expect("CONNECTIONS_DIR is under hup/"),
+    );
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for e in entries {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Temporary files of an interrupted migration run are not connections.
+        if name.starts_with('.') || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let data =
+            std::fs::read(e.path()).with_context(|| format!("reading {}", e.path().display()))?;
+        out.push(fingerprint::ExtraFile {
+            path: format!("{SLOT_CONNECTIONS_DIR}/{name}"),
+            data,
+            mode: 0o600,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Writes the bundle's rootfs into the (freshly formatted) partition labelled `label`, with
+/// `extra` files added (the migrated configuration).
+pub fn populate(
+    disk: &Path,
+    label: &str,
+    bundle: &Bundle,
+    extra: Vec<fingerprint::ExtraFile>,
+) -> Result<ext4::Stats> {
     let part = Disk::open_read_only(disk)?.partition(label)?;
     let reader = bundle
         .reader_for(PayloadKind::Rootfs)?
@@ -33,7 +77,10 @@ pub fn populate(disk: &Path, label: &str, bundle: &Bundle) -> Result<ext4::Stats
     let stream = zstd_stream(reader);
     // The slot records its own fingerprint (etc/hup/fingerprint.json), computed from the
     // same stream while it is written (docs/fingerprint.md).
-    let (stream, recorded) = fingerprint::embed(stream)?;
+    for f in &extra {
+        log::info!("populate: adding /{} (migrated)", f.path);
+    }
+    let (stream, recorded) = fingerprint::embed_with(stream, extra)?;
     let stats = ext4::populate(disk, part.start, part.len, stream)
         .with_context(|| format!("writing the rootfs into {label}"))?;
     log::info!("populate: {stats}");

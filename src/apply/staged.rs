@@ -5,17 +5,27 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use super::{Context, Report, apply};
+use super::layout::DataMount;
+use super::{BaseRoot, Context, Report, apply};
 use crate::boot::{self, Slot, SlotStatus};
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
 use crate::model::config::SystemConfig;
 use crate::model::state::{LastResult, Outcome};
 
-/// Applies the staged bundle, if any. `Ok(None)`: nothing staged. On an error the failure
-/// is recorded and the staged bundle dropped, so that a bundle that cannot be applied is
-/// not retried at every boot (an interruption is not an error: the journal resumes it).
-pub fn run_staged(disk: &Path, data: &DataDir, config: &SystemConfig) -> Result<Option<Report>> {
+/// Applies the staged bundle, if any, after the layout migration it needs (when `mount`
+/// holds the data partition; without it such a bundle is refused). `base`: the running
+/// slot's files, for bundles that require an unmodified base. `Ok(None)`: nothing
+/// staged. On an error the failure is recorded and the staged bundle dropped, so that a
+/// bundle that cannot be applied is not retried at every boot (an interruption is not an
+/// error: the journal and the layout backup header resume it).
+pub fn run_staged(
+    disk: &Path,
+    data: &DataDir,
+    config: &SystemConfig,
+    base: Option<&dyn BaseRoot>,
+    mount: Option<&mut dyn DataMount>,
+) -> Result<Option<Report>> {
     let mut state = data.load_state()?;
     let Some(staged) = state.staged.clone() else {
         if let Some(j) = state.journal.take() {
@@ -35,12 +45,22 @@ pub fn run_staged(disk: &Path, data: &DataDir, config: &SystemConfig) -> Result<
         data,
         config,
         keys: &keys,
+        base,
     };
     log::info!("staged: {} ({})", staged.version, path.display());
-    match apply(&ctx, &path) {
+    let result = match mount {
+        Some(mount) => super::layout::migrate_staged(&ctx, mount).map(|_| ()),
+        None => Ok(()),
+    }
+    .and_then(|()| apply(&ctx, &path));
+    match result {
         Ok(r) => Ok(Some(r)),
         Err(e) => {
-            let mut state = data.load_state()?;
+            // After the point of no return of a layout migration the data partition may
+            // be unmounted: the error is what matters, the next boot resumes.
+            let Ok(mut state) = data.load_state() else {
+                return Err(e);
+            };
             if state
                 .staged
                 .as_ref()

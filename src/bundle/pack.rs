@@ -12,6 +12,7 @@ use super::tree::{self, TreeKind};
 use super::writer::{Member, write_bundle};
 use super::{MANIFEST, SIGNATURE};
 use crate::data::fingerprint::{Fingerprint, TarTap};
+use crate::layout::TargetLayout;
 use crate::model::manifest::{FORMAT, Manifest, Payload, PayloadKind};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -30,6 +31,37 @@ pub struct PackOptions {
     pub out: PathBuf,
     /// zstd level (1..=22).
     pub level: i32,
+    /// The partition layout the new system needs (manifest `layout`; see [`read_layout`]).
+    pub layout: Option<TargetLayout>,
+    /// Configuration migrations to run after the slot is written, each known to
+    /// [`crate::migrate::is_known`] (manifest `migrations`).
+    pub migrations: Vec<String>,
+    /// Refuse devices whose running slot differs from its fingerprint (manifest
+    /// `requires_unmodified_base`).
+    pub requires_unmodified_base: bool,
+}
+
+/// Reads a [`TargetLayout`] from a JSON file and checks it (`hup pack --layout FILE`).
+pub fn read_layout(path: &Path) -> Result<TargetLayout> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading layout file {}", path.display()))?;
+    let layout: TargetLayout = serde_json::from_slice(&bytes)
+        .with_context(|| format!("layout file {}: invalid layout JSON", path.display()))?;
+    layout
+        .validate()
+        .with_context(|| format!("layout file {}", path.display()))?;
+    Ok(layout)
+}
+
+/// Refuses a migration id this hup does not know (it could not run it on a device).
+fn check_migrations(ids: &[String]) -> Result<()> {
+    for id in ids {
+        if !crate::migrate::is_known(id) {
+            let known: Vec<&str> = crate::migrate::registry().iter().map(|m| m.id()).collect();
+            bail!("unknown migration {id:?} (known: {})", known.join(", "));
+        }
+    }
+    Ok(())
 }
 
 /// Builds and signs a bundle. On error nothing is left at `out` (the bundle is written
@@ -38,6 +70,7 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
     if !(1..=22).contains(&opts.level) {
         bail!("--level {} is out of range (1..=22)", opts.level);
     }
+    check_migrations(&opts.migrations)?;
     // Check everything cheap before the expensive compression.
     let mut manifest = Manifest {
         format: FORMAT,
@@ -51,7 +84,9 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
             sha256: "0".repeat(64),
             unpacked_size: 0,
         }],
-        migrations: vec![],
+        migrations: opts.migrations.clone(),
+        layout: opts.layout.clone(),
+        requires_unmodified_base: opts.requires_unmodified_base,
     };
     manifest.validate()?;
     let key = SecretKey::load(&opts.key)?;

@@ -28,6 +28,9 @@ pub struct Apply {
     /// device configuration (default: system.json in the data directory)
     #[argh(option)]
     config: Option<PathBuf>,
+    /// the running slot's root, mounted, for bundles that require an unmodified base
+    #[argh(option)]
+    base_root: Option<PathBuf>,
 }
 
 impl Apply {
@@ -40,11 +43,13 @@ impl Apply {
         let config =
             SystemConfig::load(&config_path).context("device configuration (use --config)")?;
         let keys = TrustedKeys::load(&self.key, &[])?;
+        let base = self.base_root.clone().map(crate::apply::MountedBase);
         let ctx = Context {
             disk: &self.disk,
             data: &data,
             config: &config,
             keys: &keys,
+            base: base.as_ref().map(|b| b as &dyn crate::apply::BaseRoot),
         };
         let r = apply(&ctx, &self.bundle)?;
         let total: f64 = r.timings.iter().map(|(_, s)| s).sum();

@@ -5,9 +5,7 @@ use argh::FromArgs;
 use serde::Serialize;
 
 use crate::boot::Slot;
-use crate::data::fingerprint::{
-    self as fp, DEFAULT_IGNORE, Diff, EMBED_PATH, Fingerprint as Print,
-};
+use crate::data::fingerprint::{self as fp, DEFAULT_IGNORE, Diff, EMBED_PATH};
 use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
 use crate::stage::device;
 
@@ -97,22 +95,20 @@ impl Check {
             .fingerprint
             .clone()
             .unwrap_or_else(|| root.join(EMBED_PATH));
-        let expected = Print::load(&record)?;
-        let scan = fp::scan_dir(&root)?;
         let mut ignore: Vec<String> = Vec::new();
         if !self.no_default_ignore {
             ignore.extend(DEFAULT_IGNORE.iter().map(|s| s.to_string()));
         }
         ignore.extend(self.ignore.iter().cloned());
-        ignore.extend(scan.mountpoints.iter().cloned());
-        let diff = fp::compare(&expected, &scan.fingerprint, &ignore);
+        let checked = fp::check_tree(&root, &record, &ignore)?;
+        let diff = checked.diff;
         if self.json {
             let out = Output {
                 root: root.display().to_string(),
                 fingerprint: record.display().to_string(),
                 identical: diff.is_empty(),
                 summary: diff.summary(),
-                mountpoints_ignored: &scan.mountpoints,
+                mountpoints_ignored: &checked.mountpoints,
                 diff: &diff,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -120,7 +116,7 @@ impl Check {
             println!(
                 "{what}: identical to {} ({} entries)",
                 record.display(),
-                expected.entries.len()
+                checked.recorded
             );
         } else {
             print!("{}", diff.render());

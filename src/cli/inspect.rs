@@ -1,8 +1,12 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use argh::FromArgs;
 
 use crate::bundle::reader::Bundle;
+use crate::layout::TargetLayout;
+use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
+use crate::stage::layout::{LayoutStatus, layout_status};
 
 /// Show a bundle's manifest and payloads (no key needed; nothing is verified).
 #[derive(FromArgs)]
@@ -14,19 +18,37 @@ pub struct Inspect {
     /// print JSON
     #[argh(switch)]
     json: bool,
+    /// disk (or image) to plan the bundle's partition layout migration for, read-only
+    #[argh(option)]
+    disk: Option<PathBuf>,
+    /// device configuration for --disk: partition labels and boot backend (default
+    /// /etc/hup/system.json if it exists, else the default labels and the gpt backend)
+    #[argh(option)]
+    config: Option<PathBuf>,
 }
 
 impl Inspect {
     pub fn run(self) -> anyhow::Result<()> {
         let b = Bundle::open_unverified(&self.bundle)?;
         let m = &b.manifest;
+        let migration = match &self.disk {
+            Some(disk) => Some(self.layout_migration(disk, m.layout.as_ref())?),
+            None => None,
+        };
         if self.json {
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "bundle": self.bundle,
                 "size": b.scan.file_len,
                 "manifest": m,
                 "signature_checked": false,
             });
+            if let Some(status) = &migration {
+                v["layout_migration"] = match status {
+                    LayoutStatus::NotNeeded => serde_json::Value::Null,
+                    LayoutStatus::Plan(p) => serde_json::to_value(p)?,
+                    LayoutStatus::Refused(e) => serde_json::json!({ "refused": e.to_string() }),
+                };
+            }
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
@@ -42,6 +64,12 @@ impl Inspect {
         }
         if !m.migrations.is_empty() {
             println!("migrations:    {}", m.migrations.join(", "));
+        }
+        if let Some(l) = &m.layout {
+            print_layout(l);
+        }
+        if m.requires_unmodified_base {
+            println!("requires unmodified base: yes");
         }
         println!("signature:     present, not checked (use hup verify)");
         println!("payloads:");
@@ -59,6 +87,50 @@ impl Inspect {
                 p.sha256
             );
         }
+        match &migration {
+            None => {}
+            Some(LayoutStatus::NotNeeded) => println!("layout migration: not needed"),
+            Some(LayoutStatus::Plan(p)) => println!("layout migration:\n{p}"),
+            Some(LayoutStatus::Refused(e)) => println!("layout migration: impossible: {e}"),
+        }
         Ok(())
+    }
+
+    /// The layout migration `disk` needs for `layout` (none without a layout), with the
+    /// active slot from the boot backend.
+    fn layout_migration(
+        &self,
+        disk: &Path,
+        layout: Option<&TargetLayout>,
+    ) -> anyhow::Result<LayoutStatus> {
+        let Some(layout) = layout else {
+            return Ok(LayoutStatus::NotNeeded);
+        };
+        let (labels, backend) = match &self.config {
+            Some(c) => config_parts(c)?,
+            None if Path::new(SYSTEM_JSON).exists() => config_parts(Path::new(SYSTEM_JSON))?,
+            None => (Labels::default(), "gpt".to_string()),
+        };
+        let boot = crate::boot::open(&backend, disk, &labels)?;
+        let active = crate::apply::current_slot(boot.as_ref())
+            .with_context(|| format!("finding the active slot of {}", disk.display()))?;
+        layout_status(disk, layout, &labels, active)
+    }
+}
+
+fn config_parts(path: &Path) -> anyhow::Result<(Labels, String)> {
+    let c = SystemConfig::load(path)?;
+    Ok((c.labels, c.boot_backend))
+}
+
+/// `layout:` with the version, then one line per partition.
+fn print_layout(l: &TargetLayout) {
+    println!("layout:        version {}", l.version);
+    for p in &l.partitions {
+        let size = match p.size {
+            Some(b) => format!("{b} bytes ({})", crate::stage::human(b)),
+            None => "rest of the disk".into(),
+        };
+        println!("  {:<16} {:<30} type {}", p.label, size, p.type_guid);
     }
 }

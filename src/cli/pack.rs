@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::bundle::pack::{PackOptions, pack};
+use crate::bundle::pack::{PackOptions, pack, read_layout};
 
 /// Build a signed bundle from a root filesystem (directory, tar or tar.zst) and boot files.
 #[derive(FromArgs)]
@@ -32,11 +32,21 @@ pub struct Pack {
     /// output bundle file
     #[argh(option, short = 'o')]
     out: PathBuf,
+    /// JSON file with the partition layout the new system needs (docs/layout-migration.md)
+    #[argh(option)]
+    layout: Option<PathBuf>,
+    /// configuration migration to run after the update (repeatable; docs/migrations.md)
+    #[argh(option)]
+    migration: Vec<String>,
+    /// refuse devices whose running system differs from its recorded fingerprint
+    #[argh(switch)]
+    requires_unmodified_base: bool,
 }
 
 impl Pack {
     pub fn run(self) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
+        let layout = self.layout.as_deref().map(read_layout).transpose()?;
         let m = pack(&PackOptions {
             rootfs: self.rootfs,
             boot: self.boot,
@@ -46,6 +56,9 @@ impl Pack {
             key: self.key,
             out: self.out.clone(),
             level: self.level,
+            layout,
+            migrations: self.migration,
+            requires_unmodified_base: self.requires_unmodified_base,
         })?;
         println!(
             "wrote {} ({} {}) in {:.1} s",

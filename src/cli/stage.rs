@@ -33,6 +33,10 @@ pub struct Stage {
     /// whole disk holding the hup partitions (default: found by partition label)
     #[argh(option)]
     disk: Option<PathBuf>,
+    /// root of the running system, compared with its fingerprint when the bundle requires an
+    /// unmodified base (default /; for tests)
+    #[argh(option)]
+    base_root: Option<PathBuf>,
 }
 
 impl Stage {
@@ -47,8 +51,13 @@ impl Stage {
             sha256: self.sha256,
             allow_downgrade: self.allow_downgrade,
             ca: self.ca,
+            base_root: self.base_root,
         };
         let r = crate::stage::stage(&dev, &opts)?;
+        if let Some(plan) = &r.layout_plan {
+            println!("this update migrates the partition layout first:");
+            println!("{plan}");
+        }
         println!(
             "staged {} ({}, sha256 {}, signed by key {}) as {}; it is applied at the next boot",
             r.staged.version,

@@ -6,11 +6,13 @@
 //! and the apply pipeline get it without a second pass, see [`embed`]) or from a mounted
 //! tree ([`fingerprint_of_dir`]), and compared with [`compare`].
 
+mod check;
 mod compare;
 mod embed;
 mod scan;
 mod tap;
 
+pub use check::{MissingFingerprint, TreeCheck, check_root, check_tree};
 pub use compare::{Change, DEFAULT_IGNORE, Diff, IgnoreSet, compare};
 pub use embed::{EMBED_PATH, EmbedReader, Embedded, ExtraFile, embed, embed_with};
 pub use scan::{DirScan, fingerprint_of_dir, fingerprint_of_tar, scan_dir};

@@ -152,6 +152,15 @@ pub fn attach_file(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Whether lines go to a file on the data partition.
+pub fn is_attached() -> bool {
+    STATE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .file
+        .is_some()
+}
+
 /// Flushes and forgets the log file (before the data partition is moved or unmounted).
 pub fn detach_file() {
     let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());

@@ -172,7 +172,27 @@ impl Init {
                 Duration::ZERO,
             )
         })?;
+        // A layout migration interrupted past its backup is finished before the data
+        // partition is mounted (it may be new and still empty).
+        let resumed = match pending::resume_layout(&self.config, &self.devices) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("resuming the layout migration: {e:#}");
+                None
+            }
+        };
         self.mount_data();
+        if let (Some((rec, secs)), true) = (&resumed, self.data_mounted)
+            && let Err(e) = pending::complete_layout(
+                &self.config,
+                &self.devices,
+                Path::new(DATA_MNT),
+                rec,
+                *secs,
+            )
+        {
+            log::error!("recording the layout migration: {e:#}");
+        }
         if self.data_mounted {
             self.check_pending();
         }
@@ -260,7 +280,25 @@ impl Init {
             devices: &self.devices,
             data_dir: Path::new(DATA_MNT),
         };
-        match pending::run_pending(&ctx) {
+        let node = self
+            .devices
+            .get(&self.config.labels.data)
+            .map(|p| p.node.clone())
+            .unwrap_or_default();
+        let mut data = pending::InitDataMount {
+            dir: PathBuf::from(DATA_MNT),
+            node,
+            mounted: true,
+        };
+        let result = pending::run_pending(&ctx, &mut data);
+        self.data_mounted = data.mounted;
+        if self.data_mounted && !bootlog::is_attached() {
+            // A layout migration that stopped before its point of no return.
+            if let Err(e) = bootlog::attach_file(&Path::new(DATA_MNT).join("hup/log")) {
+                log::warn!("no boot log on the data partition: {e:#}");
+            }
+        }
+        match result {
             Ok(pending::Pending::None) => {}
             Ok(pending::Pending::Reboot { reason }) => {
                 log::info!("rebooting: {reason}");

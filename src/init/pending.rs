@@ -4,11 +4,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use nix::mount::MsFlags;
+
+use super::bootlog;
 use super::cmdline::Cmdline;
 use super::devices::Devices;
 use super::slot::Slot;
+use crate::apply::BaseRoot;
+use crate::apply::layout::DataMount;
+use crate::disk::Part;
 use crate::fsutil::DataDir;
 use crate::model::config::SystemConfig;
+use crate::sys::mount::{mount, umount};
 
 /// What the init hands to the apply pipeline.
 pub struct PendingContext<'a> {
@@ -41,16 +48,21 @@ pub fn disk_of(config: &SystemConfig, devices: &Devices) -> Result<PathBuf> {
         .with_context(|| format!("no whole-disk device known for {}", part.node.display()))
 }
 
-/// Runs a pending update if there is one. An error is logged by the init, which then boots
-/// the current slot normally; the pipeline recorded the failure in state.json.
-pub fn run_pending(ctx: &PendingContext) -> Result<Pending> {
+/// Runs a pending update if there is one (with the layout migration it needs, which
+/// unmounts and mounts the data partition through `data`). An error is logged by the init,
+/// which then boots the current slot normally; the pipeline recorded the failure in
+/// state.json.
+pub fn run_pending(ctx: &PendingContext, data_mount: &mut InitDataMount) -> Result<Pending> {
     let data = DataDir::under_mount(ctx.data_dir);
     if !data.state_path().exists() {
         log::warn!("no {}: nothing to apply", data.state_path().display());
         return Ok(Pending::None);
     }
     let disk = disk_of(ctx.config, ctx.devices)?;
-    match crate::apply::run_staged(&disk, &data, ctx.config)? {
+    let base = InitBase {
+        devices: ctx.devices,
+    };
+    match crate::apply::run_staged(&disk, &data, ctx.config, Some(&base), Some(data_mount))? {
         None => Ok(Pending::None),
         Some(r) => Ok(Pending::Reboot {
             reason: format!("{} written to slot {}, trying it next", r.version, r.target),
@@ -83,4 +95,117 @@ pub fn give_up_slot(
         log::warn!("slot {slot} could not boot: marked bad, it will not be tried again");
     }
     Ok(())
+}
+
+/// Where the init mounts the running slot for a fingerprint check, before any root is
+/// chosen (and unmounts it right after: a mounted partition would stop a layout migration's
+/// table write).
+pub const BASE_MNT: &str = "/hup/base";
+
+/// The running slot's files for preflight: its partition mounted read-only for the check.
+struct InitBase<'a> {
+    devices: &'a Devices,
+}
+
+impl BaseRoot for InitBase<'_> {
+    fn with_root(&self, label: &str, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+        let part = self
+            .devices
+            .get(label)
+            .with_context(|| format!("no partition labelled {label}"))?;
+        let dir = Path::new(BASE_MNT);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {BASE_MNT}"))?;
+        let node = part.node.display().to_string();
+        mount(&node, dir, "ext4", true, MsFlags::empty(), None)?;
+        let r = f(dir);
+        umount(dir, false)?;
+        r
+    }
+}
+
+/// The init's data partition, for the layout migration: it is unmounted before the new
+/// table is written and mounted again (same device node, new range) after the restore.
+pub struct InitDataMount {
+    pub dir: PathBuf,
+    pub node: PathBuf,
+    pub mounted: bool,
+}
+
+impl DataMount for InitDataMount {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn quiesce(&mut self) {
+        // Log lines stay in memory until the restored partition is mounted again.
+        bootlog::detach_file();
+    }
+
+    fn unmount(&mut self) -> Result<()> {
+        umount(&self.dir, false)?;
+        self.mounted = false;
+        Ok(())
+    }
+
+    fn mount(&mut self, _disk: &Path, part: &Part) -> Result<()> {
+        wait_for_size(&self.node, part.len)?;
+        let node = self.node.display().to_string();
+        mount(&node, &self.dir, "ext4", false, MsFlags::MS_NODEV, None)?;
+        self.mounted = true;
+        match bootlog::attach_file(&self.dir.join("hup/log")) {
+            Ok(p) => log::info!(
+                "data partition {node} mounted again; log in {}",
+                p.display()
+            ),
+            Err(e) => log::warn!("no boot log on the data partition: {e:#}"),
+        }
+        Ok(())
+    }
+}
+
+/// Waits (up to 5 s) until the kernel shows the partition `node` with `len` bytes: after a
+/// new table it re-reads the partitions, and a stale node must not be mounted.
+fn wait_for_size(node: &Path, len: u64) -> Result<()> {
+    let name = node
+        .file_name()
+        .with_context(|| format!("{} has no name", node.display()))?;
+    let size_file = Path::new("/sys/class/block").join(name).join("size");
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = std::fs::read_to_string(&size_file).unwrap_or_default();
+        // devtmpfs removes and adds the node again with the partition.
+        if seen.trim().parse::<u64>().ok().map(|s| s * 512) == Some(len) && node.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::bail!(
+        "{} still has {} sectors, the new table says {} bytes: the kernel did not take the new partition table",
+        node.display(),
+        seen.trim(),
+        len
+    )
+}
+
+/// Before the data partition is mounted: continues a layout migration that a power cut
+/// interrupted past its backup. Returns what [`complete_layout`] records once it is mounted.
+pub fn resume_layout(
+    config: &SystemConfig,
+    devices: &Devices,
+) -> Result<Option<(crate::layout::Record, f64)>> {
+    let disk = disk_of(config, devices)?;
+    crate::apply::layout::resume_at_boot(&disk, &config.labels)
+}
+
+/// Records a resumed migration in state.json and clears its backup header.
+pub fn complete_layout(
+    config: &SystemConfig,
+    devices: &Devices,
+    data_dir: &Path,
+    rec: &crate::layout::Record,
+    secs: f64,
+) -> Result<()> {
+    let disk = disk_of(config, devices)?;
+    let data = DataDir::under_mount(data_dir);
+    crate::apply::layout::complete(&disk, &data, rec, &[("resume".into(), secs)])
 }

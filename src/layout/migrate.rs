@@ -211,6 +211,7 @@ pub fn backup(disk: &Disk, plan: &Plan, data_dir: &Path, bundle: Option<&Path>) 
         }
         _ => (None, None),
     };
+    failpoint::hit("layout-backup-middle");
     let mut w = BufWriter::with_capacity(1 << 20, RegionWriter::new(io, offset, "data backup"));
     let (scan, _) = src.write_zstd(&mut w)?;
     let data = w
@@ -373,7 +374,7 @@ pub fn resume(disk: &mut Disk, labels: &Labels) -> Result<Resumed> {
         return Ok(Resumed::Nothing);
     };
     log::info!(
-        "layout: resuming the migration {} (phase {:?})",
+        "layout: resuming the migration {} (phase {})",
         rec.id,
         rec.phase
     );
@@ -383,7 +384,7 @@ pub fn resume(disk: &mut Disk, labels: &Labels) -> Result<Resumed> {
             return Ok(Resumed::StartOver(rec));
         }
         bail!(
-            "an interrupted layout migration ({:?}) was found, but the partition table of {} is neither the old nor the new one",
+            "an interrupted layout migration ({}) was found, but the partition table of {} is neither the old nor the new one",
             rec.phase,
             disk.path().display()
         );
@@ -393,12 +394,25 @@ pub fn resume(disk: &mut Disk, labels: &Labels) -> Result<Resumed> {
     Ok(Resumed::Restored(rec))
 }
 
+/// Drops the header of a backup that was never used: the old table is still in place, so
+/// the data partition is intact and is the truth ([`Resumed::StartOver`]).
+pub fn discard(disk: &Disk, rec: &Record) -> Result<()> {
+    if rec.phase != Phase::BackedUp || !same_layout(&disk.partitions(), &rec.previous) {
+        bail!(
+            "the migration {} is past its backup ({}): it must be resumed, not discarded",
+            rec.id,
+            rec.phase
+        );
+    }
+    region::clear(disk, rec.region_start)
+}
+
 /// Ends a restored migration (once the caller has recorded it in state.json): clears the
 /// backup header, so nothing resumes it again.
 pub fn finish(disk: &Disk, rec: &Record) -> Result<()> {
     if rec.phase != Phase::Restored {
         bail!(
-            "the migration {} is not restored yet ({:?})",
+            "the migration {} is not restored yet ({})",
             rec.id,
             rec.phase
         );

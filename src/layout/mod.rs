@@ -24,7 +24,9 @@ mod table;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
-pub use migrate::{Resumed, backup, finish, normalize, restore, resume, resume_phase, write_table};
+pub use migrate::{
+    Resumed, backup, discard, finish, normalize, restore, resume, resume_phase, write_table,
+};
 pub use plan::{Estimate, Normalize, Plan, PlanError, Region, estimate, plan};
 pub use region::{Payload, Phase, Record};
 
@@ -49,7 +51,7 @@ pub struct PartitionSpec {
     pub label: String,
     /// Size in bytes, rounded up to whole MiB; `None` (last partition only): the rest of the
     /// disk, rounded down to whole MiB.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// Partition type GUID, e.g. `0FC63DAF-8483-4772-8E79-3D69D8477DE4`.
     pub type_guid: String,

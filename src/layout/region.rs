@@ -48,6 +48,16 @@ pub enum Phase {
     Restored,
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::BackedUp => "backed-up",
+            Phase::TableWritten => "table-written",
+            Phase::Restored => "restored",
+        })
+    }
+}
+
 /// A byte range of the region with its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -312,6 +322,17 @@ pub(crate) fn copy_in(io: PartIo, offset: u64, mut r: impl Read, what: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_print_as_recorded() {
+        for ph in [Phase::BackedUp, Phase::TableWritten, Phase::Restored] {
+            assert_eq!(
+                serde_json::to_string(&ph).unwrap(),
+                format!("\"{ph}\""),
+                "{ph:?}"
+            );
+        }
+    }
 
     pub(crate) fn record(start: u64) -> Record {
         Record {

@@ -63,6 +63,14 @@ pub struct Manifest {
     /// Ids of the configuration migrations to run after populating the slot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<String>,
+    /// The partition layout the new system needs; a device with another layout is migrated
+    /// offline before the update (docs/layout-migration.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::layout::TargetLayout>,
+    /// Refuse to update a device whose running slot differs from its recorded fingerprint
+    /// (checked when staging and again in preflight; docs/fingerprint.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_unmodified_base: bool,
 }
 
 impl Manifest {
@@ -147,6 +155,9 @@ impl Manifest {
         for m in &self.migrations {
             ensure!(valid_token(m), "invalid migration id {m:?}");
         }
+        if let Some(l) = &self.layout {
+            l.validate().context("\"layout\"")?;
+        }
         Ok(())
     }
 
@@ -195,6 +206,8 @@ mod tests {
                 unpacked_size: 20,
             }],
             migrations: vec![],
+            layout: None,
+            requires_unmodified_base: false,
         }
     }
 
@@ -202,6 +215,22 @@ mod tests {
     fn roundtrip() {
         let m = sample();
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        let text = String::from_utf8(m.to_json()).unwrap();
+        assert!(!text.contains("layout") && !text.contains("requires_unmodified_base"));
+        let mut m = sample();
+        m.requires_unmodified_base = true;
+        m.layout = Some(crate::layout::TargetLayout {
+            version: 2,
+            partitions: vec![crate::layout::PartitionSpec {
+                label: "hup-data".into(),
+                size: None,
+                type_guid: crate::disk::TYPE_LINUX_FS.into(),
+            }],
+        });
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        m.layout.as_mut().unwrap().partitions[0].size = Some(0);
+        let e = format!("{:#}", Manifest::from_json(&m.to_json()).unwrap_err());
+        assert!(e.contains("\"layout\"") && e.contains("size 0"), "{e}");
     }
 
     #[test]
@@ -221,7 +250,7 @@ mod tests {
         let e = Manifest::from_json(b"{\"format\":1,").unwrap_err();
         assert!(format!("{e:#}").contains("invalid JSON"));
         let mut j = String::from_utf8(sample().to_json()).unwrap();
-        j.insert_str(1, "\"layout\":2,");
+        j.insert_str(1, "\"layouts\":2,");
         assert!(
             format!("{:#}", Manifest::from_json(j.as_bytes()).unwrap_err())
                 .contains("unknown field")

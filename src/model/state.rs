@@ -93,6 +93,42 @@ pub struct State {
     pub journal: Option<Journal>,
     #[serde(default)]
     pub last_result: Option<LastResult>,
+    /// The last partition layout migration (docs/layout-migration.md), while it runs and
+    /// after it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout_migration: Option<LayoutMigration>,
+}
+
+/// A partition layout migration as recorded in state.json. The record written before the
+/// backup travels inside it and comes back with the restored data; the restore completes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutMigration {
+    /// Target layout version.
+    pub layout_version: u32,
+    /// Version of the bundle that required it.
+    pub bundle_version: String,
+    /// `started` (before the backup), `completed`, or `failed` (refused or failed before
+    /// the point of no return).
+    pub phase: String,
+    /// Unix seconds.
+    pub started_at: u64,
+    #[serde(default)]
+    pub completed_at: Option<u64>,
+    /// The running slot was copied into the slot that keeps its start first.
+    #[serde(default)]
+    pub normalized: bool,
+    /// Bytes of the data backup (tar + zstd) and of the tar inside it, and its entries.
+    #[serde(default)]
+    pub backup_bytes: u64,
+    #[serde(default)]
+    pub tar_bytes: u64,
+    #[serde(default)]
+    pub entries: u64,
+    /// (phase, milliseconds) measured by the runs that did them (a phase redone after a
+    /// power cut is timed by the run that completed it).
+    #[serde(default)]
+    pub timings_ms: Vec<(String, u64)>,
 }
 
 impl State {
@@ -111,6 +147,7 @@ impl State {
             staged: None,
             journal: None,
             last_result: None,
+            layout_migration: None,
         };
         *s.slot_mut(slot) = SlotInfo {
             version: Some(version.to_string()),

@@ -171,6 +171,8 @@ mod tests {
                 p("boot.tar.zst", PayloadKind::Boot, 9000),
             ],
             migrations: vec![],
+            layout: None,
+            requires_unmodified_base: false,
         }
     }
 

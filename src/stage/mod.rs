@@ -6,12 +6,14 @@
 //! running version, disk), [`lock`] (one command at a time), [`source`] and [`http`] (file
 //! or URL, resumable), `download` (retries, progress, free space), `stream` (hashing and
 //! tar-following while downloading), [`verify`] (signature and digests), [`checks`]
-//! (compatible, version, sizes), [`store`] (atomic move, state.json).
+//! (compatible, version, sizes), [`layout`] (the partition layout and the unmodified base a
+//! bundle may require), [`store`] (atomic move, state.json).
 
 pub mod checks;
 pub mod device;
 mod download;
 pub mod http;
+pub mod layout;
 pub mod lock;
 pub mod mark;
 mod progress;
@@ -46,6 +48,9 @@ pub struct StageOptions {
     pub allow_downgrade: bool,
     /// Trust only the certificates of this PEM file for https (instead of the system bundle).
     pub ca: Option<std::path::PathBuf>,
+    /// The running slot's root, checked against its fingerprint for a bundle with
+    /// `requires_unmodified_base` (default `/`; tests use another directory).
+    pub base_root: Option<std::path::PathBuf>,
 }
 
 /// A bundle that is now staged.
@@ -58,6 +63,9 @@ pub struct StageReport {
     pub payloads: usize,
     /// Payloads read a second time because the stream could not provide their digest.
     pub reread: usize,
+    /// The partition layout migration the apply runs first (the bundle names a layout this
+    /// disk does not have yet).
+    pub layout_plan: Option<crate::layout::Plan>,
 }
 
 /// `hup stage`: downloads (resuming), verifies, checks and stores a bundle. Fails with
@@ -140,9 +148,18 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
             ))
             .into());
         }
-        Ok((bundle, reread))
+        let plan = requirements(
+            dev,
+            opts,
+            &bundle.manifest,
+            &disk,
+            booted.slot,
+            &part,
+            summary.len,
+        )?;
+        Ok((bundle, reread, plan))
     })();
-    let (bundle, reread) = match checked {
+    let (bundle, reread, layout_plan) = match checked {
         Ok(v) => v,
         Err(e) => {
             download::discard(&part);
@@ -156,7 +173,49 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
         signed_by: bundle.signed_by.unwrap_or_default(),
         payloads: bundle.manifest.payloads.len(),
         reread,
+        layout_plan,
     })
+}
+
+/// What the bundle requires beyond the [`checks`]: its partition layout (reachable, and
+/// the data survives the migration) and an unmodified running system.
+fn requirements(
+    dev: &Device,
+    opts: &StageOptions,
+    m: &Manifest,
+    disk: &std::path::Path,
+    booted: crate::boot::Slot,
+    part: &std::path::Path,
+    bundle_size: u64,
+) -> Result<Option<crate::layout::Plan>> {
+    let mut plan = None;
+    if let Some(target) = &m.layout {
+        let data_root = dev.data.root.parent().with_context(|| {
+            format!(
+                "the data directory {} has no parent (the data partition's root)",
+                dev.data.root.display()
+            )
+        })?;
+        // The staged bundle this one replaces is not backed up; the download becomes it.
+        let replaced = store::staged_path(&dev.data);
+        plan = layout::check_layout(
+            disk,
+            target,
+            &dev.config.labels,
+            booted,
+            data_root,
+            &[&replaced, part],
+            bundle_size,
+        )?;
+    }
+    if m.requires_unmodified_base {
+        let root = opts
+            .base_root
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("/"));
+        layout::check_base(&root, booted)?;
+    }
+    Ok(plan)
 }
 
 /// The check run as soon as manifest and signature have streamed in: trusted signature,

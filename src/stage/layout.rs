@@ -1,0 +1,128 @@
+//! The stage-time checks of what a bundle requires of the device beyond sizes and versions
+//! (docs/staging.md): the partition layout it names (`manifest.layout`: reachable from this
+//! disk, and the data survives the migration) and an unmodified running system
+//! (`manifest.requires_unmodified_base`). `hup inspect --disk` shows the same plan.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::boot::Slot;
+use crate::data::backup::Source;
+use crate::data::fingerprint::{MissingFingerprint, check_root};
+use crate::disk::Disk;
+use crate::layout::{Plan, PlanError, TargetLayout};
+use crate::model::config::Labels;
+
+use super::human;
+
+/// What migrating a disk to a target layout would take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutStatus {
+    /// The disk has the layout already.
+    NotNeeded,
+    /// The migration the apply will run first.
+    Plan(Box<Plan>),
+    /// The planner refuses: the layout cannot be reached safely from this disk.
+    Refused(PlanError),
+}
+
+/// Plans the migration of `disk` (opened read-only) to `target`, with slot `active` running.
+/// A refusal of the planner is [`LayoutStatus::Refused`]; reading the disk failing is an
+/// error.
+pub fn layout_status(
+    disk: &Path,
+    target: &TargetLayout,
+    labels: &Labels,
+    active: Slot,
+) -> Result<LayoutStatus> {
+    let d = Disk::open_read_only(disk)?;
+    match crate::layout::plan(&d, target, labels, active) {
+        Ok(None) => Ok(LayoutStatus::NotNeeded),
+        Ok(Some(p)) => Ok(LayoutStatus::Plan(Box::new(p))),
+        Err(e) => match e.downcast::<PlanError>() {
+            Ok(refusal) => Ok(LayoutStatus::Refused(refusal)),
+            Err(e) => Err(e.context(format!(
+                "planning the layout migration of {}",
+                disk.display()
+            ))),
+        },
+    }
+}
+
+/// The stage-time layout check: `None` when the disk has `target` already; else the plan,
+/// after checking that the backup of the data under `data_root` (the mounted data
+/// partition, leaving out the files in `exclude`: the staged bundle this one replaces and
+/// the download) plus a bundle of `bundle_size` bytes fits the backup region, and that the
+/// files fit the new data partition. Any refusal is a one-line error.
+pub fn check_layout(
+    disk: &Path,
+    target: &TargetLayout,
+    labels: &Labels,
+    booted: Slot,
+    data_root: &Path,
+    exclude: &[&Path],
+    bundle_size: u64,
+) -> Result<Option<Plan>> {
+    let plan = match layout_status(disk, target, labels, booted)? {
+        LayoutStatus::NotNeeded => return Ok(None),
+        LayoutStatus::Plan(p) => *p,
+        LayoutStatus::Refused(e) => {
+            bail!("bundle needs a partition layout this device cannot reach: {e}")
+        }
+    };
+    let mut src = Source::new(data_root)?;
+    for f in exclude {
+        src.exclude(f)?;
+    }
+    if let Err(e) = plan.check_fit(&src, bundle_size) {
+        let Some(refusal) = e.downcast_ref::<PlanError>() else {
+            return Err(e.context(format!(
+                "checking that the data in {} survives the layout migration",
+                data_root.display()
+            )));
+        };
+        let scan = src.scan()?;
+        bail!(
+            "bundle needs a partition layout migration that the data does not survive: {} \
+             holds {} files and directories ({} of file content); {refusal}",
+            data_root.display(),
+            scan.entries,
+            human(scan.file_bytes)
+        );
+    }
+    Ok(Some(plan))
+}
+
+/// The `requires_unmodified_base` check: the running slot `slot`, mounted at `root` (`/` on a
+/// device), must be identical to the fingerprint embedded in it, as `hup fingerprint check`
+/// compares it.
+pub fn check_base(root: &Path, slot: Slot) -> Result<()> {
+    let what = if root == Path::new("/") {
+        format!("slot {slot}")
+    } else {
+        format!("slot {slot} (at {})", root.display())
+    };
+    let diff = match check_root(root, &[]) {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(m) = e.downcast_ref::<MissingFingerprint>() {
+                bail!(
+                    "bundle requires an unmodified base system, but {what} has no recorded \
+                     fingerprint to compare with ({} does not exist)",
+                    m.path.display()
+                );
+            }
+            return Err(e).with_context(|| format!("checking {what} against its fingerprint"));
+        }
+    };
+    if !diff.is_empty() {
+        bail!(
+            "bundle requires an unmodified base system; {what} differs from its fingerprint: {} \
+             (run `hup fingerprint check` for the list)",
+            diff.counts()
+        );
+    }
+    log::info!("{what} is identical to its fingerprint");
+    Ok(())
+}
