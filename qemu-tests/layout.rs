@@ -49,6 +49,24 @@ const V2_LAYOUT: [(&str, u64, u64); 4] = [
     ("hup-data", 121, 38),
 ];
 
+/// More of the user's data than device.rs writes, so that the backup is not trivial:
+/// 8 MiB that does not compress and 8 MiB of text.
+const WRITE_BULK: &str = r#"
+mkdir -p "$DATA/userdata/bulk"
+dd if=/dev/urandom of="$DATA/userdata/bulk/random.bin" bs=1M count=8 2>/dev/null
+yes 'the quick brown fox jumps over the lazy dog' | head -c 8388608 > "$DATA/userdata/bulk/text.txt"
+sync
+"#;
+/// Prints `HUP-BULK-SUM <sha256>  <file>` for the files of [`WRITE_BULK`].
+const PRINT_BULK: &str = r#"
+(cd "$DATA/userdata" && sha256sum bulk/random.bin bulk/text.txt) | sed 's/^/HUP-BULK-SUM /'
+"#;
+
+/// The sums printed by [`PRINT_BULK`], in order.
+fn bulk_sums(b: &Boot) -> Vec<&str> {
+    prefixed(b, "HUP-BULK-SUM ")
+}
+
 fn config_json() -> String {
     format!("{{\"wifiSsid\":\"{SSID}\",\"wifiKey\":\"{PSK}\"}}\n")
 }
@@ -158,7 +176,7 @@ fn build_staged() -> Result<Staged> {
         config_json()
     );
     let b = dev.boot(BootOpts::new("v1-stage-v2-layout").script(&format!(
-        "{}{write_config}{}{}{}",
+        "{}{WRITE_BULK}{write_config}{}{PRINT_BULK}{}{}",
         scripts::WRITE_USER_DATA,
         scripts::PRINT_USER_DATA,
         scripts::stage(&url),
@@ -166,6 +184,11 @@ fn build_staged() -> Result<Staged> {
     )))?;
     b.expect_os("1", "a");
     b.expect("HUP-STAGE rc=0");
+    ensure!(
+        bulk_sums(&b).len() == 2,
+        "v1 printed no checksums of the bulk files ({})",
+        b.log.display()
+    );
     ensure!(
         b.data_sums().len() == 4,
         "v1 printed no checksums ({})",
@@ -245,7 +268,7 @@ done
         "grep -l '{COMPLETE}' \"$DATA\"/hup/log/boot-*.log | sed 's/^/HUP-MIGRATION-LOG /'\n"
     );
     format!(
-        "{}{}{keyfiles}{log}{}",
+        "{}{}{PRINT_BULK}{keyfiles}{log}{}",
         scripts::STATUS,
         scripts::PRINT_USER_DATA,
         scripts::POWEROFF
@@ -290,6 +313,12 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
     expect_committed(&st, "2", "b");
     assert_eq!(s(&st, "other/version"), "1", "{st:#}");
     expect_same_data(&f.v1.data_sums(), b);
+    assert_eq!(
+        bulk_sums(b),
+        bulk_sums(&f.v1),
+        "boot {}: the bulk files changed",
+        b.label
+    );
     let want = expected_keyfile();
     let want: Vec<&str> = want.lines().collect();
     for w in ["slot", "data"] {
