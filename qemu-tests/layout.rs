@@ -311,6 +311,12 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
     b.expect("HUP-MARK-GOOD rc=0");
     let st = b.status();
     expect_committed(&st, "2", "b");
+    // `hup status` on the device shows the migration.
+    assert_eq!(s(&st, "layout_migration/phase"), "completed", "{st:#}");
+    assert!(
+        st["layout_migration"]["backup_bytes"].as_u64() > Some(8 << 20),
+        "{st:#}"
+    );
     assert_eq!(s(&st, "other/version"), "1", "{st:#}");
     expect_same_data(&f.v1.data_sums(), b);
     assert_eq!(

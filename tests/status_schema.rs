@@ -174,10 +174,19 @@ fn real_outputs_validate() {
         "outcome": "failed", "version": "1.5.0", "slot": "b", "reason": "no space on hup-root-b",
         "log": "log/apply-1.log", "at": 1_700_000_100
     });
+    st["layout_migration"] = serde_json::json!({
+        "layout_version": 2, "bundle_version": "1.5.0", "phase": "completed",
+        "started_at": 1_700_000_050, "completed_at": 1_700_000_060, "normalized": true,
+        "backup_bytes": 10_485_760, "tar_bytes": 18_874_368, "entries": 21,
+        "timings_ms": [["normalize", 1500], ["backup", 2450], ["table", 360], ["restore", 830]]
+    });
     d.save_state(&State::from_json(st.to_string().as_bytes()).unwrap())
         .unwrap();
     let full = dev.status_json();
     assert_valid(&schema, &full);
+    assert_eq!(full["layout_migration"]["phases"][1]["phase"], "backup");
+    assert_eq!(full["layout_migration"]["phases"][1]["ms"], 2450);
+    assert_eq!(full["layout_migration"]["normalized"], true);
     assert_eq!(full["applying"]["running"], "format");
     assert_eq!(full["last_result"]["outcome"], "failed");
     assert_eq!(

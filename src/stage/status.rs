@@ -39,6 +39,8 @@ pub struct Status {
     /// An apply that started and has not finished (interrupted by a power cut).
     pub applying: Option<ApplyingReport>,
     pub last_result: Option<LastResultReport>,
+    /// The last partition layout migration, `null` when there was none.
+    pub layout_migration: Option<LayoutMigrationReport>,
     /// The boot backend's own view (see docs/boot-backends.md).
     pub boot: Option<BootReport>,
     /// What could not be read, one message each.
@@ -93,6 +95,31 @@ pub struct LastResultReport {
     pub log: Option<String>,
     /// Unix seconds.
     pub at: u64,
+}
+
+/// A partition layout migration (docs/layout-migration.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutMigrationReport {
+    pub layout_version: u32,
+    /// The bundle that needed it.
+    pub version: String,
+    /// `started`, `completed` or `failed`.
+    pub phase: String,
+    pub started_at: u64,
+    pub completed_at: Option<u64>,
+    /// The running system was first copied into the slot that keeps its place.
+    pub normalized: bool,
+    /// Bytes of the compressed backup of the data partition.
+    pub backup_bytes: u64,
+    pub entries: u64,
+    /// Milliseconds per phase, in order.
+    pub phases: Vec<PhaseTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub ms: u64,
 }
 
 /// The boot backend's state, in this document's own stable form.
@@ -247,6 +274,27 @@ pub fn gather(inp: Inputs) -> Status {
             log: l.log.as_deref().map(abs),
             at: l.at,
         });
+    let layout_migration = state
+        .as_ref()
+        .and_then(|st| st.layout_migration.as_ref())
+        .map(|m| LayoutMigrationReport {
+            layout_version: m.layout_version,
+            version: m.bundle_version.clone(),
+            phase: m.phase.clone(),
+            started_at: m.started_at,
+            completed_at: m.completed_at,
+            normalized: m.normalized,
+            backup_bytes: m.backup_bytes,
+            entries: m.entries,
+            phases: m
+                .timings_ms
+                .iter()
+                .map(|(phase, ms)| PhaseTime {
+                    phase: phase.clone(),
+                    ms: *ms,
+                })
+                .collect(),
+        });
     Status {
         status_version: STATUS_VERSION,
         compatible: inp.config.as_ref().map(|c| c.compatible.clone()),
@@ -257,6 +305,7 @@ pub fn gather(inp: Inputs) -> Status {
         staged,
         applying,
         last_result,
+        layout_migration,
         boot: boot.as_ref().map(BootReport::from),
         errors,
     }
@@ -377,6 +426,34 @@ pub fn render(st: &Status) -> String {
         }
         None => line("last update:", "none recorded"),
     }
+    if let Some(m) = &st.layout_migration {
+        let phases: Vec<String> = m
+            .phases
+            .iter()
+            .map(|p| format!("{} {:.2} s", p.phase, p.ms as f64 / 1000.0))
+            .collect();
+        line(
+            "layout:",
+            &format!(
+                "migration to layout {} for {}: {}, {}",
+                m.layout_version,
+                m.version,
+                m.phase,
+                utc(m.completed_at.unwrap_or(m.started_at))
+            ),
+        );
+        if m.backup_bytes > 0 || !phases.is_empty() {
+            line(
+                "",
+                &format!(
+                    "backup {} ({} entries); {}",
+                    human(m.backup_bytes),
+                    m.entries,
+                    phases.join(", ")
+                ),
+            );
+        }
+    }
     if let Some(b) = &st.boot {
         let next = b
             .next
@@ -446,6 +523,18 @@ mod tests {
             }))
             .unwrap(),
         );
+        s.layout_migration = Some(crate::model::state::LayoutMigration {
+            layout_version: 2,
+            bundle_version: "1.5".into(),
+            phase: "completed".into(),
+            started_at: 1_700_000_000,
+            completed_at: Some(1_700_000_010),
+            normalized: false,
+            backup_bytes: 10 << 20,
+            tar_bytes: 18 << 20,
+            entries: 21,
+            timings_ms: vec![("backup".into(), 2450), ("table".into(), 360)],
+        });
         d.save_state(&s).unwrap();
         let st = gather(Inputs {
             data: Some(d.clone()),
@@ -481,6 +570,11 @@ mod tests {
         );
         assert!(text.contains("rolled-back: 1.5 on slot b"), "{text}");
         assert!(text.contains("interrupted in format"), "{text}");
+        assert!(
+            text.contains("layout:      migration to layout 2 for 1.5: completed")
+                && text.contains("backup 10.0 MiB (21 entries); backup 2.45 s, table 0.36 s"),
+            "{text}"
+        );
         let json = serde_json::to_value(&st).unwrap();
         assert_eq!(json["last_result"]["outcome"], "rolled-back");
         assert_eq!(json["booted"]["slot"], "a");
