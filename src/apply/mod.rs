@@ -112,14 +112,26 @@ pub fn current_slot(backend: &dyn BootBackend) -> Result<Slot> {
 /// running slot is untouched and the failure is recorded in state.json; the caller decides
 /// what to do with the staged bundle.
 pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
+    apply_known(ctx, bundle_path, None)
+}
+
+/// [`apply`] of a bundle whose whole-file sha256 is known already (`hup stage` recorded
+/// it): it names the journal without a read of the whole file just for that. The bundle
+/// is still verified by preflight on every run.
+pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> Result<Report> {
     let mut state = ctx.data.load_state()?;
     let backend = boot::open(&ctx.config.boot_backend, ctx.disk, &ctx.config.labels)?;
-    let bundle_sha = crate::bundle::verified::sha256_of(
-        std::fs::File::open(bundle_path)
-            .with_context(|| format!("opening {}", bundle_path.display()))?,
-    )
-    .with_context(|| format!("reading {}", bundle_path.display()))?
-    .0;
+    let bundle_sha = match sha256 {
+        Some(s) => s.to_string(),
+        None => {
+            crate::bundle::verified::sha256_of(
+                std::fs::File::open(bundle_path)
+                    .with_context(|| format!("opening {}", bundle_path.display()))?,
+            )
+            .with_context(|| format!("reading {}", bundle_path.display()))?
+            .0
+        }
+    };
 
     let current = current_slot(backend.as_ref())?;
     let mut journal = match state.journal.take() {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 
 use super::layout::DataMount;
-use super::{BaseRoot, Context, Report, apply};
+use super::{BaseRoot, Context, Report, apply_known};
 use crate::boot::{self, Slot, SlotStatus};
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
@@ -52,7 +52,7 @@ pub fn run_staged(
         Some(mount) => super::layout::migrate_staged(&ctx, mount).map(|_| ()),
         None => Ok(()),
     }
-    .and_then(|()| apply(&ctx, &path));
+    .and_then(|()| apply_known(&ctx, &path, Some(&staged.sha256)));
     match result {
         Ok(r) => Ok(Some(r)),
         Err(e) => {
