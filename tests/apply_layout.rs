@@ -124,6 +124,26 @@ fn layout_bundle(w: &World, slot_mib: u64, extra: &[&str]) -> PathBuf {
     w.bundle_with("2.0.0", COMPATIBLE, &args)
 }
 
+/// sha256 of the whole partition labelled `label`.
+fn part_sha(img: &Path, label: &str) -> String {
+    let part = Disk::open_read_only(img).unwrap().partition(label).unwrap();
+    common::image::range_sha(img, (part.start, part.len))
+}
+
+/// `run_staged` as the init calls it, with the data partition held through a loop device
+/// mounted at `DIR/data-mnt`.
+fn run_staged(
+    w: &World,
+    img: &Path,
+    config: &SystemConfig,
+) -> (Result<Option<hup::apply::Report>>, DataDir, LoopData) {
+    let mnt = w.dir.join("data-mnt");
+    let mut data_mount = LoopData::new(img, &mnt);
+    let data = DataDir::under_mount(&mnt);
+    let r = hup::apply::run_staged(img, &data, config, None, Some(&mut data_mount));
+    (r, data, data_mount)
+}
+
 /// Lines of a listing outside `hup/` (hup's own files change by design).
 fn user_lines(listing: &str) -> String {
     listing
@@ -143,18 +163,10 @@ fn staged_bundle_with_a_new_layout_is_migrated_then_applied() {
     );
     let (img, config) = v1_with_staged(&w, &bundle);
     let before = data_listing(&img);
-    let slot_a = {
-        let d = Disk::open_read_only(&img).unwrap();
-        let a = d.partition("hup-root-a").unwrap();
-        common::image::range_sha(&img, (a.start, a.len))
-    };
+    let slot_a = part_sha(&img, "hup-root-a");
 
-    let mnt = w.dir.join("data-mnt");
-    let mut data_mount = LoopData::new(&img, &mnt);
-    let data = DataDir::under_mount(&mnt);
-    let report = hup::apply::run_staged(&img, &data, &config, None, Some(&mut data_mount))
-        .unwrap()
-        .expect("something was staged");
+    let (report, data, data_mount) = run_staged(&w, &img, &config);
+    let report = report.unwrap().expect("something was staged");
     assert_eq!((report.version.as_str(), report.target), ("2.0.0", Slot::B));
 
     let state = data.load_state().unwrap();
@@ -166,7 +178,7 @@ fn staged_bundle_with_a_new_layout_is_migrated_then_applied() {
     let last = state.last_result.clone().unwrap();
     assert_eq!((last.outcome, last.slot), (Outcome::Applied, Slot::B));
     assert!(state.staged.is_none(), "the staged bundle is consumed");
-    let keyfile = mnt.join("hup/migrated/system-connections");
+    let keyfile = data.root.join("migrated/system-connections");
     let names: Vec<_> = std::fs::read_dir(&keyfile)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -240,11 +252,8 @@ fn data_too_big_for_the_backup_is_refused_before_any_write() {
     let before = outside(&img);
     let listing = user_lines(&data_listing(&img));
 
-    let mnt = w.dir.join("data-mnt");
-    let mut data_mount = LoopData::new(&img, &mnt);
-    let data = DataDir::under_mount(&mnt);
-    let err =
-        hup::apply::run_staged(&img, &data, &config, None, Some(&mut data_mount)).unwrap_err();
+    let (r, data, data_mount) = run_staged(&w, &img, &config);
+    let err = r.unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("backup") && !msg.contains('\n'), "{msg}");
     let state = data.load_state().unwrap();
@@ -301,20 +310,12 @@ fn running_from_slot_b_the_system_is_copied_into_slot_a_first() {
     ]);
     let gpt = boot::open("gpt", &img, &config.labels).unwrap();
     gpt.mark_good(Slot::B).unwrap();
-    let b_before = {
-        let d = Disk::open_read_only(&img).unwrap();
-        let b = d.partition("hup-root-b").unwrap();
-        common::image::range_sha(&img, (b.start, b.len))
-    };
+    let b_before = part_sha(&img, "hup-root-b");
     let esp_b = esp_files(&img, "hup/b");
     let before = data_listing(&img);
 
-    let mnt = w.dir.join("data-mnt");
-    let mut data_mount = LoopData::new(&img, &mnt);
-    let data = DataDir::under_mount(&mnt);
-    let report = hup::apply::run_staged(&img, &data, &config, None, Some(&mut data_mount))
-        .unwrap()
-        .expect("something was staged");
+    let (report, data, data_mount) = run_staged(&w, &img, &config);
+    let report = report.unwrap().expect("something was staged");
     // After the copy, a runs 1.1.0 and b is the spare that gets 2.0.0.
     assert_eq!(report.target, Slot::B);
     let state = data.load_state().unwrap();

@@ -130,18 +130,11 @@ fn migrate_inner(
             && m.bundle_version == bundle.manifest.version
     });
     if !resumed {
-        state.layout_migration = Some(LayoutMigration {
-            layout_version: target.version,
-            bundle_version: bundle.manifest.version.clone(),
-            phase: "started".into(),
-            started_at: now(),
-            completed_at: None,
-            normalized: false,
-            backup_bytes: 0,
-            tar_bytes: 0,
-            entries: 0,
-            timings_ms: Vec::new(),
-        });
+        state.layout_migration = Some(LayoutMigration::started(
+            target.version,
+            &bundle.manifest.version,
+            now(),
+        ));
         ctx.data.save_state(&state)?;
     }
     drop(bundle);
@@ -243,18 +236,9 @@ pub fn complete(
     let mut state = data.load_state()?;
     let m = state
         .layout_migration
-        .get_or_insert_with(|| LayoutMigration {
-            layout_version: rec.layout_version,
-            bundle_version: String::new(),
-            phase: String::new(),
-            started_at: rec.created_at,
-            completed_at: None,
-            normalized: false,
-            backup_bytes: 0,
-            tar_bytes: 0,
-            entries: 0,
-            timings_ms: Vec::new(),
-        });
+        // The record went missing (a state.json restored from an older backup): the
+        // header still tells what the migration was.
+        .get_or_insert_with(|| LayoutMigration::started(rec.layout_version, "", rec.created_at));
     m.phase = "completed".into();
     m.completed_at = Some(now());
     m.backup_bytes = rec.data.len;

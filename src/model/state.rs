@@ -131,6 +131,24 @@ pub struct LayoutMigration {
     pub timings_ms: Vec<(String, u64)>,
 }
 
+impl LayoutMigration {
+    /// A migration to `layout_version` for `bundle_version` that starts at `at`.
+    pub fn started(layout_version: u32, bundle_version: &str, at: u64) -> LayoutMigration {
+        LayoutMigration {
+            layout_version,
+            bundle_version: bundle_version.to_string(),
+            phase: "started".into(),
+            started_at: at,
+            completed_at: None,
+            normalized: false,
+            backup_bytes: 0,
+            tar_bytes: 0,
+            entries: 0,
+            timings_ms: Vec::new(),
+        }
+    }
+}
+
 impl State {
     /// The state of a freshly provisioned device: `slot` holds `version`.
     pub fn new(slot: Slot, version: &str, now: u64) -> State {
