@@ -31,31 +31,111 @@ pub struct TreeStats {
 /// Writes `root` as a tar stream to `out` and returns what it wrote. Sockets are skipped
 /// (tar cannot hold them) with a warning.
 pub fn write_tar<W: Write>(root: &Path, kind: TreeKind, out: W) -> Result<TreeStats> {
+    let mut builder = tar::Builder::new(out);
+    let mut policy = PayloadPolicy {
+        kind,
+        stats: TreeStats::default(),
+    };
+    walk(root, &mut builder, &mut policy)?;
+    builder.finish().context("finishing the tar stream")?;
+    Ok(policy.stats)
+}
+
+/// The bundle payloads' policy: everything (boot: files and directories only).
+struct PayloadPolicy {
+    kind: TreeKind,
+    stats: TreeStats,
+}
+
+impl Policy for PayloadPolicy {
+    fn accept(&mut self, path: &Path, meta: &fs::Metadata) -> Result<bool> {
+        let ft = meta.file_type();
+        if self.kind == TreeKind::Boot && !(ft.is_dir() || ft.is_file()) {
+            bail!(
+                "{}: only regular files and directories can go to the boot partition",
+                path.display()
+            );
+        }
+        if ft.is_socket() {
+            log::warn!("skipping socket {}", path.display());
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn xattrs(&self) -> bool {
+        self.kind == TreeKind::Rootfs
+    }
+
+    fn archived(&mut self, e: &Archived) {
+        self.stats.entries += 1;
+        if e.meta.is_file() && !e.hard_link {
+            self.stats.file_bytes += e.meta.len();
+        }
+    }
+}
+
+/// What one use of [`walk`] does with the entries of its tree.
+pub(crate) trait Policy {
+    /// Whether to archive `path` (for a directory: and enter it). Sockets must be refused
+    /// here: tar cannot hold them.
+    fn accept(&mut self, path: &Path, meta: &fs::Metadata) -> Result<bool>;
+    /// Whether extended attributes are archived (PAX `SCHILY.xattr.*`).
+    fn xattrs(&self) -> bool {
+        true
+    }
+    /// Headers only: regular files get their header (with their size) but no content is
+    /// read or written, to measure a stream cheaply.
+    fn headers_only(&self) -> bool {
+        false
+    }
+    /// The names in a directory, before any is accepted.
+    fn dir_names(&mut self, _names: &[std::ffi::OsString]) {}
+    /// An entry was archived.
+    fn archived(&mut self, _e: &Archived) {}
+}
+
+/// An archived entry, for [`Policy::archived`].
+pub(crate) struct Archived<'a> {
+    pub meta: &'a fs::Metadata,
+    /// Its PAX xattr records.
+    pub xattrs: &'a [(String, Vec<u8>)],
+    /// A symlink's target.
+    pub link_target: Option<&'a Path>,
+    /// A second name of an inode archived before (a hard link member, no content).
+    pub hard_link: bool,
+}
+
+/// Archives the tree at `root` (the root directory as the member `./`, then every entry,
+/// sorted by name, depth first) into `builder`, as `policy` decides.
+pub(crate) fn walk<W: Write, P: Policy>(
+    root: &Path,
+    builder: &mut tar::Builder<W>,
+    policy: &mut P,
+) -> Result<()> {
     let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory", root.display());
     }
-    let mut w = TreeWriter {
-        builder: tar::Builder::new(out),
-        kind,
+    let mut w = Walker {
+        builder,
+        policy,
         links: HashMap::new(),
-        stats: TreeStats::default(),
     };
-    w.entry(root, Path::new("."), &meta)?;
-    w.dir(root, Path::new(""))?;
-    w.builder.finish().context("finishing the tar stream")?;
-    Ok(w.stats)
+    if w.entry(root, Path::new("."), &meta)? {
+        w.dir(root, Path::new(""))?;
+    }
+    Ok(())
 }
 
-struct TreeWriter<W: Write> {
-    builder: tar::Builder<W>,
-    kind: TreeKind,
+struct Walker<'a, W: Write, P: Policy> {
+    builder: &'a mut tar::Builder<W>,
+    policy: &'a mut P,
     /// (dev, ino) of files with several links -> the archive path of the first one.
     links: HashMap<(u64, u64), PathBuf>,
-    stats: TreeStats,
 }
 
-impl<W: Write> TreeWriter<W> {
+impl<W: Write, P: Policy> Walker<'_, W, P> {
     fn dir(&mut self, dir: &Path, rel: &Path) -> Result<()> {
         let mut names: Vec<_> = fs::read_dir(dir)
             .with_context(|| format!("reading directory {}", dir.display()))?
@@ -63,20 +143,24 @@ impl<W: Write> TreeWriter<W> {
             .collect::<std::io::Result<_>>()
             .with_context(|| format!("reading directory {}", dir.display()))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        self.policy.dir_names(&names);
         for name in names {
             let path = dir.join(&name);
             let rel = rel.join(&name);
             let meta = fs::symlink_metadata(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            self.entry(&path, &rel, &meta)?;
-            if meta.is_dir() {
+            if self.entry(&path, &rel, &meta)? && meta.is_dir() {
                 self.dir(&path, &rel)?;
             }
         }
         Ok(())
     }
 
-    fn entry(&mut self, path: &Path, rel: &Path, meta: &fs::Metadata) -> Result<()> {
+    /// Archives one entry; false when the policy left it out.
+    fn entry(&mut self, path: &Path, rel: &Path, meta: &fs::Metadata) -> Result<bool> {
+        if !self.policy.accept(path, meta)? {
+            return Ok(false);
+        }
         let ft = meta.file_type();
         let name = if rel == Path::new(".") {
             PathBuf::from("./")
@@ -88,20 +172,10 @@ impl<W: Write> TreeWriter<W> {
         } else {
             rel.to_path_buf()
         };
-        if self.kind == TreeKind::Boot && !(ft.is_dir() || ft.is_file()) {
-            bail!(
-                "{}: only regular files and directories can go to the boot partition",
-                path.display()
-            );
-        }
-        if ft.is_socket() {
-            log::warn!("skipping socket {}", path.display());
-            return Ok(());
-        }
         let mut h = Header::new_ustar();
         h.set_mode(meta.mode() & 0o7777);
-        h.set_uid(meta.uid() as u64);
-        h.set_gid(meta.gid() as u64);
+        h.set_uid(u64::from(meta.uid()));
+        h.set_gid(u64::from(meta.gid()));
         h.set_mtime(meta.mtime().max(0) as u64);
         h.set_size(0);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
@@ -111,48 +185,66 @@ impl<W: Write> TreeWriter<W> {
                 format!("{}.{:09}", meta.mtime(), meta.mtime_nsec()).into_bytes(),
             ));
         }
-        if self.kind == TreeKind::Rootfs {
-            pax.extend(xattrs(path)?);
-        }
+        let xattrs = if self.policy.xattrs() {
+            xattrs(path)?
+        } else {
+            Vec::new()
+        };
+        pax.extend(xattrs.iter().cloned());
+        let mut done = Archived {
+            meta,
+            xattrs: &xattrs,
+            link_target: None,
+            hard_link: false,
+        };
 
         // A second name of an already archived inode becomes a hard link.
         if !ft.is_dir() && meta.nlink() > 1 {
-            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
-                let first = first.clone();
+            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())).cloned() {
                 h.set_entry_type(EntryType::Link);
                 self.pax(&name, &pax)?;
                 self.builder
                     .append_link(&mut h, &name, &first)
                     .with_context(|| format!("archiving hard link {}", path.display()))?;
-                self.stats.entries += 1;
-                return Ok(());
+                done.hard_link = true;
+                self.policy.archived(&done);
+                return Ok(true);
             }
             self.links.insert((meta.dev(), meta.ino()), name.clone());
         }
 
+        let target;
         if ft.is_symlink() {
-            let target =
+            target =
                 fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
             h.set_entry_type(EntryType::Symlink);
             self.pax(&name, &pax)?;
             self.builder
                 .append_link(&mut h, &name, &target)
                 .with_context(|| format!("archiving symlink {}", path.display()))?;
+            done.link_target = Some(&target);
         } else if ft.is_file() {
             h.set_entry_type(EntryType::Regular);
             h.set_size(meta.len());
             self.pax(&name, &pax)?;
-            let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            // A file that changes size while archived would corrupt the stream: take exactly len bytes.
-            let data = ExactReader {
-                inner: f,
-                remaining: meta.len(),
-                path,
-            };
-            self.builder
-                .append_data(&mut h, &name, data)
-                .with_context(|| format!("archiving {}", path.display()))?;
-            self.stats.file_bytes += meta.len();
+            if self.policy.headers_only() {
+                self.builder
+                    .append_data(&mut h, &name, std::io::empty())
+                    .with_context(|| format!("archiving {}", path.display()))?;
+            } else {
+                let f =
+                    fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                // A file that changes size while archived would corrupt the stream: take
+                // exactly len bytes.
+                let data = ExactReader {
+                    inner: f,
+                    remaining: meta.len(),
+                    path,
+                };
+                self.builder
+                    .append_data(&mut h, &name, data)
+                    .with_context(|| format!("archiving {}", path.display()))?;
+            }
         } else {
             let ty = if ft.is_dir() {
                 EntryType::Directory
@@ -176,8 +268,8 @@ impl<W: Write> TreeWriter<W> {
                 .append_data(&mut h, &name, std::io::empty())
                 .with_context(|| format!("archiving {}", path.display()))?;
         }
-        self.stats.entries += 1;
-        Ok(())
+        self.policy.archived(&done);
+        Ok(true)
     }
 
     /// Writes a PAX extended header for the next entry when there are records.
@@ -191,7 +283,7 @@ impl<W: Write> TreeWriter<W> {
         h.set_mode(0o644);
         h.set_mtime(0);
         h.set_size(data.len() as u64);
-        let base = name.file_name().map(|n| n.as_bytes()).unwrap_or(b".");
+        let base = name.file_name().map_or(&b"."[..], |n| n.as_bytes());
         let mut pax_name = b"PaxHeaders/".to_vec();
         pax_name.extend_from_slice(&base[..base.len().min(80)]);
         h.set_path(std::ffi::OsStr::from_bytes(&pax_name))
@@ -199,7 +291,7 @@ impl<W: Write> TreeWriter<W> {
         h.set_cksum();
         self.builder
             .append(&h, &data[..])
-            .with_context(|| format!("archiving attributes of {}", name.display()))
+            .with_context(|| format!("archiving the attributes of {}", name.display()))
     }
 }
 

@@ -11,17 +11,15 @@
 //! [`Source::scan`] computes the exact tar size from metadata only (no file is read), so
 //! the space a backup needs can be bounded cheaply at staging time.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tar::{EntryType, Header};
 
-use crate::bundle::tree::{ExactReader, pax_records, xattrs};
+use crate::bundle::tree::{Archived, Policy, pax_records, walk};
 
 /// zstd level of the backup (zstd's default: fast, and data partitions are often binary).
 const LEVEL: i32 = 3;
@@ -117,19 +115,15 @@ impl Source {
     }
 
     fn walk<W: Write>(&self, out: W, count_only: bool) -> Result<(Scan, W)> {
-        let mut w = Walker {
-            builder: tar::Builder::new(Counting { inner: out, n: 0 }),
+        let mut builder = tar::Builder::new(Counting { inner: out, n: 0 });
+        let mut policy = BackupPolicy {
             src: self,
             count_only,
-            links: HashMap::new(),
             scan: Scan::default(),
         };
-        let meta = fs::symlink_metadata(&self.root)
-            .with_context(|| format!("reading {}", self.root.display()))?;
-        w.entry(&self.root, Path::new("."), &meta)?;
-        w.dir(&self.root, Path::new(""))?;
-        let mut scan = w.scan;
-        let counted = w.builder.into_inner().context("finishing the tar stream")?;
+        walk(&self.root, &mut builder, &mut policy)?;
+        let mut scan = policy.scan;
+        let counted = builder.into_inner().context("finishing the tar stream")?;
         scan.tar_bytes += counted.n;
         Ok((scan, counted.inner))
     }
@@ -152,175 +146,68 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-struct Walker<'a, W: Write> {
-    builder: tar::Builder<Counting<W>>,
+/// The data backup's policy: one filesystem, no excluded file, no socket; counts what the
+/// stream and the restored filesystem hold.
+struct BackupPolicy<'a> {
     src: &'a Source,
     /// Headers only: file contents are counted, not read.
     count_only: bool,
-    /// (dev, ino) of files with several links -> the archive name of the first one.
-    links: HashMap<(u64, u64), PathBuf>,
     scan: Scan,
 }
 
-impl<W: Write> Walker<'_, W> {
-    fn dir(&mut self, dir: &Path, rel: &Path) -> Result<()> {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect())
-            .with_context(|| format!("reading directory {}", dir.display()))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut dir_bytes = 0;
-        for name in names {
-            dir_bytes += 8 + (name.len() as u64).div_ceil(4) * 4;
-            let path = dir.join(&name);
-            let rel = rel.join(&name);
-            let meta = fs::symlink_metadata(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if meta.dev() != self.src.dev {
-                log::warn!("backup: skipping {} (another filesystem)", path.display());
-                self.scan.skipped += 1;
-                continue;
-            }
-            if self.src.exclude.contains(&(meta.dev(), meta.ino())) {
-                continue;
-            }
-            if self.entry(&path, &rel, &meta)? && meta.is_dir() {
-                self.dir(&path, &rel)?;
-            }
+impl Policy for BackupPolicy<'_> {
+    fn accept(&mut self, path: &Path, meta: &fs::Metadata) -> Result<bool> {
+        if meta.dev() != self.src.dev {
+            log::warn!("backup: skipping {} (another filesystem)", path.display());
+            self.scan.skipped += 1;
+            return Ok(false);
         }
-        // Directory blocks, on top of the one counted with the directory itself.
-        self.scan.fs_bytes += dir_bytes.div_ceil(FS_BLOCK) * FS_BLOCK;
-        Ok(())
-    }
-
-    /// Archives one entry; false when it was skipped.
-    fn entry(&mut self, path: &Path, rel: &Path, meta: &fs::Metadata) -> Result<bool> {
-        let ft = meta.file_type();
-        if ft.is_socket() {
+        if self.src.exclude.contains(&(meta.dev(), meta.ino())) {
+            return Ok(false);
+        }
+        if meta.file_type().is_socket() {
             log::warn!("backup: skipping socket {}", path.display());
             self.scan.skipped += 1;
             return Ok(false);
         }
-        let name = if rel == Path::new(".") {
-            PathBuf::from("./")
-        } else if ft.is_dir() {
-            let mut s = rel.as_os_str().to_owned();
-            s.push("/");
-            PathBuf::from(s)
-        } else {
-            rel.to_path_buf()
-        };
-        let mut h = Header::new_ustar();
-        h.set_mode(meta.mode() & 0o7777);
-        h.set_uid(u64::from(meta.uid()));
-        h.set_gid(u64::from(meta.gid()));
-        h.set_mtime(meta.mtime().max(0) as u64);
-        h.set_size(0);
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        if meta.mtime_nsec() != 0 && meta.mtime() >= 0 {
-            let t = format!("{}.{:09}", meta.mtime(), meta.mtime_nsec());
-            pax.push(("mtime".into(), t.into_bytes()));
-        }
-        let xattrs = xattrs(path)?;
-        if xattrs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > 96 {
-            self.scan.fs_bytes += FS_BLOCK; // beyond the in-inode space: an xattr block
-        }
-        pax.extend(xattrs);
-        self.scan.entries += 1;
-
-        if !ft.is_dir() && meta.nlink() > 1 {
-            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())).cloned() {
-                h.set_entry_type(EntryType::Link);
-                self.pax(&name, &pax)?;
-                self.builder
-                    .append_link(&mut h, &name, &first)
-                    .with_context(|| format!("archiving hard link {}", path.display()))?;
-                return Ok(true);
-            }
-            self.links.insert((meta.dev(), meta.ino()), name.clone());
-        }
-
-        if ft.is_symlink() {
-            let target =
-                fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
-            if target.as_os_str().len() >= 60 {
-                self.scan.fs_bytes += FS_BLOCK;
-            }
-            h.set_entry_type(EntryType::Symlink);
-            self.pax(&name, &pax)?;
-            self.builder
-                .append_link(&mut h, &name, &target)
-                .with_context(|| format!("archiving symlink {}", path.display()))?;
-        } else if ft.is_file() {
-            let len = meta.len();
-            h.set_entry_type(EntryType::Regular);
-            h.set_size(len);
-            self.pax(&name, &pax)?;
-            self.scan.file_bytes += len;
-            self.scan.fs_bytes += len.div_ceil(FS_BLOCK) * FS_BLOCK;
-            if self.count_only {
-                self.builder
-                    .append_data(&mut h, &name, io::empty())
-                    .with_context(|| format!("archiving {}", path.display()))?;
-                self.scan.tar_bytes += len.div_ceil(BLOCK) * BLOCK;
-            } else {
-                let f =
-                    fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-                let data = ExactReader {
-                    inner: f,
-                    remaining: len,
-                    path,
-                };
-                self.builder
-                    .append_data(&mut h, &name, data)
-                    .with_context(|| format!("archiving {}", path.display()))?;
-            }
-        } else {
-            let ty = if ft.is_dir() {
-                self.scan.fs_bytes += FS_BLOCK;
-                EntryType::Directory
-            } else if ft.is_char_device() {
-                EntryType::Char
-            } else if ft.is_block_device() {
-                EntryType::Block
-            } else if ft.is_fifo() {
-                EntryType::Fifo
-            } else {
-                bail!("{}: unsupported file type", path.display());
-            };
-            h.set_entry_type(ty);
-            if ft.is_char_device() || ft.is_block_device() {
-                let rdev = meta.rdev();
-                h.set_device_major(nix::sys::stat::major(rdev) as u32)?;
-                h.set_device_minor(nix::sys::stat::minor(rdev) as u32)?;
-            }
-            self.pax(&name, &pax)?;
-            self.builder
-                .append_data(&mut h, &name, io::empty())
-                .with_context(|| format!("archiving {}", path.display()))?;
-        }
         Ok(true)
     }
 
-    /// A PAX extended header for the next entry, when there are records.
-    fn pax(&mut self, name: &Path, records: &[(String, Vec<u8>)]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
+    fn headers_only(&self) -> bool {
+        self.count_only
+    }
+
+    fn dir_names(&mut self, names: &[std::ffi::OsString]) {
+        // Directory blocks, on top of the one counted with the directory itself.
+        let bytes: u64 = names
+            .iter()
+            .map(|n| 8 + (n.len() as u64).div_ceil(4) * 4)
+            .sum();
+        self.scan.fs_bytes += bytes.div_ceil(FS_BLOCK) * FS_BLOCK;
+    }
+
+    fn archived(&mut self, e: &Archived) {
+        self.scan.entries += 1;
+        let xattr_bytes: usize = e.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if xattr_bytes > 96 {
+            self.scan.fs_bytes += FS_BLOCK; // beyond the in-inode space: an xattr block
         }
-        let data = pax_records(records);
-        let mut h = Header::new_ustar();
-        h.set_entry_type(EntryType::XHeader);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_size(data.len() as u64);
-        let base = name.file_name().map_or(&b"."[..], |n| n.as_bytes());
-        let mut pax_name = b"PaxHeaders/".to_vec();
-        pax_name.extend_from_slice(&base[..base.len().min(80)]);
-        h.set_path(std::ffi::OsStr::from_bytes(&pax_name))
-            .or_else(|_| h.set_path("PaxHeaders/entry"))?;
-        h.set_cksum();
-        self.builder
-            .append(&h, &data[..])
-            .with_context(|| format!("archiving the attributes of {}", name.display()))
+        if e.hard_link {
+            return;
+        }
+        if e.link_target.is_some_and(|t| t.as_os_str().len() >= 60) {
+            self.scan.fs_bytes += FS_BLOCK;
+        }
+        if e.meta.is_dir() {
+            self.scan.fs_bytes += FS_BLOCK;
+        } else if e.meta.is_file() {
+            let len = e.meta.len();
+            self.scan.file_bytes += len;
+            self.scan.fs_bytes += len.div_ceil(FS_BLOCK) * FS_BLOCK;
+            if self.count_only {
+                self.scan.tar_bytes += len.div_ceil(BLOCK) * BLOCK;
+            }
+        }
     }
 }
 
