@@ -1,6 +1,8 @@
 //! Helpers shared by the ext4 tests: running hup and e2fsprogs, reading an image back.
 #![allow(dead_code)]
 
+pub mod tars;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -91,6 +93,18 @@ pub fn debugfs(img: &Path, cmds: &[String]) -> Vec<(String, Vec<String>)> {
     }
     assert_eq!(blocks.len(), cmds.len(), "debugfs output:\n{text}");
     blocks
+}
+
+/// `debugfs -R 'stat "PATH"'` output.
+pub fn stat(img: &Path, path: &str) -> String {
+    String::from_utf8_lossy(
+        &run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("stat \"{path}\""))
+            .arg(img))
+        .stdout,
+    )
+    .into_owned()
 }
 
 /// One inode as seen through a path, everything compared between images.
