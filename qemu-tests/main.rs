@@ -6,8 +6,8 @@
 //! bundles; built once per run), [`http`] (the file server the guests download from),
 //! [`device`] (a provisioned image booted again and again, with the guest's markers
 //! parsed). Scenarios live in their own modules; `update`, `rollback`, `powercut` and
-//! `systemd_boot` are issue 6's, `layout` issue 7's (docs/layout-migration.md). See
-//! docs/initramfs.md.
+//! `systemd_boot` are issue 6's, `layout` issue 7's (docs/layout-migration.md), `refund`
+//! the clean-shutdown refund of a try (docs/boot-backends.md). See docs/initramfs.md.
 
 mod artifacts;
 mod device;
@@ -18,6 +18,7 @@ mod vm;
 mod fallback;
 mod layout;
 mod powercut;
+mod refund;
 mod rollback;
 mod smoke;
 mod systemd_boot;

@@ -403,13 +403,20 @@ impl BootBackend for SystemdBootBackend {
     fn mark_bad(&self, slot: Slot) -> Result<()> {
         let esp = self.open_esp(false)?;
         let entries = self.entries(&esp)?;
-        if let Some((name, _)) = entries.get(slot) {
+        if let Some((name, body)) = entries.get(slot) {
             let done = name.counter.map_or(0, |(_, d)| d);
             let bad = EntryName {
                 slot,
                 counter: Some((0, done)),
             };
-            self.rename(&esp, name, &bad)?;
+            if body.refunds_left > 0 {
+                // A given-up slot has no refunds: `refund_try` must not revive it.
+                let mut body = body.clone();
+                body.refunds_left = 0;
+                self.rewrite(&esp, Some(name), &bad, &body)?;
+            } else {
+                self.rename(&esp, name, &bad)?;
+            }
         }
         esp.close()
             .with_context(|| format!("marking slot {slot} bad"))

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use crate::stage::device::{Device, DeviceArgs};
-use crate::stage::mark::Marked;
+use crate::stage::mark::{Marked, Refund};
 
 /// Commit the booted slot: the OS runs this once it is healthy after an update.
 #[derive(FromArgs)]
@@ -24,6 +24,21 @@ pub struct MarkGood {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "mark-bad")]
 pub struct MarkBad {
+    /// device configuration (default /etc/hup/system.json)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// hup's data directory (default <data_mount>/hup from the configuration)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// whole disk holding the hup partitions (default: found by partition label)
+    #[argh(option)]
+    disk: Option<PathBuf>,
+}
+
+/// Give back the try this boot used: the OS runs this in its clean shutdown path.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "refund-try")]
+pub struct RefundTry {
     /// device configuration (default /etc/hup/system.json)
     #[argh(option)]
     config: Option<PathBuf>,
@@ -79,6 +94,35 @@ impl MarkBad {
             describe(&m),
             m.slot.other()
         );
+        Ok(())
+    }
+}
+
+/// The one line `hup refund-try` prints.
+fn describe_refund(r: &Refund) -> String {
+    match r {
+        Refund::GivenBack {
+            slot,
+            refunds_left: 1,
+        } => format!("slot {slot}: the try of this boot is given back (1 refund left)"),
+        Refund::GivenBack { slot, refunds_left } => {
+            format!("slot {slot}: the try of this boot is given back ({refunds_left} refunds left)")
+        }
+        Refund::NotOnTrial { slot } => format!("slot {slot} is not on trial: nothing to give back"),
+        Refund::NoTryUsed { slot } => {
+            format!("slot {slot}: this boot used no try: nothing to give back")
+        }
+        Refund::NoRefundsLeft { slot } => {
+            format!("slot {slot}: no refunds left in this trial: this boot counts")
+        }
+    }
+}
+
+impl RefundTry {
+    pub fn run(self) -> anyhow::Result<()> {
+        let dev = device(self.config, self.data_dir, self.disk)?;
+        let r = crate::stage::mark::refund_try(&dev)?;
+        println!("{}", describe_refund(&r));
         Ok(())
     }
 }

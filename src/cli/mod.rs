@@ -41,6 +41,7 @@ enum Command {
     Status(status::Status),
     MarkGood(mark::MarkGood),
     MarkBad(mark::MarkBad),
+    RefundTry(mark::RefundTry),
     Cancel(cancel::Cancel),
     Fingerprint(fingerprint::Fingerprint),
 }
@@ -62,6 +63,7 @@ pub fn run() -> i32 {
         Command::Status(c) => c.run(),
         Command::MarkGood(c) => c.run(),
         Command::MarkBad(c) => c.run(),
+        Command::RefundTry(c) => c.run(),
         Command::Cancel(c) => c.run(),
         Command::Fingerprint(c) => c.run(),
     };

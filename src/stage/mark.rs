@@ -8,12 +8,16 @@
 //! mark-bad gives the booted slot up: the backend will not boot it again while the other
 //! slot is usable, so the next reboot falls back. It refuses when the other slot is not
 //! bootable, since the device would then have nothing to boot.
+//!
+//! refund-try runs in the OS's clean shutdown path: a reboot that is not a failed boot gives
+//! back the try this boot of a slot on trial used ([`BootBackend::refund_try`], a budget
+//! of 3 refunds per trial; docs/boot-backends.md).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::device::{self, Booted, Device};
 use super::lock;
-use crate::boot::{Slot, SlotStatus};
+use crate::boot::{BootBackend, Slot, SlotStatus};
 use crate::fsutil::now;
 use crate::model::state::{LastResult, Outcome, State};
 
@@ -133,5 +137,61 @@ pub fn mark_bad(dev: &Device) -> Result<Marked> {
         slot,
         version: None,
         outcome,
+    })
+}
+
+/// What `hup refund-try` did for the booted slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refund {
+    /// The try of this boot is given back; `refunds_left` remain in this trial.
+    GivenBack { slot: Slot, refunds_left: u32 },
+    /// The slot is not on trial (committed, given up, or its trial was cancelled): no try
+    /// was used, nothing to give back.
+    NotOnTrial { slot: Slot },
+    /// The slot is on trial but its refund budget is used up: this boot counts.
+    NoRefundsLeft { slot: Slot },
+    /// The slot is on trial with refunds left, but no try was counted for it (systemd-boot:
+    /// no boot counted yet; gpt: tries at their maximum).
+    NoTryUsed { slot: Slot },
+}
+
+/// Gives back the try that this boot of the booted slot used, because the OS shuts down
+/// cleanly. Takes the lock like mark-good. Not being on trial and having no refunds left
+/// are outcomes, not errors.
+pub fn refund_try(dev: &Device) -> Result<Refund> {
+    let _lock = lock::acquire(&dev.data, "hup refund-try")?;
+    let Booted { slot, source } = device::booted_slot(&dev.config.labels)?;
+    log::debug!("booted slot {slot} (from {source})");
+    let backend = dev.backend()?;
+    refund_slot(backend.as_ref(), slot)
+}
+
+/// [`refund_try`] for `slot` on `backend`, without the lock.
+pub fn refund_slot(backend: &dyn BootBackend, slot: Slot) -> Result<Refund> {
+    let given = backend
+        .refund_try(slot)
+        .with_context(|| format!("giving back the try of slot {slot}"))?;
+    let st = backend
+        .state()
+        .with_context(|| format!("reading the boot state after a refund of slot {slot}"))?
+        .slot(slot)
+        .clone();
+    if given {
+        return Ok(Refund::GivenBack {
+            slot,
+            refunds_left: st.refunds_left.unwrap_or(0),
+        });
+    }
+    // A trial that used its last try shows as `bad` with a counter or tries bits left at
+    // 0; a trial still has its counter (systemd-boot) or a priority (gpt). A committed
+    // slot, a slot given up (gpt: priority 0) or one without an entry is not on trial.
+    let on_trial = !st.successful
+        && st.priority != Some(0)
+        && st.status != SlotStatus::Missing
+        && st.tries_left.is_some();
+    Ok(match st.refunds_left {
+        Some(0) if on_trial => Refund::NoRefundsLeft { slot },
+        Some(_) if on_trial && st.status == SlotStatus::Trying => Refund::NoTryUsed { slot },
+        _ => Refund::NotOnTrial { slot },
     })
 }
