@@ -86,7 +86,12 @@ const WIFI: &str = r#"{"wifiSsid":"hup-test-ssid","wifiKey":"secret passphrase"}
 /// A v1 image (slots of 128 MiB), its data filled, a WiFi config.json, and `bundle` staged
 /// the way `hup stage` leaves it (file + state.json entry).
 fn v1_with_staged(w: &World, bundle: &Path) -> (PathBuf, SystemConfig) {
-    let img = provision(w, "v1.img", "700M", "128M");
+    v1_with_staged_on(w, bundle, "gpt")
+}
+
+/// [`v1_with_staged`] with the boot backend `backend`.
+fn v1_with_staged_on(w: &World, bundle: &Path, backend: &str) -> (PathBuf, SystemConfig) {
+    let img = provision_full(w, "v1.img", "700M", "128M", "512", backend);
     let m = Mount::new(&img, "hup-data", false);
     fill(m.path(), 2 << 20);
     std::fs::write(m.path().join("config.json"), WIFI).unwrap();
@@ -107,7 +112,7 @@ fn v1_with_staged(w: &World, bundle: &Path) -> (PathBuf, SystemConfig) {
     std::fs::copy(&w.pubkey, keys.join("release.pub")).unwrap();
     let config = SystemConfig::from_json(
         format!(
-            r#"{{"compatible":"{COMPATIBLE}","keys_dir":"{}"}}"#,
+            r#"{{"compatible":"{COMPATIBLE}","boot_backend":"{backend}","keys_dir":"{}"}}"#,
             keys.display()
         )
         .as_bytes(),
@@ -339,6 +344,59 @@ fn running_from_slot_b_the_system_is_copied_into_slot_a_first() {
         std::fs::read_to_string(root.join("etc/os-release")).unwrap()
     });
     assert!(os.contains("VERSION_ID=1.1.0"), "{os}");
+}
+
+#[test]
+fn with_systemd_boot_the_copied_slot_gets_the_boot_entry_of_the_running_one() {
+    let w = World::new();
+    let bundle = layout_bundle(&w, 192, &[]);
+    let (img, config) = v1_with_staged_on(&w, &bundle, "systemd-boot");
+    common::hup_ok(&[
+        "apply",
+        "--disk",
+        p(&img),
+        "--bundle",
+        p(&w.bundle("1.1.0")),
+        "--key",
+        p(&w.pubkey),
+    ]);
+    let sd = boot::open("systemd-boot", &img, &config.labels).unwrap();
+    sd.mark_good(Slot::B).unwrap();
+    assert_eq!(sd.state().unwrap().slot(Slot::A).status, SlotStatus::Good);
+    let esp_b = esp_files(&img, "hup/b");
+
+    let (report, data, data_mount) = run_staged(&w, &img, &config);
+    assert_eq!(report.unwrap().unwrap().target, Slot::B);
+    assert!(
+        data.load_state()
+            .unwrap()
+            .layout_migration
+            .unwrap()
+            .normalized
+    );
+    drop(data_mount);
+
+    // Slot a boots what slot b ran: its files and an entry with slot b's command line.
+    assert_eq!(esp_files(&img, "hup/a"), esp_b, "slot a's boot files");
+    let st = sd.state().unwrap();
+    assert_eq!(st.slot(Slot::A).status, SlotStatus::Good);
+    assert_eq!(st.slot(Slot::B).status, SlotStatus::Trying);
+    let entries =
+        hup::boot::systemd_boot::SystemdBootBackend::with_labels(&img, config.labels.clone())
+            .entry_files()
+            .unwrap();
+    let a_entry = entries
+        .iter()
+        .find(|e| e.starts_with("hup-a"))
+        .unwrap_or_else(|| panic!("no entry for slot a in {entries:?}"));
+    let d = Disk::open_read_only(&img).unwrap();
+    let esp = hup::disk::Esp::open(d.open_partition("hup-boot").unwrap()).unwrap();
+    let text =
+        String::from_utf8(esp.read_file(&format!("loader/entries/{a_entry}")).unwrap()).unwrap();
+    assert!(
+        text.contains("/hup/a/") && text.contains("console=ttyS0"),
+        "{a_entry}:\n{text}"
+    );
 }
 
 /// Name and content of each file in `dir` on the boot partition.

@@ -42,6 +42,18 @@ pub fn provision(w: &World, name: &str, size: &str, slot: &str) -> PathBuf {
 
 /// [`provision`] with a logical sector size.
 pub fn provision_with(w: &World, name: &str, size: &str, slot: &str, sector: &str) -> PathBuf {
+    provision_full(w, name, size, slot, sector, "gpt")
+}
+
+/// [`provision`] with a logical sector size and a boot backend.
+pub fn provision_full(
+    w: &World,
+    name: &str,
+    size: &str,
+    slot: &str,
+    sector: &str,
+    backend: &str,
+) -> PathBuf {
     let img = w.dir.join(name);
     let bundle = w.bundle("1.0.0");
     hup_ok(&[
@@ -58,6 +70,8 @@ pub fn provision_with(w: &World, name: &str, size: &str, slot: &str, sector: &st
         "64M",
         "--sector-size",
         sector,
+        "--boot-backend",
+        backend,
         p(&img),
     ]);
     img
