@@ -137,3 +137,49 @@ fn giving_up_after_the_boot_switch_keeps_the_old_slot() {
         boot::SlotStatus::Bad
     );
 }
+
+/// Each configuration migration is recorded in the journal once it ran, and a resumed
+/// `migrations` step does not run it again.
+#[test]
+fn migrations_are_journaled_one_by_one() {
+    let w = World::new();
+    let bundle = w.bundle_with(
+        "2.0.0",
+        COMPATIBLE,
+        &["--migration", "wifi-config-json-to-networkmanager"],
+    );
+    let img = w.provision("mig.img", "1.0.0", "gpt", &[]);
+    let apply = |failpoint: Option<&str>| {
+        let mut c = std::process::Command::new(HUP);
+        c.args([
+            "apply",
+            "--disk",
+            p(&img),
+            "--bundle",
+            p(&bundle),
+            "--key",
+            p(&w.pubkey),
+        ]);
+        if let Some(f) = failpoint {
+            c.env("HUP_FAILPOINT", f);
+        }
+        c.output().unwrap()
+    };
+    let o = apply(Some("migrations"));
+    assert_eq!(o.status.code(), Some(hup::failpoint::EXIT));
+    let state_path = format!("{}.data/state.json", p(&img));
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    assert_eq!(
+        st["journal"]["migrations"],
+        serde_json::json!(["wifi-config-json-to-networkmanager"]),
+        "{st:#}"
+    );
+    let o = apply(None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("step migrations: done before, skipping"),
+        "{err}"
+    );
+}

@@ -162,6 +162,7 @@ pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> R
                 log: format!("log/apply-{ts}.log"),
                 started_at: ts,
                 attempts: 0,
+                migrations: Vec::new(),
             }
         }
     };
@@ -381,21 +382,35 @@ impl Run<'_> {
             "boot-files" => {
                 bootfiles::install(self.ctx.disk, self.ctx.config, self.bundle(), target)?;
             }
-            "migrations" => {
-                let ids = &self.bundle().manifest.migrations;
-                if !ids.is_empty() {
-                    let (mctx, _old_boot) = migration_context(self.ctx)?;
-                    for r in crate::migrate::run_all(ids, &mctx)? {
-                        log::info!("migration {}: wrote {} file(s)", r.id, r.written.len());
-                    }
-                }
-            }
+            "migrations" => self.migrations()?,
             "switch-boot" => {
                 self.backend
                     .set_try_next(target, self.ctx.config.max_tries)?;
             }
             "finalize" => self.finalize()?,
             other => bail!("unknown step {other}"),
+        }
+        Ok(())
+    }
+
+    /// Runs the manifest's migrations, each recorded in the journal once it completed.
+    fn migrations(&mut self) -> Result<()> {
+        let ids = self.bundle().manifest.migrations.clone();
+        let todo: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.journal.migrations.contains(id))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let (mctx, _old_boot) = migration_context(self.ctx)?;
+        for id in todo {
+            let m =
+                crate::migrate::get(&id).with_context(|| format!("unknown migration {id:?}"))?;
+            let r = m.run(&mctx).with_context(|| format!("migration {id}"))?;
+            log::info!("migration {id}: wrote {} file(s)", r.written.len());
+            self.journal.migrations.push(id);
+            self.save()?;
         }
         Ok(())
     }

@@ -41,6 +41,10 @@ pub struct Journal {
     /// Runs that started this apply; a run that keeps dying is given up after a few.
     #[serde(default)]
     pub attempts: u32,
+    /// Configuration migrations that ran to completion in the `migrations` step, by id
+    /// (a resumed step does not run them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<String>,
 }
 
 /// How the last update ended.
