@@ -33,21 +33,12 @@ pub trait DataMount {
     fn mount(&mut self, disk: &Path, part: &Part) -> Result<()>;
 }
 
-/// What [`migrate_staged`] did.
-#[derive(Debug, Clone)]
-pub struct Migrated {
-    pub record: Record,
-    pub normalized: bool,
-    /// (phase, seconds) of this run.
-    pub timings: Vec<(String, f64)>,
-}
-
-/// Runs the layout migration the staged bundle needs, if any. `Ok(None)`: nothing staged,
-/// no layout in the manifest, or the disk has it already. Every refusal (bundle, device,
-/// sizes, data that cannot fit) comes before the first write. On success the data partition
-/// is mounted again at `mount.dir()` with the data and the staged bundle restored; the
+/// Runs the layout migration the staged bundle needs, if any; returns whether one ran
+/// (not when nothing is staged, the manifest has no layout, or the disk has it already).
+/// Every refusal (bundle, device, sizes, data that cannot fit) comes before the first
+/// write. On success the data partition is mounted again at `mount.dir()` with the data and the staged bundle restored; the
 /// caller continues with the normal apply.
-pub fn migrate_staged(ctx: &Context, mount: &mut dyn DataMount) -> Result<Option<Migrated>> {
+pub fn migrate_staged(ctx: &Context, mount: &mut dyn DataMount) -> Result<bool> {
     let mut spare = None;
     let result = migrate_inner(ctx, mount, &mut spare);
     if let (Err(e), Some(slot)) = (&result, spare) {
@@ -84,25 +75,23 @@ fn migrate_inner(
     ctx: &Context,
     mount: &mut dyn DataMount,
     spare: &mut Option<Slot>,
-) -> Result<Option<Migrated>> {
+) -> Result<bool> {
     let mut state = ctx.data.load_state()?;
     let Some(staged) = state.staged.clone() else {
-        return Ok(None);
+        return Ok(false);
     };
     let bundle_path = ctx.data.staged_dir().join(&staged.file);
     let target = Bundle::open(&bundle_path, ctx.keys)?.manifest.layout;
     let Some(target) = target else {
-        return Ok(None);
+        return Ok(false);
     };
     let labels = &ctx.config.labels;
     let backend = boot::open(&ctx.config.boot_backend, ctx.disk, labels)?;
     let mut current = super::current_slot(backend.as_ref())?;
     *spare = Some(current.other());
     let disk = Disk::open(ctx.disk)?;
-    let Some(mut plan) = layout::plan(&disk, &target, labels, current)
-        .context("the bundle needs a partition layout this device cannot reach")?
-    else {
-        return Ok(None);
+    let Some(mut plan) = layout::plan_bundle(&disk, &target, labels, current)? else {
+        return Ok(false);
     };
     log::info!(
         "layout: {} {} needs partition layout version {}\n{plan}",
@@ -140,7 +129,6 @@ fn migrate_inner(
     drop(bundle);
 
     let mut timings = Vec::new();
-    let mut normalized = false;
     if let Some(n) = plan.normalize.clone() {
         let t = Instant::now();
         backend.mark_bad(n.to)?;
@@ -163,8 +151,6 @@ fn migrate_inner(
         );
         current = n.to;
         *spare = Some(current.other());
-        timings.push(("normalize".into(), t.elapsed().as_secs_f64()));
-        normalized = true;
         plan = layout::plan(&disk, &target, labels, current)?
             .context("after the normalization the disk needs no migration: unexpected")?;
     }
@@ -194,11 +180,7 @@ fn migrate_inner(
     drop(disk);
     mount.mount(ctx.disk, &data_part)?;
     complete(ctx.disk, ctx.data, &rec, &timings)?;
-    Ok(Some(Migrated {
-        record: rec,
-        normalized,
-        timings,
-    }))
+    Ok(true)
 }
 
 /// At boot, before the data partition is mounted: continues a migration that a power cut
@@ -244,12 +226,12 @@ pub fn complete(
     m.backup_bytes = rec.data.len;
     m.tar_bytes = rec.tar_bytes;
     m.entries = rec.entries;
-    // The normalization recorded itself before the backup (it is not redone).
-    for (k, s) in timings {
-        if !m.timings_ms.iter().any(|(done, _)| done == k) {
-            m.timings_ms.push((k.clone(), (s * 1000.0).round() as u64));
-        }
-    }
+    // The normalization recorded its time before the backup; these are the later phases.
+    m.timings_ms.extend(
+        timings
+            .iter()
+            .map(|(k, s)| (k.clone(), (s * 1000.0).round() as u64)),
+    );
     let summary = m
         .timings_ms
         .iter()

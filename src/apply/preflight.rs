@@ -114,14 +114,13 @@ pub fn check_layout(ctx: &Context, bundle: &Bundle, current: Slot) -> Result<()>
         return Ok(());
     };
     let disk = Disk::open_read_only(ctx.disk)?;
-    match crate::layout::plan(&disk, target, &ctx.config.labels, current) {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => bail!(
+    if crate::layout::plan_bundle(&disk, target, &ctx.config.labels, current)?.is_some() {
+        bail!(
             "the bundle needs partition layout version {} and this disk has another one: the layout migration must run first (the initramfs runs it at boot)",
             target.version
-        ),
-        Err(e) => bail!("the bundle needs a partition layout this device cannot reach: {e}"),
+        );
     }
+    Ok(())
 }
 
 /// For a bundle with `requires_unmodified_base`: the running slot must match the

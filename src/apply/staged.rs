@@ -49,7 +49,7 @@ pub fn run_staged(
     };
     log::info!("staged: {} ({})", staged.version, path.display());
     let result = match mount {
-        Some(mount) => super::layout::migrate_staged(&ctx, mount).map(|_| ()),
+        Some(mount) => super::layout::migrate_staged(&ctx, mount).map(drop),
         None => Ok(()),
     }
     .and_then(|()| apply_known(&ctx, &path, Some(&staged.sha256)));

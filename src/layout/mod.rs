@@ -30,6 +30,25 @@ pub use migrate::{
 pub use plan::{Estimate, Normalize, Plan, PlanError, Region, estimate, plan};
 pub use region::{Payload, Phase, Record};
 
+/// [`plan`] for the layout a bundle names: a refusal becomes the one-line error `hup stage`,
+/// preflight and the initramfs show.
+pub fn plan_bundle(
+    disk: &crate::disk::Disk,
+    target: &TargetLayout,
+    labels: &crate::model::config::Labels,
+    active: crate::boot::Slot,
+) -> Result<Option<Plan>> {
+    plan(disk, target, labels, active).map_err(|e| match e.downcast::<PlanError>() {
+        Ok(refusal) => {
+            anyhow::anyhow!("bundle needs a partition layout this device cannot reach: {refusal}")
+        }
+        Err(e) => e.context(format!(
+            "planning the layout migration of {}",
+            disk.path().display()
+        )),
+    })
+}
+
 /// Most partitions a target layout may name (they are all recorded in the backup header).
 pub const MAX_PARTITIONS: usize = 16;
 

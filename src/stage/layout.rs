@@ -64,12 +64,10 @@ pub fn check_layout(
     exclude: &[&Path],
     bundle_size: u64,
 ) -> Result<Option<Plan>> {
-    let plan = match layout_status(disk, target, labels, booted)? {
-        LayoutStatus::NotNeeded => return Ok(None),
-        LayoutStatus::Plan(p) => *p,
-        LayoutStatus::Refused(e) => {
-            bail!("bundle needs a partition layout this device cannot reach: {e}")
-        }
+    let Some(plan) =
+        crate::layout::plan_bundle(&Disk::open_read_only(disk)?, target, labels, booted)?
+    else {
+        return Ok(None);
     };
     let mut src = Source::new(data_root)?;
     for f in exclude {
