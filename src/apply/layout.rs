@@ -164,7 +164,7 @@ fn migrate_inner(
     ctx.data.save_state(&state)?;
     mount.quiesce();
     let t = Instant::now();
-    let mut rec = layout::backup(&disk, &plan, mount.dir(), Some(&bundle_path))?;
+    let mut rec = layout::backup_checked(&disk, &plan, mount.dir(), Some(&bundle_path), est)?;
     timings.push(("backup".into(), t.elapsed().as_secs_f64()));
     drop(disk);
 

@@ -155,6 +155,30 @@ fn bundle_path(data_dir: &Path, bundle: &Path) -> Result<String> {
 /// is refused with a [`super::PlanError`] before anything is written. Writes only the old
 /// spare slot, which the caller has marked bad. Running it again makes a fresh backup.
 pub fn backup(disk: &Disk, plan: &Plan, data_dir: &Path, bundle: Option<&Path>) -> Result<Record> {
+    backup_with(disk, plan, data_dir, bundle, None)
+}
+
+/// [`backup`] when the caller has just checked the fit of the same data with
+/// [`Plan::check_fit`] (to refuse before its own first write): `checked` is that estimate,
+/// so the data is not measured again (which may mean compressing it to nowhere). What was
+/// really written is still checked against the plan.
+pub fn backup_checked(
+    disk: &Disk,
+    plan: &Plan,
+    data_dir: &Path,
+    bundle: Option<&Path>,
+    checked: Estimate,
+) -> Result<Record> {
+    backup_with(disk, plan, data_dir, bundle, Some(checked))
+}
+
+fn backup_with(
+    disk: &Disk,
+    plan: &Plan,
+    data_dir: &Path,
+    bundle: Option<&Path>,
+    checked: Option<Estimate>,
+) -> Result<Record> {
     if let Some(n) = &plan.normalize {
         bail!(
             "slot {} is running: copy it into slot {} (normalize), boot slot {} and plan again before the backup",
@@ -173,7 +197,10 @@ pub fn backup(disk: &Disk, plan: &Plan, data_dir: &Path, bundle: Option<&Path>) 
         None => None,
     };
     let bundle_len = bundle_meta.as_ref().map_or(0, |m| m.len());
-    let est = plan.check_fit(&src, bundle_len)?;
+    let est = match checked {
+        Some(est) => est,
+        None => plan.check_fit(&src, bundle_len)?,
+    };
     log::info!(
         "layout: backing up {} ({} files, {} of tar, needs {} {}) into {}",
         data_dir.display(),

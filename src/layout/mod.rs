@@ -25,7 +25,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 pub use migrate::{
-    Resumed, backup, discard, finish, normalize, restore, resume, resume_phase, write_table,
+    Resumed, backup, backup_checked, discard, finish, normalize, restore, resume, resume_phase,
+    write_table,
 };
 pub use plan::{Estimate, Normalize, Plan, PlanError, Region, estimate, plan};
 pub use region::{Payload, Phase, Record};
