@@ -269,3 +269,23 @@ fn hup_fail(w: &World, img: &Path, bundle: &Path) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     err.lines().last().unwrap_or("").to_string()
 }
+
+/// Boot directories are flat: a subdirectory in the target slot's directory stops the
+/// `boot-files` step (before the boot switch) instead of being left behind.
+#[test]
+fn a_directory_in_the_slots_boot_files_is_refused() {
+    let w = World::new();
+    let img = w.provision("flat.img", "1.0.0", "gpt", &[]);
+    {
+        let d = hup::disk::Disk::open(&img).unwrap();
+        let esp = hup::disk::Esp::open(d.open_partition("hup-boot").unwrap()).unwrap();
+        esp.create_dir_all("hup/b/extra").unwrap();
+        esp.close().unwrap();
+    }
+    let err = hup_fail(&w, &img, &w.bundle("2.0.0"));
+    assert!(
+        err.contains("step boot-files") && err.contains("hup/b/extra is a directory"),
+        "{err}"
+    );
+    assert_eq!(backend(&img, "gpt").active().unwrap(), Slot::A);
+}

@@ -18,6 +18,20 @@ pub fn slot_dir(slot: Slot) -> String {
     format!("hup/{slot}")
 }
 
+/// Makes `dir` an empty directory on the boot partition (its old files removed; boot
+/// directories are flat, so a subdirectory is refused).
+pub fn empty_slot_dir(esp: &Esp, dir: &str) -> Result<()> {
+    if esp.exists(dir)? {
+        for e in esp.list(dir)? {
+            if e.is_dir {
+                bail!("{dir}/{} is a directory: boot payloads are flat", e.name);
+            }
+            esp.remove(&format!("{dir}/{}", e.name))?;
+        }
+    }
+    esp.create_dir_all(dir)
+}
+
 /// Replaces the slot's boot files with the bundle's: old files removed, new ones written
 /// under temporary names and renamed. For systemd-boot, also writes the slot's entry (not
 /// yet bootable: `switch-boot` makes it so). Returns the number of files written.
@@ -34,15 +48,7 @@ pub fn install(
     let disk = Disk::open(disk_path)?;
     let esp = Esp::open(disk.open_partition(&config.labels.boot)?)?;
     let dir = slot_dir(slot);
-    if esp.exists(&dir)? {
-        for e in esp.list(&dir)? {
-            if e.is_dir {
-                bail!("{dir}/{} is a directory: boot payloads are flat", e.name);
-            }
-            esp.remove(&format!("{dir}/{}", e.name))?;
-        }
-    }
-    esp.create_dir_all(&dir)?;
+    empty_slot_dir(&esp, &dir)?;
     let mut stream = zstd_stream(reader);
     let mut cmdline = String::new();
     let mut files = 0;

@@ -261,14 +261,7 @@ fn copy_boot_files(disk_path: &Path, config: &SystemConfig, from: Slot, to: Slot
     );
     let mut cmdline = String::new();
     if esp.exists(&src)? {
-        if esp.exists(&dst)? {
-            for e in esp.list(&dst)? {
-                if !e.is_dir {
-                    esp.remove(&format!("{dst}/{}", e.name))?;
-                }
-            }
-        }
-        esp.create_dir_all(&dst)?;
+        super::bootfiles::empty_slot_dir(&esp, &dst)?;
         for e in esp.list(&src)? {
             if e.is_dir {
                 bail!("{src}/{} is a directory: boot files are flat", e.name);
