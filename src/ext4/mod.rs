@@ -20,7 +20,7 @@ mod inode;
 mod path;
 mod populate;
 mod source;
-mod sparse;
+pub(crate) mod sparse;
 mod stats;
 mod target;
 

@@ -173,69 +173,19 @@ fn hash_reader(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<(u64, String)> {
     Ok((n, hex::encode(h.finalize())))
 }
 
-fn read_map_number(r: &mut dyn Read, used: &mut u64) -> Result<u64> {
-    let mut v: u64 = 0;
-    let mut digits = 0;
-    loop {
-        let mut b = [0u8; 1];
-        r.read_exact(&mut b).context("reading the sparse map")?;
-        *used += 1;
-        match b[0] {
-            b'\n' if digits > 0 => return Ok(v),
-            d @ b'0'..=b'9' if digits < 20 => {
-                v = v
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_add(u64::from(d - b'0')))
-                    .context("sparse map number overflows")?;
-                digits += 1;
-            }
-            other => bail!("malformed sparse map (byte {other:#04x})"),
-        }
-    }
-}
-
 /// Size and SHA-256 of a GNU PAX sparse member's apparent content (holes read as zeros).
 fn hash_sparse(r: &mut dyn Read, s: &Sparse, buf: &mut [u8]) -> Result<(u64, String)> {
     let realsize = s
         .realsize
         .context("sparse member without GNU.sparse.realsize")?;
     let map: Vec<(u64, u64)> = match (s.version.0.as_str(), s.version.1.as_str()) {
-        ("1", "0") => {
-            let mut used = 0;
-            let n = read_map_number(r, &mut used)?;
-            if n > 1 << 20 {
-                bail!("sparse map with {n} regions");
-            }
-            let mut map = Vec::new();
-            for _ in 0..n {
-                let off = read_map_number(r, &mut used)?;
-                let len = read_map_number(r, &mut used)?;
-                map.push((off, len));
-            }
-            let pad = (512 - used % 512) % 512;
-            io::copy(&mut r.take(pad), &mut io::sink()).context("reading the map padding")?;
-            map
-        }
-        ("", "") | ("0", "1") => {
-            let text = s
-                .map
+        // The map parsers of the ext4 writer, which reads the same members.
+        ("1", "0") => crate::ext4::sparse::read_map(r)?.0,
+        ("", "") | ("0", "1") => crate::ext4::sparse::parse_map(
+            s.map
                 .as_deref()
-                .context("sparse member without GNU.sparse.map")?;
-            let nums: Vec<u64> = if text.is_empty() {
-                Vec::new()
-            } else {
-                text.split(',')
-                    .map(|n| {
-                        n.parse()
-                            .with_context(|| format!("bad sparse map number {n:?}"))
-                    })
-                    .collect::<Result<_>>()?
-            };
-            if !nums.len().is_multiple_of(2) {
-                bail!("sparse map with an odd count of numbers");
-            }
-            nums.chunks(2).map(|c| (c[0], c[1])).collect()
-        }
+                .context("sparse member without GNU.sparse.map")?,
+        )?,
         (a, b) => bail!("unsupported GNU sparse format {a}.{b}"),
     };
     let mut h = Sha256::new();
