@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::sign::SecretKey;
-use super::tree::{self, TreeKind};
+use super::tree::{self, Counting, TreeKind};
 use super::writer::{Member, write_bundle};
 use super::{MANIFEST, SIGNATURE};
 use crate::data::fingerprint::{Fingerprint, TarTap};
@@ -236,12 +236,9 @@ fn compress(
     enc.long_distance_matching(true).context("zstd ldm")?;
     enc.window_log(WINDOW_LOG).context("zstd window")?;
     enc.include_checksum(true).context("zstd checksum")?;
-    let mut counting = CountWriter {
-        inner: enc,
-        count: 0,
-    };
+    let mut counting = Counting::new(enc);
     fill(&mut counting)?;
-    let unpacked = counting.count;
+    let unpacked = counting.n;
     let hashing = counting.inner.finish().context("finishing zstd stream")?;
     let (w, size, sha) = hashing.finish();
     let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -298,22 +295,6 @@ impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-struct CountWriter<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for CountWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
         self.count += n as u64;
         Ok(n)
     }

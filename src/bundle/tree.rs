@@ -333,6 +333,29 @@ pub(crate) fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
+/// A writer that counts the bytes written through it (tar and zstd stream sizes).
+pub(crate) struct Counting<W> {
+    pub(crate) inner: W,
+    pub(crate) n: u64,
+}
+
+impl<W> Counting<W> {
+    pub(crate) fn new(inner: W) -> Counting<W> {
+        Counting { inner, n: 0 }
+    }
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Fails if the file yields fewer bytes than its size said (it shrank while archived).
 /// Yields exactly `remaining` bytes of `inner`; a file that grew is cut at its archived
 /// size, one that shrank is an error (the stream would be corrupt).

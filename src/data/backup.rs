@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tar::{EntryType, Header};
 
-use crate::bundle::tree::{Archived, Policy, pax_records, walk};
+use crate::bundle::tree::{Archived, Counting, Policy, pax_records, walk};
 
 /// zstd level of the backup (zstd's default: fast, and data partitions are often binary).
 const LEVEL: i32 = 3;
@@ -98,7 +98,7 @@ impl Source {
     /// Writes the tar stream compressed with zstd (all cores) to `out`; returns what the tar
     /// held and the number of compressed bytes written.
     pub fn write_zstd<W: Write>(&self, out: W) -> Result<(Scan, u64)> {
-        let counted = Counting { inner: out, n: 0 };
+        let counted = Counting::new(out);
         let mut enc = zstd::stream::write::Encoder::new(counted, LEVEL)
             .context("starting the zstd compressor")?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -115,7 +115,7 @@ impl Source {
     }
 
     fn walk<W: Write>(&self, out: W, count_only: bool) -> Result<(Scan, W)> {
-        let mut builder = tar::Builder::new(Counting { inner: out, n: 0 });
+        let mut builder = tar::Builder::new(Counting::new(out));
         let mut policy = BackupPolicy {
             src: self,
             count_only,
@@ -126,23 +126,6 @@ impl Source {
         let counted = builder.into_inner().context("finishing the tar stream")?;
         scan.tar_bytes += counted.n;
         Ok((scan, counted.inner))
-    }
-}
-
-/// Counts the bytes written through it.
-struct Counting<W> {
-    inner: W,
-    n: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let k = self.inner.write(buf)?;
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
