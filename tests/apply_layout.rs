@@ -303,18 +303,7 @@ fn running_from_slot_b_the_system_is_copied_into_slot_a_first() {
     let w = World::new();
     let bundle = layout_bundle(&w, 192, &[]);
     let (img, config) = v1_with_staged(&w, &bundle);
-    // Slot b runs 1.1.0 (applied on the host, committed); slot a keeps its start.
-    common::hup_ok(&[
-        "apply",
-        "--disk",
-        p(&img),
-        "--bundle",
-        p(&w.bundle("1.1.0")),
-        "--key",
-        p(&w.pubkey),
-    ]);
-    let gpt = boot::open("gpt", &img, &config.labels).unwrap();
-    gpt.mark_good(Slot::B).unwrap();
+    let gpt = run_1_1_from_slot_b(&w, &img, &config);
     let b_before = part_sha(&img, "hup-root-b");
     let esp_b = esp_files(&img, "hup/b");
     let before = data_listing(&img);
@@ -351,17 +340,7 @@ fn with_systemd_boot_the_copied_slot_gets_the_boot_entry_of_the_running_one() {
     let w = World::new();
     let bundle = layout_bundle(&w, 192, &[]);
     let (img, config) = v1_with_staged_on(&w, &bundle, "systemd-boot");
-    common::hup_ok(&[
-        "apply",
-        "--disk",
-        p(&img),
-        "--bundle",
-        p(&w.bundle("1.1.0")),
-        "--key",
-        p(&w.pubkey),
-    ]);
-    let sd = boot::open("systemd-boot", &img, &config.labels).unwrap();
-    sd.mark_good(Slot::B).unwrap();
+    let sd = run_1_1_from_slot_b(&w, &img, &config);
     assert_eq!(sd.state().unwrap().slot(Slot::A).status, SlotStatus::Good);
     let esp_b = esp_files(&img, "hup/b");
 
@@ -397,6 +376,23 @@ fn with_systemd_boot_the_copied_slot_gets_the_boot_entry_of_the_running_one() {
         text.contains("/hup/a/") && text.contains("console=ttyS0"),
         "{a_entry}:\n{text}"
     );
+}
+
+/// Makes slot b run 1.1.0, committed (applied on the host): slot a, the one that keeps its
+/// start, is then not the running one. Returns the device's boot backend.
+fn run_1_1_from_slot_b(w: &World, img: &Path, config: &SystemConfig) -> Box<dyn boot::BootBackend> {
+    common::hup_ok(&[
+        "apply",
+        "--disk",
+        p(img),
+        "--bundle",
+        p(&w.bundle("1.1.0")),
+        "--key",
+        p(&w.pubkey),
+    ]);
+    let backend = boot::open(&config.boot_backend, img, &config.labels).unwrap();
+    backend.mark_good(Slot::B).unwrap();
+    backend
 }
 
 /// Name and content of each file in `dir` on the boot partition.

@@ -190,6 +190,9 @@ fn stop_and_resume(base: &Path, dir: &Path, stop: Stop) {
         Resumed::StartOver(rec) => {
             assert!(matches!(stop, Stop::AfterBackup), "{stop:?}");
             assert_eq!(rec.phase, Phase::BackedUp);
+            // The initramfs drops an unused backup (apply::layout::resume_at_boot).
+            layout::discard(&disk, &rec).unwrap();
+            assert_eq!(layout::resume_phase(&disk, &labels).unwrap(), None);
             start_over(&img, &plan, &b.listing);
         }
         Resumed::Nothing => {
@@ -205,6 +208,9 @@ fn stop_and_resume(base: &Path, dir: &Path, stop: Stop) {
                 "{stop:?}"
             );
             assert_eq!(rec.phase, Phase::Restored);
+            // Past the point of no return a header is resumed, never discarded.
+            let err = layout::discard(&disk, &rec).unwrap_err();
+            assert!(format!("{err:#}").contains("must be resumed"), "{err:#}");
         }
     }
     check_after(&img, &b, &t);
