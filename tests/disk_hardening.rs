@@ -161,7 +161,13 @@ fn labels_naming_the_data_partition_as_a_slot_are_refused() {
     });
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let before = snapshot(&img, data);
-    let err = hup_err(&apply_args(&w, &img, &bundle));
+    // Preflight logs its start on stderr: the error is the one last line.
+    let o = hup(&apply_args(&w, &img, &bundle));
+    assert!(!o.status.success(), "apply succeeded");
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let err = stderr.lines().last().unwrap_or_default();
+    assert!(err.starts_with("hup: error: step preflight: "), "{stderr}");
+    assert_eq!(stderr.matches("error").count(), 1, "{stderr}");
     assert!(err.contains("hup-data"), "{err}");
     assert!(err.contains("data partition"), "{err}");
     assert_eq!(snapshot(&img, data), before, "the image changed");
@@ -182,22 +188,30 @@ fn status_warns(edit: impl Fn(&Path), expect: &[&str]) -> Value {
     let o = hup(&["status", "--json", "--disk", p(&img)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let st: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let problems = st["partition_table"]["problems"].as_array().unwrap().clone();
+    let problems = st["partition_table"]["problems"]
+        .as_array()
+        .unwrap()
+        .clone();
     let all = serde_json::to_string(&problems).unwrap();
     for e in expect {
         assert!(all.contains(e), "{e:?} not in {all}");
     }
     assert!(st["boot"].is_null(), "{st}");
     assert!(
-        st["errors"].as_array().unwrap().iter().any(|e| e
-            .as_str()
+        st["errors"]
+            .as_array()
             .unwrap()
-            .contains("partition table")),
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("partition table")),
         "{st}"
     );
     // The text form says it too, as a warning line.
     let text = String::from_utf8(hup(&["status", "--disk", p(&img)]).stdout).unwrap();
-    assert!(text.contains("warning: partition table"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("warning:") && l.contains("partition table of")),
+        "{text}"
+    );
     // Nothing was written by looking.
     assert_eq!(std::fs::metadata(&img).unwrap().len(), size);
     assert_eq!(file_sha(&img), sha);
@@ -248,16 +262,7 @@ fn status_warns_about_overlapping_entries() {
 #[test]
 fn status_warns_about_huge_lbas_without_panicking() {
     status_warns(
-        |img| {
-            gpt_edit::set_lbas(
-                img,
-                SS,
-                Copies::Both,
-                "hup-data",
-                u64::MAX - 10,
-                u64::MAX,
-            )
-        },
+        |img| gpt_edit::set_lbas(img, SS, Copies::Both, "hup-data", u64::MAX - 10, u64::MAX),
         &["hup-data", "usable range"],
     );
 }

@@ -354,7 +354,19 @@ pub fn restore(disk: &mut Disk, rec: &mut Record) -> Result<Option<ext4::Stats>>
         inodes: (inodes > data.len / ext4::inode_ratio(data.len)).then_some(inodes),
     };
     log::info!("layout: formatting {} and restoring the backup", data.label);
-    ext4::format(disk.path(), data.start, data.len, &opts)
+    // The range comes from the disk's validated table, and must be the one recorded.
+    let dest = ext4::Dest::partition(disk, &data.label)?;
+    if (dest.offset(), dest.size()) != (data.start, data.len) {
+        bail!(
+            "partition {:?} is at bytes {}+{} on the disk, the backup header says {}+{}",
+            data.label,
+            dest.offset(),
+            dest.size(),
+            data.start,
+            data.len
+        );
+    }
+    ext4::format(&dest, &opts)
         .with_context(|| format!("formatting the new data partition {}", data.label))?;
     failpoint::hit("layout-restore-format");
     let compressed = region::payload_reader(disk, rec.region_start, &rec.data, "data backup")?;
@@ -366,7 +378,7 @@ pub fn restore(disk: &mut Disk, rec: &mut Record) -> Result<Option<ext4::Stats>>
         _ => None,
     };
     let stream = restore_stream(compressed, rec.tar_bytes, extra)?;
-    let stats = ext4::populate(disk.path(), data.start, data.len, stream)
+    let stats = ext4::populate(&dest, stream)
         .with_context(|| format!("restoring the data backup into {}", data.label))?;
     disk.sync()?;
     rec.phase = Phase::Restored;

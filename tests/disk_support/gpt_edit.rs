@@ -122,9 +122,14 @@ pub fn lbas(img: &Path, ss: u64, name: &str) -> (u64, u64) {
     let found = std::cell::RefCell::new(None);
     // Reading through the editor with an identity edit keeps one parser.
     edit_entries(img, ss, Copies::PrimaryOnly, |es| {
-        *found.borrow_mut() = es.iter().find(|e| e.name == name).map(|e| (e.first, e.last));
+        *found.borrow_mut() = es
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.first, e.last));
     });
-    found.into_inner().unwrap_or_else(|| panic!("no entry {name:?}"))
+    found
+        .into_inner()
+        .unwrap_or_else(|| panic!("no entry {name:?}"))
 }
 
 /// (first usable LBA, last usable LBA) of the primary header.
