@@ -444,3 +444,59 @@ pub(crate) fn new_header(size: u64, ss: u64) -> Result<Header> {
         .build(lb)
         .map_err(|e| anyhow!("building a GPT header for {size} bytes: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, first: u64, last: u64) -> Partition {
+        Partition {
+            part_type_guid: gpt::partition_types::LINUX_FS,
+            part_guid: uuid::Uuid::nil(),
+            first_lba: first,
+            last_lba: last,
+            flags: 0,
+            name: name.into(),
+        }
+    }
+
+    fn problems(entries: &[(&str, u64, u64)]) -> Vec<String> {
+        let header = new_header(64 << 20, 512).unwrap();
+        let parts: BTreeMap<u32, Partition> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (n, f, l))| (i as u32 + 1, entry(n, *f, *l)))
+            .collect();
+        entry_problems(&header, &parts, 512).1
+    }
+
+    #[test]
+    fn entries_are_checked_one_by_one_and_against_each_other() {
+        // touching is fine; the usable range is 34..=131038 on 64 MiB
+        assert!(problems(&[("a", 34, 2047), ("b", 2048, 131_038)]).is_empty());
+        let p = problems(&[("a", 2048, 4095), ("b", 4095, 8191)]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("\"a\"") && p[0].contains("overlaps entry 2 \"b\""));
+        // contained in an earlier, longer entry, and after it ends
+        let p = problems(&[
+            ("big", 2048, 9999),
+            ("in", 3000, 3001),
+            ("tail", 5000, 12000),
+        ]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|m| m.starts_with("entry 1 \"big\"")), "{p:?}");
+        let p = problems(&[("back", 5000, 4000)]);
+        assert!(p[0].contains("starts after its last LBA"), "{p:?}");
+        for (f, l) in [(33, 100), (100, 131_039), (u64::MAX - 1, u64::MAX)] {
+            let p = problems(&[("out", f, l)]);
+            assert!(
+                p[0].contains("outside the usable range 34..=131038"),
+                "{p:?}"
+            );
+        }
+        let many: Vec<(&str, u64, u64)> = (0..10).map(|_| ("same", 2048, 4095)).collect();
+        let p = problems(&many);
+        assert_eq!(p.len(), 9);
+        assert!(summary(&p).ends_with(" and 3 more"), "{}", summary(&p));
+    }
+}

@@ -224,7 +224,10 @@ fn backup_with(
             if p.len != m.len() {
                 bail!("{} shrank while it was backed up", b.display());
             }
-            offset = (offset + p.len).div_ceil(ALIGN) * ALIGN;
+            offset = offset
+                .checked_add(p.len)
+                .and_then(|end| end.div_ceil(ALIGN).checked_mul(ALIGN))
+                .context("the staged bundle does not fit the backup region")?;
             let file = ExtraFile {
                 path: bundle_path(data_dir, b)?,
                 size: m.len(),
