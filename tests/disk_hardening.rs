@@ -287,3 +287,36 @@ fn status_warns_about_a_bad_primary_copy_only() {
     assert_eq!(st["partition_table"]["primary_ok"], false);
     assert_eq!(st["partition_table"]["backup_ok"], true);
 }
+
+/// The ext4 writer gets its range from the disk and never grows a disk image: when the
+/// image is shorter than the partition (here it shrank after the table was read), format
+/// refuses and the file keeps its size. (Before, the writer extended the file to the end of
+/// whatever range it was given.) A disk opened read-only gives no destination at all.
+#[test]
+fn the_ext4_writer_never_extends_a_disk_image() {
+    use hup::disk::Disk;
+    use hup::ext4::{Dest, MkfsOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let img = disk_support::hup_image(dir.path(), SS);
+    let ro = Disk::open_read_only(&img).unwrap();
+    let err = format!("{:#}", Dest::partition(&ro, "hup-data").unwrap_err());
+    assert!(err.contains("read-only"), "{err}");
+
+    let d = Disk::open(&img).unwrap();
+    let dest = Dest::partition(&d, "hup-data").unwrap();
+    let part = d.partition("hup-data").unwrap();
+    assert_eq!((dest.offset(), dest.size()), (part.start, part.len));
+    let short = part.start + part.len / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(short)
+        .unwrap();
+    let err = format!(
+        "{:#}",
+        hup::ext4::format(&dest, &MkfsOptions::default()).unwrap_err()
+    );
+    assert!(err.contains(&format!("has {short} bytes")), "{err}");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), short);
+}

@@ -188,6 +188,23 @@ fn backup_with(
         );
     }
     check_table(disk, &plan.current, "the migration was planned for")?;
+    // The backup writes only into the old spare slot.
+    let spare = disk.partition(plan.keeper.other().label(&plan.labels))?;
+    let r = plan.region;
+    if r.start < spare.start
+        || r.start
+            .checked_add(r.len)
+            .is_none_or(|end| end > spare.end())
+    {
+        bail!(
+            "the backup region (bytes {}+{}) is not inside the spare slot {:?} (bytes {}..{})",
+            r.start,
+            r.len,
+            spare.label,
+            spare.start,
+            spare.end()
+        );
+    }
     let mut src = Source::new(data_dir)?;
     let bundle_meta = match bundle {
         Some(b) => {
