@@ -5,6 +5,12 @@
 //! something cannot be followed, the member table is dropped (`finish` returns `None`) and
 //! the final verification reads the payloads again; only a first block that is not a tar
 //! header at all is an error (`not a hup bundle`).
+//!
+//! It also bounds the download ([`Scanner::limit`]): until the early check has passed, the
+//! stream may hold no more than the first two members can take; then no more than the
+//! payloads of the signed manifest can take; a payload member that is not the manifest's
+//! next payload is refused at its header; and at the end-of-archive marker (two zero
+//! blocks) the bundle ends ([`Scanner::end`]): nothing after it is part of it.
 
 use std::sync::Arc;
 
@@ -17,6 +23,20 @@ use crate::model::manifest::MAX_MANIFEST_BYTES;
 
 /// Largest PAX or GNU long-name header data followed.
 const MAX_META: u64 = 64 * 1024;
+/// Room allowed for the headers of one member: its own, a PAX header and a long-name
+/// header, each with data up to [`MAX_META`].
+const HEADERS: u64 = 512 + 2 * (512 + MAX_META);
+/// The two zero blocks that end a tar archive.
+const END_MARKER: u64 = 1024;
+
+/// `n` rounded up to whole 512-byte blocks (saturating: only ever a bound).
+fn blocks(n: u64) -> u64 {
+    n.div_ceil(512).saturating_mul(512)
+}
+
+/// The most a stream may hold before its manifest and signature have been checked.
+pub const BEFORE_MANIFEST: u64 =
+    2 * HEADERS + MAX_MANIFEST_BYTES.div_ceil(512) * 512 + MAX_SIGNATURE_BYTES.div_ceil(512) * 512;
 
 /// The first two members, once streamed.
 pub struct Captured {
@@ -68,6 +88,14 @@ pub struct Scanner {
     lost: bool,
     early: Option<EarlyCheck>,
     checked_early: bool,
+    /// The payloads (name, size) of the signed manifest, once the early check passed.
+    payloads: Option<Vec<(String, u64)>>,
+    /// Bytes the stream may hold (see the module documentation).
+    limit: u64,
+    /// A first zero block was read: the next block ends the archive.
+    zero_block: bool,
+    /// Offset just after the end-of-archive marker, once seen.
+    end_at: Option<u64>,
 }
 
 fn octal_or_binary(field: &[u8]) -> Option<u64> {
@@ -148,9 +176,32 @@ impl Scanner {
             pending_name: None,
             pending_size: None,
             lost: false,
+            limit: if early.is_some() {
+                BEFORE_MANIFEST
+            } else {
+                u64::MAX
+            },
             early,
             checked_early: false,
+            payloads: None,
+            zero_block: false,
+            end_at: None,
         }
+    }
+
+    /// Bytes the stream may hold so far: the bundle ends at or before this offset.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The offset just after the end-of-archive marker, once the stream reached it.
+    pub fn end(&self) -> Option<u64> {
+        self.end_at
+    }
+
+    /// The early check ran and passed.
+    pub fn checked_early(&self) -> bool {
+        self.checked_early
     }
 
     pub fn push(&mut self, mut data: &[u8]) -> Result<()> {
@@ -203,8 +254,21 @@ impl Scanner {
     fn header_done(&mut self) -> Result<()> {
         let h = &*self.header;
         if h.iter().all(|b| *b == 0) {
-            self.st = St::End;
+            if self.zero_block {
+                self.st = St::End;
+                self.end_at = Some(self.pos);
+                self.limit = self.pos;
+            } else {
+                self.zero_block = true;
+                self.limit = self.limit.min(self.pos.saturating_add(512));
+            }
             return Ok(());
+        }
+        if self.zero_block {
+            bail!(
+                "the end-of-archive marker at byte {} is followed by data instead of a second zero block",
+                self.pos - 1024
+            );
         }
         let size = octal_or_binary(&h[124..136]);
         let (true, Some(size)) = (checksum_ok(h), size) else {
@@ -227,7 +291,7 @@ impl Scanner {
             }
         }
         let kind = match h[156] {
-            b'x' | b'L' if size > MAX_META => {
+            b'x' | b'L' | b'g' | b'K' if size > MAX_META => {
                 self.lost = true;
                 self.st = St::End;
                 return Ok(());
@@ -245,6 +309,7 @@ impl Scanner {
                 let size = self.pending_size.take().unwrap_or(size);
                 let name = self.pending_name.take().unwrap_or(name);
                 let index = self.members.len();
+                self.check_payload(index, &name, size)?;
                 let limit = match index {
                     0 => MAX_MANIFEST_BYTES,
                     1 => MAX_SIGNATURE_BYTES,
@@ -323,6 +388,27 @@ impl Scanner {
         Ok(())
     }
 
+    /// A payload member (index 2 on) must be the signed manifest's next payload, with its
+    /// size; the bundle reader would refuse anything else, so the download stops here.
+    fn check_payload(&self, index: usize, name: &str, size: u64) -> Result<()> {
+        let Some(payloads) = &self.payloads else {
+            return Ok(());
+        };
+        let Some(i) = index.checked_sub(2) else {
+            return Ok(());
+        };
+        match payloads.get(i) {
+            None => bail!("member {name}: not in the manifest"),
+            Some((want, _)) if want != name => {
+                bail!("member {name}: not in the manifest at this place (expected {want})")
+            }
+            Some((_, want)) if *want != size => {
+                bail!("member {name}: size {size} differs from the manifest's {want}")
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     fn run_early(&mut self, signature: Option<Vec<u8>>) -> Result<()> {
         let (Some(manifest), Some(sig)) = (self.manifest.take(), signature) else {
             return Ok(());
@@ -332,11 +418,21 @@ impl Scanner {
         };
         let signature =
             String::from_utf8(sig).map_err(|_| anyhow!("member {SIGNATURE}: not text"))?;
-        check(&Captured {
+        let captured = Captured {
             manifest,
             signature,
-        })?;
+        };
+        check(&captured)?;
         self.checked_early = true;
+        // The signed manifest bounds the rest: each payload with room for its headers,
+        // then the end-of-archive marker.
+        let m = crate::model::manifest::Manifest::from_json(&captured.manifest)?;
+        let rest = m.payloads.iter().fold(END_MARKER, |acc, p| {
+            acc.saturating_add(HEADERS)
+                .saturating_add(blocks(p.size))
+        });
+        self.limit = blocks(self.pos).saturating_add(rest);
+        self.payloads = Some(m.payloads.into_iter().map(|p| (p.name, p.size)).collect());
         Ok(())
     }
 
@@ -416,11 +512,24 @@ mod tests {
         }
     }
 
+    /// A valid manifest with one rootfs payload `p` of `size` bytes.
+    fn manifest(size: u64) -> Vec<u8> {
+        format!(
+            r#"{{"format":1,"compatible":"x","version":"2.0.0","payloads":[{{"name":"p","kind":"rootfs","size":{size},"sha256":"{}","unpacked_size":1}}]}}"#,
+            "0".repeat(64)
+        )
+        .into_bytes()
+    }
+
+    fn accept() -> EarlyCheck {
+        Arc::new(|_: &Captured| Ok(()))
+    }
+
     #[test]
     fn early_check_sees_manifest_and_signature() {
         let bytes = tar_of(
             &[
-                ("manifest.json", b"{\"m\":1}".to_vec()),
+                ("manifest.json", manifest(2000)),
                 ("manifest.json.minisig", b"sig".to_vec()),
                 ("p", vec![1u8; 2000]),
             ],
@@ -436,11 +545,60 @@ mod tests {
         assert!(checked);
         assert_eq!(
             seen.lock().unwrap().clone(),
-            Some((b"{\"m\":1}".to_vec(), "sig".to_string()))
+            Some((manifest(2000), "sig".to_string()))
         );
         let refuse: EarlyCheck = Arc::new(|_: &Captured| bail!("no thanks"));
         let e = scan(&bytes, 100, Some(refuse)).unwrap_err();
         assert_eq!(e.to_string(), "no thanks");
+    }
+
+    #[test]
+    fn the_bundle_ends_at_its_end_marker_and_within_its_manifest() {
+        let bytes = tar_of(
+            &[
+                ("manifest.json", manifest(2000)),
+                ("manifest.json.minisig", b"sig".to_vec()),
+                ("p", vec![1u8; 2000]),
+            ],
+            false,
+        );
+        let mut s = Scanner::new(Some(accept()));
+        assert_eq!(s.limit(), BEFORE_MANIFEST);
+        let mut junk = bytes.clone();
+        junk.extend(vec![0xEEu8; 5000]);
+        s.push(&junk).unwrap();
+        // tar::Builder ends with exactly two zero blocks: the end is the file's length.
+        assert_eq!(s.end(), Some(bytes.len() as u64));
+        assert_eq!(s.limit(), bytes.len() as u64);
+        assert!(s.finish().0.is_some());
+
+        // After the manifest, the limit is what its payloads can take.
+        let mut s = Scanner::new(Some(accept()));
+        s.push(&bytes[..2048]).unwrap();
+        assert!(s.checked_early());
+        assert!(s.limit() >= bytes.len() as u64 && s.limit() < 2048 + 2 * HEADERS + 4096);
+
+        // A payload the manifest does not name, or of another size, stops at its header.
+        for (name, size, want) in [
+            ("q", 2000, "member q: not in the manifest at this place (expected p)"),
+            ("p", 2001, "member p: size 2001 differs from the manifest's 2000"),
+        ] {
+            let other = tar_of(
+                &[
+                    ("manifest.json", manifest(2000)),
+                    ("manifest.json.minisig", b"sig".to_vec()),
+                    (name, vec![1u8; size]),
+                ],
+                false,
+            );
+            let e = scan(&other, 700, Some(accept())).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+        // A zero block followed by data is not an end-of-archive marker.
+        let mut bad = bytes[..bytes.len() - 512].to_vec();
+        bad.extend([7u8; 512]);
+        let e = scan(&bad, 512, Some(accept())).unwrap_err();
+        assert!(e.to_string().contains("followed by data"), "{e}");
     }
 
     #[test]
