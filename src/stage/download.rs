@@ -90,7 +90,9 @@ fn bad_content(err: anyhow::Error) -> Failed {
 /// A limit of [`Pace`] was reached: given up, the partial file kept for the next run.
 fn paced(err: anyhow::Error, have: u64) -> Failed {
     if have > 0 {
-        permanent(err.context("run the same command again to resume"))
+        permanent(anyhow!(
+            "{err:#}; the partial download is kept: run the same command again to resume"
+        ))
     } else {
         permanent(err)
     }
@@ -414,7 +416,7 @@ fn retry_or_give_up(
     let wait = backoff(failures);
     watch
         .check_deadline(have, None, wait)
-        .map_err(|e| paced(e.context(format!("{err:#}")), have))?;
+        .map_err(|e| paced(anyhow!("{err:#}; then {e:#}"), have))?;
     log::warn!("{err:#}; retrying in {:.1} s", wait.as_secs_f64());
     std::thread::sleep(wait);
     Ok(())

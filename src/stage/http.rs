@@ -173,12 +173,12 @@ pub fn resolve_location(base: &str, location: &str) -> Result<String> {
         if loc.starts_with("//") {
             format!("{base_scheme}:{loc}")
         } else if loc.starts_with('/') {
-            format!("{base_scheme}://{authority}{loc}")
+            format!("{base_scheme}://{authority}{}", without_dots(loc))
         } else if loc.starts_with('?') {
             format!("{base_scheme}://{authority}{path}{loc}")
         } else {
             let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
-            format!("{base_scheme}://{authority}{dir}{loc}")
+            format!("{base_scheme}://{authority}{}", without_dots(&format!("{dir}{loc}")))
         }
     };
     let lower = url.to_ascii_lowercase();
@@ -186,6 +186,28 @@ pub fn resolve_location(base: &str, location: &str) -> Result<String> {
         bail!("the server redirected to {url:?}: only http:// and https:// URLs are followed");
     }
     Ok(url)
+}
+
+/// An absolute path (with any query) with its `.` and `..` segments resolved.
+fn without_dots(path_query: &str) -> String {
+    let cut = path_query.find(['?', '#']).unwrap_or(path_query.len());
+    let (path, query) = path_query.split_at(cut);
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+        if last && matches!(*seg, "." | "..") {
+            out.push("");
+        }
+    }
+    format!("/{}{query}", out.join("/"))
 }
 
 fn classify(e: ureq::Error) -> OpenError {
@@ -347,6 +369,10 @@ mod tests {
         assert_eq!(r("/x.hup").unwrap(), "http://h:8/x.hup");
         assert_eq!(r("?y=2").unwrap(), "http://h:8/a/b/v2.hup?y=2");
         assert_eq!(r("c/v3.hup").unwrap(), "http://h:8/a/b/c/v3.hup");
+        assert_eq!(r("../v3.hup").unwrap(), "http://h:8/a/v3.hup");
+        assert_eq!(r("./../../../v3.hup?q").unwrap(), "http://h:8/v3.hup?q");
+        assert_eq!(r("/a/./c/../d/").unwrap(), "http://h:8/a/d/");
+        assert_eq!(r("..").unwrap(), "http://h:8/a/");
         assert_eq!(
             resolve_location("http://h", "v.hup").unwrap(),
             "http://h/v.hup"
