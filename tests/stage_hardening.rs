@@ -179,7 +179,14 @@ fn slow_servers_are_given_up_in_bounded_time_and_resumed() {
     let t = Instant::now();
     let o = dev.stage(
         &url,
-        &["--min-rate", "1000", "--min-rate-window", "1", "--deadline", "0"],
+        &[
+            "--min-rate",
+            "1000",
+            "--min-rate-window",
+            "1",
+            "--deadline",
+            "0",
+        ],
     );
     let e = fails(&o, 1, "slower than the minimum of 1000 bytes/s");
     assert!(e.contains("run the same command again to resume"), "{e}");
@@ -194,7 +201,11 @@ fn slow_servers_are_given_up_in_bounded_time_and_resumed() {
     cfg["download"] = json!({ "deadline_s": 2, "min_rate": 0 });
     std::fs::write(&dev.config, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let t = Instant::now();
-    let e = fails(&dev.stage(&url, &[]), 1, "did not finish within its deadline of 2 s");
+    let e = fails(
+        &dev.stage(&url, &[]),
+        1,
+        "did not finish within its deadline of 2 s",
+    );
     assert!(e.contains("run the same command again to resume"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     let kept2 = std::fs::metadata(dev.data.join("staging/v2.hup.part"))
@@ -310,7 +321,10 @@ fn mark_good_is_not_held_up_by_a_download() {
     let part = dev.data.join("staging/v2.hup.part");
     let t = Instant::now();
     while !part.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "the download did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the download did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));

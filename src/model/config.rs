@@ -140,8 +140,8 @@ mod tests {
         assert!(SystemConfig::from_json(br#"{"compatible":"x","max_tries":0}"#).is_err());
         assert!(SystemConfig::from_json(br#"{"compatible":"x","bogus":1}"#).is_err());
         assert_eq!(c.download, DownloadLimits::default());
-        let c = SystemConfig::from_json(br#"{"compatible":"x","download":{"min_rate":0}}"#)
-            .unwrap();
+        let c =
+            SystemConfig::from_json(br#"{"compatible":"x","download":{"min_rate":0}}"#).unwrap();
         assert_eq!((c.download.min_rate, c.download.deadline_s), (0, 43200));
         assert!(
             SystemConfig::from_json(br#"{"compatible":"x","download":{"deadline":1}}"#).is_err()

@@ -214,7 +214,10 @@ impl State {
     pub fn check_paths(&self) -> anyhow::Result<()> {
         if let Some(s) = &self.staged {
             plain_name(&s.file).map_err(|why| {
-                anyhow::anyhow!("staged.file {:?}: {why} (a file name inside staged/)", s.file)
+                anyhow::anyhow!(
+                    "staged.file {:?}: {why} (a file name inside staged/)",
+                    s.file
+                )
             })?;
         }
         if let Some(j) = &self.journal {
@@ -303,11 +306,26 @@ mod tests {
             v[obj][key] = serde_json::Value::String(value.into());
             State::from_json(&serde_json::to_vec(&v).unwrap())
         };
-        for bad in ["../../etc/passwd", "/etc/passwd", "..", ".", "", "a/b", "x\0y"] {
+        for bad in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "..",
+            ".",
+            "",
+            "a/b",
+            "x\0y",
+        ] {
             let e = with("staged.file", bad).unwrap_err().to_string();
             assert!(e.starts_with("staged.file"), "{bad:?}: {e}");
         }
-        for bad in ["/var/log/x", "log/../../x", "log/", "apply.log", "../log/x", "log/a/b"] {
+        for bad in [
+            "/var/log/x",
+            "log/../../x",
+            "log/",
+            "apply.log",
+            "../log/x",
+            "log/a/b",
+        ] {
             let e = with("journal.log", bad).unwrap_err().to_string();
             assert!(e.starts_with("journal.log"), "{bad:?}: {e}");
             let e = with("last_result.log", bad).unwrap_err().to_string();

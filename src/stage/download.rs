@@ -279,113 +279,116 @@ fn run_inner(req: Request) -> Result<Summary, Failed> {
     let mut failures = 0u32;
     let mut furthest = have;
     let mut space_checked = false;
-    while !complete {
-        watch
-            .check_deadline(have, meta.as_ref().and_then(|m| m.total), Duration::ZERO)
-            .map_err(|e| paced(e, have))?;
-        let validator = meta.as_ref().and_then(|m| m.validator.clone());
-        let opened = match origin.open(have, validator.as_deref()) {
-            Ok(o) => o,
-            Err(OpenError::Permanent(e)) => return Err(permanent(e)),
-            Err(OpenError::Transient(e)) => {
-                failures += 1;
-                retry_or_give_up(e, failures, have, &watch)?;
-                continue;
-            }
-        };
-        if opened.start != have || opened.total.is_some_and(|t| t < have) {
-            if have > 0 {
-                log::info!(
-                    "{src}: cannot resume at byte {have} (no Range support, or the file changed): restarting from byte 0"
-                );
-            }
-            if opened.start != 0 {
-                // The source shrank below what we have: start over with a fresh request.
-                discard(part);
-                meta = None;
-                file = open_part(part)?;
+    // Already complete when the kept bytes held the whole bundle.
+    if !complete {
+        loop {
+            watch
+                .check_deadline(have, meta.as_ref().and_then(|m| m.total), Duration::ZERO)
+                .map_err(|e| paced(e, have))?;
+            let validator = meta.as_ref().and_then(|m| m.validator.clone());
+            let opened = match origin.open(have, validator.as_deref()) {
+                Ok(o) => o,
+                Err(OpenError::Permanent(e)) => return Err(permanent(e)),
+                Err(OpenError::Transient(e)) => {
+                    failures += 1;
+                    retry_or_give_up(e, failures, have, &watch)?;
+                    continue;
+                }
+            };
+            if opened.start != have || opened.total.is_some_and(|t| t < have) {
+                if have > 0 {
+                    log::info!(
+                        "{src}: cannot resume at byte {have} (no Range support, or the file changed): restarting from byte 0"
+                    );
+                }
+                if opened.start != 0 {
+                    // The source shrank below what we have: start over with a fresh request.
+                    discard(part);
+                    meta = None;
+                    file = open_part(part)?;
+                    have = 0;
+                    pipe = new_pipe(early.clone())?;
+                    continue;
+                }
+                file.set_len(0)
+                    .with_context(|| format!("truncating {}", part.display()))
+                    .map_err(permanent)?;
                 have = 0;
                 pipe = new_pipe(early.clone())?;
-                continue;
+                space_checked = false;
             }
-            file.set_len(0)
-                .with_context(|| format!("truncating {}", part.display()))
+            file.seek(SeekFrom::Start(have))
+                .with_context(|| format!("seeking in {}", part.display()))
                 .map_err(permanent)?;
-            have = 0;
-            pipe = new_pipe(early.clone())?;
-            space_checked = false;
-        }
-        file.seek(SeekFrom::Start(have))
-            .with_context(|| format!("seeking in {}", part.display()))
-            .map_err(permanent)?;
-        if !space_checked {
-            match opened.total {
-                Some(t) => space(t.saturating_sub(have)).map_err(permanent)?,
-                None => log::info!(
-                    "{src}: size unknown (no Content-Length): free space not checked ahead"
-                ),
+            if !space_checked {
+                match opened.total {
+                    Some(t) => space(t.saturating_sub(have)).map_err(permanent)?,
+                    None => log::info!(
+                        "{src}: size unknown (no Content-Length): free space not checked ahead"
+                    ),
+                }
+                space_checked = true;
             }
-            space_checked = true;
-        }
-        let m = Meta {
-            source: src.clone(),
-            validator: opened.validator.clone(),
-            total: opened.total,
-        };
-        if meta.as_ref() != Some(&m) {
-            crate::fsutil::write_atomic(
-                &mpath,
-                &serde_json::to_vec(&m).expect("meta serializes"),
-                0o644,
-            )
-            .map_err(permanent)?;
-            meta = Some(m);
-        }
-        progress.begin(have, opened.total);
-        watch.restart_window(have);
-        let mut sink = Sink {
-            file: &mut file,
-            pipe: &mut pipe,
-            have: &mut have,
-            progress: &mut progress,
-            watch: &mut watch,
-            part,
-            total: opened.total,
-        };
-        let result = sink.body(opened.reader)?;
-        // The bundle may have ended before the server stopped sending (or failed).
-        if !matches!(result, BodyEnd::Ended) {
-            pipe.drain();
-        }
-        if let Some(end) = pipe.end() {
-            cut(&file, part, &mut have, end)?;
-            break;
-        }
-        let of = opened.total.map(|t| format!(" of {t}")).unwrap_or_default();
-        let err = match (result, opened.total) {
-            (BodyEnd::Eof, Some(t)) if have < t => {
-                anyhow!("the connection closed after {have}{of} bytes")
+            let m = Meta {
+                source: src.clone(),
+                validator: opened.validator.clone(),
+                total: opened.total,
+            };
+            if meta.as_ref() != Some(&m) {
+                crate::fsutil::write_atomic(
+                    &mpath,
+                    &serde_json::to_vec(&m).expect("meta serializes"),
+                    0o644,
+                )
+                .map_err(permanent)?;
+                meta = Some(m);
             }
-            (BodyEnd::Eof, Some(t)) if have > t => {
-                return Err(bad_content(anyhow!(
-                    "the server sent {have} bytes, more than the announced {t}"
-                )));
+            progress.begin(have, opened.total);
+            watch.restart_window(have);
+            let mut sink = Sink {
+                file: &mut file,
+                pipe: &mut pipe,
+                have: &mut have,
+                progress: &mut progress,
+                watch: &mut watch,
+                part,
+                total: opened.total,
+            };
+            let result = sink.body(opened.reader)?;
+            // The bundle may have ended before the server stopped sending (or failed).
+            if !matches!(result, BodyEnd::Ended) {
+                pipe.drain();
             }
-            (BodyEnd::Eof | BodyEnd::Ended, _) => break,
-            (BodyEnd::Net(e), _) if e.kind() == ErrorKind::UnexpectedEof => {
-                anyhow!("the connection closed after {have}{of} bytes")
+            if let Some(end) = pipe.end() {
+                cut(&file, part, &mut have, end)?;
+                break;
             }
-            (BodyEnd::Net(e), _) => anyhow!("reading failed after {have}{of} bytes: {e}"),
-        };
-        progress.interrupt();
-        // Progress means getting further than ever before: a server that restarts from
-        // byte 0 each time and always breaks at the same place does not count.
-        if have > furthest {
-            furthest = have;
-            failures = 0;
+            let of = opened.total.map(|t| format!(" of {t}")).unwrap_or_default();
+            let err = match (result, opened.total) {
+                (BodyEnd::Eof, Some(t)) if have < t => {
+                    anyhow!("the connection closed after {have}{of} bytes")
+                }
+                (BodyEnd::Eof, Some(t)) if have > t => {
+                    return Err(bad_content(anyhow!(
+                        "the server sent {have} bytes, more than the announced {t}"
+                    )));
+                }
+                (BodyEnd::Eof | BodyEnd::Ended, _) => break,
+                (BodyEnd::Net(e), _) if e.kind() == ErrorKind::UnexpectedEof => {
+                    anyhow!("the connection closed after {have}{of} bytes")
+                }
+                (BodyEnd::Net(e), _) => anyhow!("reading failed after {have}{of} bytes: {e}"),
+            };
+            progress.interrupt();
+            // Progress means getting further than ever before: a server that restarts from
+            // byte 0 each time and always breaks at the same place does not count.
+            if have > furthest {
+                furthest = have;
+                failures = 0;
+            }
+            failures += 1;
+            retry_or_give_up(err, failures, have, &watch)?;
         }
-        failures += 1;
-        retry_or_give_up(err, failures, have, &watch)?;
     }
     progress.finish(have);
     file.sync_all()

@@ -178,7 +178,10 @@ pub fn resolve_location(base: &str, location: &str) -> Result<String> {
             format!("{base_scheme}://{authority}{path}{loc}")
         } else {
             let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
-            format!("{base_scheme}://{authority}{}", without_dots(&format!("{dir}{loc}")))
+            format!(
+                "{base_scheme}://{authority}{}",
+                without_dots(&format!("{dir}{loc}"))
+            )
         }
     };
     let lower = url.to_ascii_lowercase();

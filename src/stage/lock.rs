@@ -93,9 +93,7 @@ fn take(path: &Path, data: &DataDir, what: &str, wait: Duration) -> Result<Lock>
                 } else {
                     format!(" (waited {:.1} s)", wait.as_secs_f64())
                 };
-                return Err(
-                    Exit::Locked(format!("{who} holds {}{waited}", path.display())).into(),
-                );
+                return Err(Exit::Locked(format!("{who} holds {}{waited}", path.display())).into());
             }
             Err((_, e)) => {
                 return Err(e).with_context(|| format!("locking {}", path.display()));

@@ -74,7 +74,7 @@ pub struct StageReport {
 }
 
 /// `hup stage`: downloads (resuming), verifies, checks and stores a bundle. Fails with
-/// [`Exit::Locked`] when another hup holds the lock and [`Exit::NothingToDo`] when the
+/// [`Exit::Locked`] when another stage runs (or the state lock stays taken) and [`Exit::NothingToDo`] when the
 /// bundle is already staged or its version already runs. On any failure nothing is staged
 /// and an earlier staged bundle stays as it was.
 pub fn stage(dev: &Device, opts: &StageOptions) -> Result<StageReport> {

@@ -31,7 +31,11 @@ impl Pace {
     pub fn from_config(c: &DownloadLimits) -> Pace {
         Pace {
             deadline: (c.deadline_s > 0).then(|| Duration::from_secs(c.deadline_s)),
-            min_rate: if c.min_rate_window_s > 0 { c.min_rate } else { 0 },
+            min_rate: if c.min_rate_window_s > 0 {
+                c.min_rate
+            } else {
+                0
+            },
             window: Duration::from_secs(c.min_rate_window_s),
         }
     }
@@ -143,8 +147,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let e = w.check_deadline(5, None, Duration::ZERO).unwrap_err();
         assert!(e.to_string().contains("deadline of 0 s"), "{e}");
-        assert!(Watch::new(Pace::UNLIMITED)
-            .check_deadline(0, None, Duration::from_secs(1_000_000))
-            .is_ok());
+        assert!(
+            Watch::new(Pace::UNLIMITED)
+                .check_deadline(0, None, Duration::from_secs(1_000_000))
+                .is_ok()
+        );
     }
 }
