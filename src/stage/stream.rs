@@ -160,16 +160,15 @@ impl Pipeline {
         })
     }
 
-    /// Waits until the threads processed everything fed so far (or stopped), so that
-    /// [`Pipeline::limit`] and [`Pipeline::end`] are up to date.
-    pub fn drain(&self) {
+    /// Waits until the tar thread processed everything fed so far, so that
+    /// [`Pipeline::limit`] and [`Pipeline::end`] are up to date. False when it stopped (it
+    /// refused the content; [`Pipeline::finish`] says why).
+    pub fn drain(&self) -> bool {
         let (done_tx, done_rx) = sync_channel(1);
-        if let Some(tx) = &self.tar_tx
-            && tx.send(Msg::Flush(done_tx)).is_ok()
-        {
-            // An error means the thread stopped: nothing more will change.
-            let _ = done_rx.recv();
-        }
+        let Some(tx) = &self.tar_tx else {
+            return false;
+        };
+        tx.send(Msg::Flush(done_tx)).is_ok() && done_rx.recv().is_ok()
     }
 
     /// Bytes the stream may hold, as far as the tar thread got (see `tarscan.rs`).
@@ -185,11 +184,6 @@ impl Pipeline {
     /// The early check ran and passed.
     pub fn checked_early(&self) -> bool {
         self.bounds.checked_early.load(Ordering::SeqCst)
-    }
-
-    /// The tar thread stopped (it refused the content); [`Pipeline::finish`] says why.
-    pub fn stopped(&self) -> bool {
-        self.tar.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// A free buffer of [`CHUNK`] bytes (waits while all are being hashed).
