@@ -138,8 +138,9 @@ enum Room {
 /// What the stream allows after `have` bytes (see `tarscan.rs`): more bytes, the end of
 /// the bundle, or a refusal when the data goes past what the bundle can hold.
 fn room(pipe: &mut Pipeline, have: u64) -> Result<Room, Failed> {
-    if have < pipe.limit() {
-        return Ok(Room::Bytes(pipe.limit() - have));
+    let limit = pipe.limit();
+    if have < limit {
+        return Ok(Room::Bytes(limit - have));
     }
     // The threads may lag behind: let them catch up before judging.
     if !pipe.drain() {
