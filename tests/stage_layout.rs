@@ -124,7 +124,7 @@ fn inspect_json(bundle: &Path, extra: &[&str]) -> Value {
     serde_json::from_str(&inspect(bundle, &e)).unwrap()
 }
 
-/// Every file below `dir` with its content's sha256 (directories as "dir"), but the lock.
+/// Every file below `dir` with its content's sha256 (directories as "dir"), but the lock files.
 fn listing(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -132,7 +132,7 @@ fn listing(dir: &Path) -> BTreeMap<String, String> {
         for e in std::fs::read_dir(&d).unwrap() {
             let path = e.unwrap().path();
             let rel = path.strip_prefix(dir).unwrap().display().to_string();
-            if rel == "hup/lock" {
+            if rel == "hup/lock" || rel == "hup/download.lock" {
                 continue; // names the last command that held it
             }
             if path.is_dir() {

@@ -23,6 +23,9 @@ impl Cancel {
             data_dir: self.data_dir,
             disk: None,
         })?;
+        // The download lock first: a running `hup stage` would store its bundle after this
+        // cancel, so cancel refuses (exit 3) while one runs.
+        let _download = crate::stage::lock::download(&dev.data, "hup cancel")?;
         let _lock = crate::stage::lock::acquire(&dev.data, "hup cancel")?;
         let c = crate::stage::store::cancel(&dev.data)?;
         match &c.staged {

@@ -37,6 +37,17 @@ pub struct Stage {
     /// unmodified base (default /; for tests)
     #[argh(option)]
     base_root: Option<PathBuf>,
+    /// give the download up after this many seconds, keeping it for resume (default:
+    /// system.json download.deadline_s, 43200; 0: no deadline)
+    #[argh(option)]
+    deadline: Option<u64>,
+    /// give the download up when it brings fewer bytes per second than this over the
+    /// window, keeping it for resume (default: system.json download.min_rate, 512; 0: none)
+    #[argh(option)]
+    min_rate: Option<u64>,
+    /// the window of --min-rate in seconds (default: system.json download.min_rate_window_s, 120)
+    #[argh(option)]
+    min_rate_window: Option<u64>,
 }
 
 impl Stage {
@@ -52,6 +63,9 @@ impl Stage {
             allow_downgrade: self.allow_downgrade,
             ca: self.ca,
             base_root: self.base_root,
+            deadline_s: self.deadline,
+            min_rate: self.min_rate,
+            min_rate_window_s: self.min_rate_window,
         };
         let r = crate::stage::stage(&dev, &opts)?;
         if let Some(plan) = &r.layout_plan {

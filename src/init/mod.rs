@@ -394,6 +394,7 @@ fn default_config() -> SystemConfig {
         labels: crate::model::config::Labels::default(),
         data_mount: "/mnt/data".into(),
         keys_dir: "/etc/hup/keys".into(),
+        download: Default::default(),
     }
 }
 

@@ -46,6 +46,44 @@ pub struct SystemConfig {
     /// Directory of trusted minisign public keys (`*.pub`).
     #[serde(default = "default_keys_dir")]
     pub keys_dir: String,
+    /// Limits of a `hup stage` download (docs/staging.md).
+    #[serde(default)]
+    pub download: DownloadLimits,
+}
+
+/// How long a `hup stage` download may take, and how slow it may be. 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadLimits {
+    /// Overall deadline of the download (all attempts and retries together), in seconds.
+    #[serde(default = "default_deadline")]
+    pub deadline_s: u64,
+    /// Minimum transfer rate in bytes per second, averaged over `min_rate_window_s`.
+    #[serde(default = "default_min_rate")]
+    pub min_rate: u64,
+    /// The window over which `min_rate` is measured, in seconds.
+    #[serde(default = "default_min_rate_window")]
+    pub min_rate_window_s: u64,
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        DownloadLimits {
+            deadline_s: default_deadline(),
+            min_rate: default_min_rate(),
+            min_rate_window_s: default_min_rate_window(),
+        }
+    }
+}
+
+fn default_deadline() -> u64 {
+    12 * 3600
+}
+fn default_min_rate() -> u64 {
+    512
+}
+fn default_min_rate_window() -> u64 {
+    120
 }
 
 fn default_backend() -> String {
@@ -101,5 +139,12 @@ mod tests {
         assert!(SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"lilo"}"#).is_err());
         assert!(SystemConfig::from_json(br#"{"compatible":"x","max_tries":0}"#).is_err());
         assert!(SystemConfig::from_json(br#"{"compatible":"x","bogus":1}"#).is_err());
+        assert_eq!(c.download, DownloadLimits::default());
+        let c =
+            SystemConfig::from_json(br#"{"compatible":"x","download":{"min_rate":0}}"#).unwrap();
+        assert_eq!((c.download.min_rate, c.download.deadline_s), (0, 43200));
+        assert!(
+            SystemConfig::from_json(br#"{"compatible":"x","download":{"deadline":1}}"#).is_err()
+        );
     }
 }

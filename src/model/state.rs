@@ -196,7 +196,11 @@ impl State {
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<State> {
         let raw: serde_json::Value = serde_json::from_slice(bytes)?;
         match raw.get("state_version").and_then(|v| v.as_u64()) {
-            Some(1) => Ok(serde_json::from_value(raw)?),
+            Some(1) => {
+                let s: State = serde_json::from_value(raw)?;
+                s.check_paths()?;
+                Ok(s)
+            }
             Some(v) => anyhow::bail!(
                 "state_version {v} is newer than this hup understands ({STATE_VERSION})"
             ),
@@ -204,11 +208,57 @@ impl State {
         }
     }
 
+    /// The paths state.json names must stay inside `DATA/hup/`: `staged.file` is a plain
+    /// file name (in `staged/`), `journal.log` and `last_result.log` are `log/NAME`. A hup
+    /// removes and appends to these files, so anything else is refused on load.
+    pub fn check_paths(&self) -> anyhow::Result<()> {
+        if let Some(s) = &self.staged {
+            plain_name(&s.file).map_err(|why| {
+                anyhow::anyhow!(
+                    "staged.file {:?}: {why} (a file name inside staged/)",
+                    s.file
+                )
+            })?;
+        }
+        if let Some(j) = &self.journal {
+            log_name(&j.log).map_err(|why| anyhow::anyhow!("journal.log {:?}: {why}", j.log))?;
+        }
+        if let Some(l) = self.last_result.as_ref().and_then(|l| l.log.as_ref()) {
+            log_name(l).map_err(|why| anyhow::anyhow!("last_result.log {l:?}: {why}"))?;
+        }
+        Ok(())
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("state serializes");
         v.push(b'\n');
         v
     }
+}
+
+/// A single path component naming a file: not empty, not `.` or `..`, no `/`, no NUL.
+fn plain_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name == "." || name == ".." {
+        return Err("not a file name");
+    }
+    if name.contains('/') {
+        return Err("not a plain file name (it contains '/')");
+    }
+    if name.contains('\0') {
+        return Err("not a plain file name (it contains NUL)");
+    }
+    Ok(())
+}
+
+/// `log/NAME`, relative to `DATA/hup/`, with a plain NAME.
+fn log_name(path: &str) -> Result<(), &'static str> {
+    let name = path
+        .strip_prefix("log/")
+        .ok_or("not a file in log/ (expected log/NAME)")?;
+    plain_name(name).map_err(|_| "not a file in log/ (expected log/NAME)")
 }
 
 #[cfg(test)]
@@ -246,6 +296,43 @@ mod tests {
         assert!(e.to_string().contains("newer"));
         assert!(State::from_json(b"{").is_err());
         assert!(State::from_json(br#"{"slot_a":{}}"#).is_err());
+    }
+
+    #[test]
+    fn refuses_paths_outside_the_data_directory() {
+        let with = |field: &str, value: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(FIXTURE_V1).unwrap();
+            let (obj, key) = field.split_once('.').unwrap();
+            v[obj][key] = serde_json::Value::String(value.into());
+            State::from_json(&serde_json::to_vec(&v).unwrap())
+        };
+        for bad in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "..",
+            ".",
+            "",
+            "a/b",
+            "x\0y",
+        ] {
+            let e = with("staged.file", bad).unwrap_err().to_string();
+            assert!(e.starts_with("staged.file"), "{bad:?}: {e}");
+        }
+        for bad in [
+            "/var/log/x",
+            "log/../../x",
+            "log/",
+            "apply.log",
+            "../log/x",
+            "log/a/b",
+        ] {
+            let e = with("journal.log", bad).unwrap_err().to_string();
+            assert!(e.starts_with("journal.log"), "{bad:?}: {e}");
+            let e = with("last_result.log", bad).unwrap_err().to_string();
+            assert!(e.starts_with("last_result.log"), "{bad:?}: {e}");
+        }
+        assert!(with("staged.file", "bundle-2.hup").is_ok());
+        assert!(with("journal.log", "log/apply-9.log").is_ok());
     }
 
     #[test]

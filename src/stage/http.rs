@@ -17,6 +17,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Test and debug override of [`READ_TIMEOUT`] in milliseconds.
 pub const READ_TIMEOUT_ENV: &str = "HUP_READ_TIMEOUT_MS";
+/// Redirects followed for one request before giving up.
+pub const MAX_REDIRECTS: u32 = 10;
 /// Where the system CA bundle is looked for when `SSL_CERT_FILE` is not set, first found wins.
 pub const CA_BUNDLES: [&str; 4] = [
     "/etc/ssl/certs/ca-certificates.crt",
@@ -88,6 +90,9 @@ impl HttpOrigin {
             .map_or(READ_TIMEOUT, Duration::from_millis);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // Redirects are followed here (`open`), so that one to another scheme is
+            // refused by name.
+            .max_redirects(0)
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_per_read(Some(read_timeout))
             .timeout_recv_response(Some(read_timeout * 2))
@@ -147,6 +152,67 @@ pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((first, total))
 }
 
+/// The URL a redirect's `Location` names, relative to `base`: absolute, `//host/…`,
+/// `/path`, `?query` or a relative path. Only http and https are followed.
+pub fn resolve_location(base: &str, location: &str) -> Result<String> {
+    let loc = location.trim();
+    let scheme = loc.split_once(':').map(|(s, _)| s).filter(|s| {
+        s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    let url = if scheme.is_some() {
+        loc.to_string()
+    } else {
+        let (base_scheme, rest) = base
+            .split_once("://")
+            .with_context(|| format!("redirect from {base:?}: not a URL"))?;
+        let cut = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(cut);
+        let path = tail.split(['?', '#']).next().unwrap_or("");
+        if loc.starts_with("//") {
+            format!("{base_scheme}:{loc}")
+        } else if loc.starts_with('/') {
+            format!("{base_scheme}://{authority}{}", without_dots(loc))
+        } else if loc.starts_with('?') {
+            format!("{base_scheme}://{authority}{path}{loc}")
+        } else {
+            let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+            format!(
+                "{base_scheme}://{authority}{}",
+                without_dots(&format!("{dir}{loc}"))
+            )
+        }
+    };
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        bail!("the server redirected to {url:?}: only http:// and https:// URLs are followed");
+    }
+    Ok(url)
+}
+
+/// An absolute path (with any query) with its `.` and `..` segments resolved.
+fn without_dots(path_query: &str) -> String {
+    let cut = path_query.find(['?', '#']).unwrap_or(path_query.len());
+    let (path, query) = path_query.split_at(cut);
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+        if last && matches!(*seg, "." | "..") {
+            out.push("");
+        }
+    }
+    format!("/{}{query}", out.join("/"))
+}
+
 fn classify(e: ureq::Error) -> OpenError {
     use std::io::ErrorKind;
     let transient = match &e {
@@ -177,15 +243,38 @@ impl Origin for HttpOrigin {
     }
 
     fn open(&mut self, offset: u64, validator: Option<&str>) -> Result<Opened, OpenError> {
-        let url = self.url.clone();
-        let mut req = self.agent.get(&url);
-        if offset > 0 {
-            req = req.header("Range", format!("bytes={offset}-"));
-            if let Some(v) = validator {
-                req = req.header("If-Range", v);
+        let mut url = self.url.clone();
+        let mut hops = 0;
+        let resp = loop {
+            let mut req = self.agent.get(&url);
+            if offset > 0 {
+                req = req.header("Range", format!("bytes={offset}-"));
+                if let Some(v) = validator {
+                    req = req.header("If-Range", v);
+                }
             }
-        }
-        let resp = req.call().map_err(classify)?;
+            let resp = req.call().map_err(classify)?;
+            let status = resp.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                break resp;
+            }
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    OpenError::Permanent(anyhow!("HTTP {status} redirect without a Location"))
+                })?;
+            let next = resolve_location(&url, location).map_err(OpenError::Permanent)?;
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(OpenError::Permanent(anyhow!(
+                    "too many redirects (more than {MAX_REDIRECTS}; the last to {next})"
+                )));
+            }
+            log::debug!("HTTP {status}: redirected to {next}");
+            url = next;
+        };
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -205,9 +294,16 @@ impl Origin for HttpOrigin {
                     OpenError::Permanent(anyhow!("HTTP 206 with an invalid Content-Range {cr:?}"))
                 })?;
                 if first != offset {
-                    return Err(OpenError::Permanent(anyhow!(
-                        "asked for bytes from {offset}, the server sent from {first}"
-                    )));
+                    if offset == 0 {
+                        return Err(OpenError::Permanent(anyhow!(
+                            "HTTP 206 from byte {first} to a request for the whole file"
+                        )));
+                    }
+                    // Not the part asked for: ask for the whole file instead.
+                    log::info!(
+                        "asked for bytes from {offset}, the server sent from {first}: restarting from byte 0"
+                    );
+                    return self.open(0, None);
                 }
                 (offset, total.or(length.map(|l| l + offset)))
             }
@@ -265,5 +361,28 @@ mod tests {
         assert_eq!(parse_content_range("bytes */1000"), Some((0, Some(1000))));
         assert_eq!(parse_content_range("items 1-2/3"), None);
         assert_eq!(parse_content_range("bytes x-2/3"), None);
+    }
+
+    #[test]
+    fn redirect_locations() {
+        let base = "http://h:8/a/b/v2.hup?x=1";
+        let r = |l: &str| resolve_location(base, l);
+        assert_eq!(r("https://o/x.hup").unwrap(), "https://o/x.hup");
+        assert_eq!(r("//o/x.hup").unwrap(), "http://o/x.hup");
+        assert_eq!(r("/x.hup").unwrap(), "http://h:8/x.hup");
+        assert_eq!(r("?y=2").unwrap(), "http://h:8/a/b/v2.hup?y=2");
+        assert_eq!(r("c/v3.hup").unwrap(), "http://h:8/a/b/c/v3.hup");
+        assert_eq!(r("../v3.hup").unwrap(), "http://h:8/a/v3.hup");
+        assert_eq!(r("./../../../v3.hup?q").unwrap(), "http://h:8/v3.hup?q");
+        assert_eq!(r("/a/./c/../d/").unwrap(), "http://h:8/a/d/");
+        assert_eq!(r("..").unwrap(), "http://h:8/a/");
+        assert_eq!(
+            resolve_location("http://h", "v.hup").unwrap(),
+            "http://h/v.hup"
+        );
+        for bad in ["file:///etc/passwd", "FILE:/etc/passwd", "ftp://h/x"] {
+            let e = r(bad).unwrap_err().to_string();
+            assert!(e.contains("only http:// and https://"), "{e}");
+        }
     }
 }

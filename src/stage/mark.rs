@@ -156,7 +156,7 @@ pub enum Refund {
 }
 
 /// Gives back the try that this boot of the booted slot used, because the OS shuts down
-/// cleanly. Takes the lock like mark-good. Not being on trial and having no refunds left
+/// cleanly. Takes the state lock like mark-good (never the download lock). Not being on trial and having no refunds left
 /// are outcomes, not errors.
 pub fn refund_try(dev: &Device) -> Result<Refund> {
     let _lock = lock::acquire(&dev.data, "hup refund-try")?;

@@ -16,6 +16,7 @@ pub mod http;
 pub mod layout;
 pub mod lock;
 pub mod mark;
+pub mod pace;
 mod progress;
 pub mod source;
 pub mod status;
@@ -51,6 +52,10 @@ pub struct StageOptions {
     /// The running slot's root, checked against its fingerprint for a bundle with
     /// `requires_unmodified_base` (default `/`; tests use another directory).
     pub base_root: Option<std::path::PathBuf>,
+    /// Download limits instead of system.json's `download` (each field that is `Some`).
+    pub deadline_s: Option<u64>,
+    pub min_rate: Option<u64>,
+    pub min_rate_window_s: Option<u64>,
 }
 
 /// A bundle that is now staged.
@@ -69,7 +74,7 @@ pub struct StageReport {
 }
 
 /// `hup stage`: downloads (resuming), verifies, checks and stores a bundle. Fails with
-/// [`Exit::Locked`] when another hup holds the lock and [`Exit::NothingToDo`] when the
+/// [`Exit::Locked`] when another stage runs (or the state lock stays taken) and [`Exit::NothingToDo`] when the
 /// bundle is already staged or its version already runs. On any failure nothing is staged
 /// and an earlier staged bundle stays as it was.
 pub fn stage(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
@@ -85,9 +90,11 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
     let source = Source::parse(&opts.source)?;
     let data = &dev.data;
     data.create()?;
-    let _lock = lock::acquire(data, &format!("hup stage {}", opts.source))?;
+    // The download lock for the whole run; the state lock only to store the result, so
+    // that `hup mark-good` and the others are not held up by a long download.
+    let _download = lock::download(data, &format!("hup stage {}", opts.source))?;
     let booted = device::booted_slot(&dev.config.labels)?;
-    let mut state = dev.load_state_or_new(booted.slot)?;
+    let state = dev.load_state_or_new(booted.slot)?;
     let running = device::running_version(&state, booted.slot)?;
     if let Some(want) = &want_sha
         && store::is_staged(data, &state, want)
@@ -135,6 +142,13 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
         part: &part,
         early: Some(early),
         space: &space,
+        pace: pace::Pace::from_config(&crate::model::config::DownloadLimits {
+            deadline_s: opts.deadline_s.unwrap_or(dev.config.download.deadline_s),
+            min_rate: opts.min_rate.unwrap_or(dev.config.download.min_rate),
+            min_rate_window_s: opts
+                .min_rate_window_s
+                .unwrap_or(dev.config.download.min_rate_window_s),
+        }),
     })?;
 
     let checked = (|| {
@@ -166,7 +180,20 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
             return Err(e);
         }
     };
-    let staged = store::commit(data, &mut state, &part, &summary, &bundle.manifest.version)?;
+    let staged = {
+        let _state_lock = lock::acquire(data, &format!("hup stage {} (storing)", opts.source))?;
+        // Read again: another command may have changed state.json during the download.
+        let mut state = dev.load_state_or_new(booted.slot)?;
+        if store::is_staged(data, &state, &summary.sha256) {
+            download::discard(&part);
+            return Err(Exit::NothingToDo(format!(
+                "bundle {} (sha256 {}) is already staged",
+                bundle.manifest.version, summary.sha256
+            ))
+            .into());
+        }
+        store::commit(data, &mut state, &part, &summary, &bundle.manifest.version)?
+    };
     Ok(StageReport {
         path: store::staged_path(data),
         staged,

@@ -63,7 +63,7 @@ pub fn is_staged(data: &DataDir, state: &State, sha256: &str) -> bool {
 }
 
 /// Removes what earlier runs left in `staging/`, except the files of `keep` (`NAME.part`
-/// and `NAME.part.meta`). Runs under the lock, so nothing else is writing there.
+/// and `NAME.part.meta`). Runs under the download lock, so nothing else is writing there.
 pub fn clean_staging(data: &DataDir, keep: &str) -> Result<Vec<String>> {
     let dir = data.staging_dir();
     let mut removed = Vec::new();

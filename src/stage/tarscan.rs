@@ -5,6 +5,12 @@
 //! something cannot be followed, the member table is dropped (`finish` returns `None`) and
 //! the final verification reads the payloads again; only a first block that is not a tar
 //! header at all is an error (`not a hup bundle`).
+//!
+//! It also bounds the download ([`Scanner::limit`]): until the early check has passed, the
+//! stream may hold no more than the first two members can take; then no more than the
+//! payloads of the signed manifest can take; a payload member that is not the manifest's
+//! next payload is refused at its header; and at the end-of-archive marker (two zero
+//! blocks) the bundle ends ([`Scanner::end`]): nothing after it is part of it.
 
 use std::sync::Arc;
 
@@ -17,6 +23,20 @@ use crate::model::manifest::MAX_MANIFEST_BYTES;
 
 /// Largest PAX or GNU long-name header data followed.
 const MAX_META: u64 = 64 * 1024;
+/// Room allowed for the headers of one member: its own, a PAX header and a long-name
+/// header, each with data up to [`MAX_META`].
+const HEADERS: u64 = 512 + 2 * (512 + MAX_META);
+/// The two zero blocks that end a tar archive.
+const END_MARKER: u64 = 1024;
+
+/// `n` rounded up to whole 512-byte blocks (saturating: only ever a bound).
+fn blocks(n: u64) -> u64 {
+    n.div_ceil(512).saturating_mul(512)
+}
+
+/// The most a stream may hold before its manifest and signature have been checked.
+pub const BEFORE_MANIFEST: u64 =
+    2 * HEADERS + MAX_MANIFEST_BYTES.div_ceil(512) * 512 + MAX_SIGNATURE_BYTES.div_ceil(512) * 512;
 
 /// The first two members, once streamed.
 pub struct Captured {
@@ -68,6 +88,14 @@ pub struct Scanner {
     lost: bool,
     early: Option<EarlyCheck>,
     checked_early: bool,
+    /// The payloads (name, size) of the signed manifest, once the early check passed.
+    payloads: Option<Vec<(String, u64)>>,
+    /// Bytes the stream may hold (see the module documentation).
+    limit: u64,
+    /// A first zero block was read: the next block ends the archive.
+    zero_block: bool,
+    /// Offset just after the end-of-archive marker, once seen.
+    end_at: Option<u64>,
 }
 
 fn octal_or_binary(field: &[u8]) -> Option<u64> {
@@ -148,9 +176,32 @@ impl Scanner {
             pending_name: None,
             pending_size: None,
             lost: false,
+            limit: if early.is_some() {
+                BEFORE_MANIFEST
+            } else {
+                u64::MAX
+            },
             early,
             checked_early: false,
+            payloads: None,
+            zero_block: false,
+            end_at: None,
         }
+    }
+
+    /// Bytes the stream may hold so far: the bundle ends at or before this offset.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The offset just after the end-of-archive marker, once the stream reached it.
+    pub fn end(&self) -> Option<u64> {
+        self.end_at
+    }
+
+    /// The early check ran and passed.
+    pub fn checked_early(&self) -> bool {
+        self.checked_early
     }
 
     pub fn push(&mut self, mut data: &[u8]) -> Result<()> {
@@ -203,8 +254,21 @@ impl Scanner {
     fn header_done(&mut self) -> Result<()> {
         let h = &*self.header;
         if h.iter().all(|b| *b == 0) {
-            self.st = St::End;
+            if self.zero_block {
+                self.st = St::End;
+                self.end_at = Some(self.pos);
+                self.limit = self.pos;
+            } else {
+                self.zero_block = true;
+                self.limit = self.limit.min(self.pos.saturating_add(512));
+            }
             return Ok(());
+        }
+        if self.zero_block {
+            bail!(
+                "the end-of-archive marker at byte {} is followed by data instead of a second zero block",
+                self.pos - 1024
+            );
         }
         let size = octal_or_binary(&h[124..136]);
         let (true, Some(size)) = (checksum_ok(h), size) else {
@@ -227,7 +291,7 @@ impl Scanner {
             }
         }
         let kind = match h[156] {
-            b'x' | b'L' if size > MAX_META => {
+            b'x' | b'L' | b'g' | b'K' if size > MAX_META => {
                 self.lost = true;
                 self.st = St::End;
                 return Ok(());
@@ -245,6 +309,7 @@ impl Scanner {
                 let size = self.pending_size.take().unwrap_or(size);
                 let name = self.pending_name.take().unwrap_or(name);
                 let index = self.members.len();
+                self.check_payload(index, &name, size)?;
                 let limit = match index {
                     0 => MAX_MANIFEST_BYTES,
                     1 => MAX_SIGNATURE_BYTES,
@@ -323,6 +388,27 @@ impl Scanner {
         Ok(())
     }
 
+    /// A payload member (index 2 on) must be the signed manifest's next payload, with its
+    /// size; the bundle reader would refuse anything else, so the download stops here.
+    fn check_payload(&self, index: usize, name: &str, size: u64) -> Result<()> {
+        let Some(payloads) = &self.payloads else {
+            return Ok(());
+        };
+        let Some(i) = index.checked_sub(2) else {
+            return Ok(());
+        };
+        match payloads.get(i) {
+            None => bail!("member {name}: not in the manifest"),
+            Some((want, _)) if want != name => {
+                bail!("member {name}: not in the manifest at this place (expected {want})")
+            }
+            Some((_, want)) if *want != size => {
+                bail!("member {name}: size {size} differs from the manifest's {want}")
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     fn run_early(&mut self, signature: Option<Vec<u8>>) -> Result<()> {
         let (Some(manifest), Some(sig)) = (self.manifest.take(), signature) else {
             return Ok(());
@@ -332,11 +418,20 @@ impl Scanner {
         };
         let signature =
             String::from_utf8(sig).map_err(|_| anyhow!("member {SIGNATURE}: not text"))?;
-        check(&Captured {
+        let captured = Captured {
             manifest,
             signature,
-        })?;
+        };
+        check(&captured)?;
         self.checked_early = true;
+        // The signed manifest bounds the rest: each payload with room for its headers,
+        // then the end-of-archive marker.
+        let m = crate::model::manifest::Manifest::from_json(&captured.manifest)?;
+        let rest = m.payloads.iter().fold(END_MARKER, |acc, p| {
+            acc.saturating_add(HEADERS).saturating_add(blocks(p.size))
+        });
+        self.limit = blocks(self.pos).saturating_add(rest);
+        self.payloads = Some(m.payloads.into_iter().map(|p| (p.name, p.size)).collect());
         Ok(())
     }
 
@@ -349,106 +444,5 @@ impl Scanner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tar_of(members: &[(&str, Vec<u8>)], pax_first: bool) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (i, (name, data)) in members.iter().enumerate() {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            if pax_first && i == 2 {
-                b.append_pax_extensions([("comment", &b"hello"[..])])
-                    .unwrap();
-            }
-            b.append_data(&mut h, name, &data[..]).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    fn scan(
-        bytes: &[u8],
-        piece: usize,
-        early: Option<EarlyCheck>,
-    ) -> Result<(Option<Vec<StreamMember>>, bool)> {
-        let mut s = Scanner::new(early);
-        for c in bytes.chunks(piece) {
-            s.push(c)?;
-        }
-        Ok(s.finish())
-    }
-
-    #[test]
-    fn members_match_the_tar_reader() {
-        let long = "n".repeat(150);
-        let members = vec![
-            ("manifest.json", b"{\"m\":1}".to_vec()),
-            ("manifest.json.minisig", b"sig".to_vec()),
-            ("rootfs.tar.zst", (0..5000u32).map(|i| i as u8).collect()),
-            ("empty", Vec::new()),
-            (long.as_str(), vec![9u8; 512]),
-        ];
-        for pax in [false, true] {
-            let bytes = tar_of(&members, pax);
-            let mut want = Vec::new();
-            let mut a = tar::Archive::new(std::io::Cursor::new(&bytes[..]));
-            for e in a.entries_with_seek().unwrap() {
-                let e = e.unwrap();
-                want.push((
-                    e.path().unwrap().display().to_string(),
-                    e.raw_file_position(),
-                    e.size(),
-                ));
-            }
-            for piece in [1, 7, 512, 513, 100_000] {
-                let got = scan(&bytes, piece, None).unwrap().0.unwrap();
-                let got: Vec<_> = got
-                    .iter()
-                    .map(|m| (m.name.clone(), m.offset, m.size))
-                    .collect();
-                assert_eq!(got, want, "piece {piece}, pax {pax}");
-            }
-            let got = scan(&bytes, 4096, None).unwrap().0.unwrap();
-            let data = &members[2].1;
-            assert_eq!(got[2].sha256, hex::encode(Sha256::digest(data)));
-        }
-    }
-
-    #[test]
-    fn early_check_sees_manifest_and_signature() {
-        let bytes = tar_of(
-            &[
-                ("manifest.json", b"{\"m\":1}".to_vec()),
-                ("manifest.json.minisig", b"sig".to_vec()),
-                ("p", vec![1u8; 2000]),
-            ],
-            false,
-        );
-        let seen = Arc::new(std::sync::Mutex::new(None));
-        let s2 = seen.clone();
-        let early: EarlyCheck = Arc::new(move |c: &Captured| {
-            *s2.lock().unwrap() = Some((c.manifest.clone(), c.signature.clone()));
-            Ok(())
-        });
-        let (_, checked) = scan(&bytes, 100, Some(early)).unwrap();
-        assert!(checked);
-        assert_eq!(
-            seen.lock().unwrap().clone(),
-            Some((b"{\"m\":1}".to_vec(), "sig".to_string()))
-        );
-        let refuse: EarlyCheck = Arc::new(|_: &Captured| bail!("no thanks"));
-        let e = scan(&bytes, 100, Some(refuse)).unwrap_err();
-        assert_eq!(e.to_string(), "no thanks");
-    }
-
-    #[test]
-    fn garbage_and_truncation() {
-        let e = scan("<html>not found</html>".repeat(40).as_bytes(), 10, None).unwrap_err();
-        assert!(e.to_string().contains("not a hup bundle"), "{e}");
-        let bytes = tar_of(&[("a", vec![1u8; 3000])], false);
-        // Cut in the middle of the data: not complete, no member table.
-        assert_eq!(scan(&bytes[..1500], 100, None).unwrap().0, None);
-    }
-}
+#[path = "tarscan_tests.rs"]
+mod tests;

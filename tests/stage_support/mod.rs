@@ -274,6 +274,24 @@ impl Device {
         hup(&refs)
     }
 
+    /// [`Device::stage`] started in the background (stderr piped).
+    pub fn stage_spawn(&self, source: &str, extra: &[&str]) -> std::process::Child {
+        Command::new(HUP)
+            .arg("stage")
+            .arg(source)
+            .args(extra)
+            .args(self.device_args())
+            .env_remove("HUP_LOG")
+            .env("HUP_BOOTED_SLOT", "a")
+            .env("HUP_BACKOFF_MS", "10")
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting hup stage")
+    }
+
     /// `hup CMD EXTRA... --config --data-dir --disk` (status, mark-good, mark-bad).
     pub fn cmd(&self, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let mut args: Vec<String> = vec![cmd.into()];

@@ -1,5 +1,7 @@
 //! The test HTTP/1.1 server: Range requests, ETag/If-Range, a cut-off and a stall switch,
-//! throttling, no-Content-Length mode, optional TLS; counts the body bytes it serves.
+//! throttling, no-Content-Length mode, optional TLS; counts the body bytes it serves. And
+//! misbehaviours: junk after the file, a lying Content-Length, a slow drip, a 206 from
+//! another start than asked, redirects.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -28,6 +30,16 @@ pub struct Shared {
     pub served: AtomicU64,
     /// One line per request: `GET /path range=<Range header or ->`.
     pub requests: Mutex<Vec<String>>,
+    /// After the file, send this many more bytes of 0xEE (part of the body).
+    pub junk_after: Mutex<Option<u64>>,
+    /// Announce this Content-Length instead of the true one.
+    pub lie_length: Mutex<Option<u64>>,
+    /// Send this many bytes, then sleep this long, over and over.
+    pub drip: Mutex<Option<(usize, Duration)>>,
+    /// Answer a Range request with a 206 that starts at this offset instead.
+    pub range_start: Mutex<Option<u64>>,
+    /// Path -> Location: answered with a 302.
+    pub redirects: Mutex<HashMap<String, String>>,
 }
 
 pub struct Server {
@@ -116,6 +128,34 @@ impl Server {
     pub fn set_throttle(&self, d: Option<Duration>) {
         *self.shared.throttle.lock().unwrap() = d;
     }
+
+    pub fn set_junk_after(&self, n: Option<u64>) {
+        *self.shared.junk_after.lock().unwrap() = n;
+    }
+
+    pub fn set_lie_length(&self, n: Option<u64>) {
+        *self.shared.lie_length.lock().unwrap() = n;
+    }
+
+    pub fn set_no_length(&self, on: bool) {
+        self.shared.no_length.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_drip(&self, d: Option<(usize, Duration)>) {
+        *self.shared.drip.lock().unwrap() = d;
+    }
+
+    pub fn set_range_start(&self, at: Option<u64>) {
+        *self.shared.range_start.lock().unwrap() = at;
+    }
+
+    pub fn redirect(&self, path: &str, location: &str) {
+        self.shared
+            .redirects
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), location.to_string());
+    }
 }
 
 fn serve(tcp: TcpStream, shared: &Shared, tls: Tls) -> std::io::Result<()> {
@@ -166,6 +206,13 @@ fn respond(s: &mut (impl Read + Write), shared: &Shared) -> std::io::Result<()> 
         "GET {path} range={}",
         range.clone().unwrap_or_else(|| "-".into())
     ));
+    if let Some(to) = shared.redirects.lock().unwrap().get(&path) {
+        let msg = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(msg.as_bytes())?;
+        return Ok(());
+    }
     let Some(file) = shared.files.lock().unwrap().get(&path).cloned() else {
         s.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
@@ -196,14 +243,17 @@ fn respond(s: &mut (impl Read + Write), shared: &Shared) -> std::io::Result<()> 
             s.write_all(msg.as_bytes())?;
             return Ok(());
         }
+        let from = shared.range_start.lock().unwrap().unwrap_or(from);
         start = from;
         status = "206 Partial Content".into();
         extra = format!("Content-Range: bytes {from}-{}/{len}\r\n", len - 1);
     }
+    let junk = shared.junk_after.lock().unwrap().unwrap_or(0);
     let length = if shared.no_length.load(Ordering::SeqCst) {
         String::new()
     } else {
-        format!("Content-Length: {}\r\n", len - start)
+        let n = shared.lie_length.lock().unwrap().unwrap_or(len - start);
+        format!("Content-Length: {n}\r\n")
     };
     let accept = if shared.range.load(Ordering::SeqCst) {
         "Accept-Ranges: bytes\r\n"
@@ -217,9 +267,11 @@ fn respond(s: &mut (impl Read + Write), shared: &Shared) -> std::io::Result<()> 
     let cut = *shared.cut_at.lock().unwrap();
     let stall = *shared.stall_at.lock().unwrap();
     let throttle = *shared.throttle.lock().unwrap();
+    let drip = *shared.drip.lock().unwrap();
     let mut pos = start;
     while pos < len {
-        let mut end = (pos + 16 * 1024).min(len);
+        let step = drip.map_or(16 * 1024, |(n, _)| n as u64);
+        let mut end = (pos + step).min(len);
         if let Some(c) = cut.or(stall) {
             end = end.min(c.max(pos));
         }
@@ -233,10 +285,18 @@ fn respond(s: &mut (impl Read + Write), shared: &Shared) -> std::io::Result<()> 
         s.write_all(&file[pos as usize..end as usize])?;
         shared.served.fetch_add(end - pos, Ordering::SeqCst);
         pos = end;
-        if let Some(d) = throttle {
+        if let Some(d) = throttle.or(drip.map(|(_, d)| d)) {
             s.flush()?;
             std::thread::sleep(d);
         }
+    }
+    let mut left = if pos == len { junk } else { 0 };
+    let block = [0xEEu8; 16 * 1024];
+    while left > 0 {
+        let n = left.min(block.len() as u64);
+        s.write_all(&block[..n as usize])?;
+        shared.served.fetch_add(n, Ordering::SeqCst);
+        left -= n;
     }
     s.flush()
 }
