@@ -33,6 +33,7 @@ use anyhow::{Context, Result, bail};
 use ffi::Fs;
 pub use format::{MIN_SIZE, inode_ratio, parse_uuid};
 pub use source::maybe_decompress;
+pub(crate) use source::check_entry;
 pub use stats::Stats;
 use target::Target;
 

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use super::Fingerprint;
 use super::compare::{DEFAULT_IGNORE, Diff, compare};
 use super::embed::EMBED_PATH;
-use super::scan::scan_dir;
+use super::scan::scan_dir_for;
 
 /// The recorded fingerprint to compare with does not exist (a system not installed by hup,
 /// or installed before hup recorded fingerprints).
@@ -40,7 +40,7 @@ pub fn check_tree<S: AsRef<str>>(root: &Path, record: &Path, ignore: &[S]) -> Re
         .into());
     }
     let expected = Fingerprint::load(record)?;
-    let scan = scan_dir(root).with_context(|| format!("scanning {}", root.display()))?;
+    let scan = scan_dir_for(root, Some(&expected)).with_context(|| format!("scanning {}", root.display()))?;
     let mut all: Vec<&str> = ignore.iter().map(AsRef::as_ref).collect();
     all.extend(scan.mountpoints.iter().map(String::as_str));
     Ok(TreeCheck {
