@@ -186,7 +186,10 @@ impl Fingerprint {
         let mut fp = Fingerprint::default();
         for e in doc.entries {
             if e.sparse_sha256.is_some() && format == u64::from(FORMAT) {
-                bail!("path {:?} has a sparse_sha256 in a format {FORMAT} document", e.path);
+                bail!(
+                    "path {:?} has a sparse_sha256 in a format {FORMAT} document",
+                    e.path
+                );
             }
             if fp.entries.contains_key(&e.path) {
                 bail!("path {:?} is listed twice", e.path);

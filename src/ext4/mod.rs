@@ -32,8 +32,8 @@ use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
 pub use format::{MIN_SIZE, inode_ratio, parse_uuid};
-pub use source::maybe_decompress;
 pub(crate) use source::check_entry;
+pub use source::maybe_decompress;
 pub use stats::Stats;
 use target::Target;
 

@@ -328,11 +328,13 @@ fn check(m: &Member) -> Result<()> {
     }
     let size = m.sparse.as_ref().map_or(m.size, |s| s.realsize);
     if m.kind == Kind::File && size > MAX_FILE_SIZE {
-        bail!(
-            "file size {size} is beyond ext4's limit of {MAX_FILE_SIZE} bytes (16 TiB); refused"
-        );
+        bail!("file size {size} is beyond ext4's limit of {MAX_FILE_SIZE} bytes (16 TiB); refused");
     }
-    for (what, t) in [("mtime", Some(m.mtime)), ("atime", m.atime), ("ctime", m.ctime)] {
+    for (what, t) in [
+        ("mtime", Some(m.mtime)),
+        ("atime", m.atime),
+        ("ctime", m.ctime),
+    ] {
         if let Some(t) = t
             && !(TIME_MIN..=TIME_MAX).contains(&t.secs)
         {
@@ -350,6 +352,9 @@ fn check(m: &Member) -> Result<()> {
 }
 
 fn check_xattr_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        bail!("an xattr with an empty name; refused");
+    }
     if name.contains('\0') {
         bail!("xattr name {name:?} contains a NUL byte; refused");
     }

@@ -40,7 +40,8 @@ pub fn check_tree<S: AsRef<str>>(root: &Path, record: &Path, ignore: &[S]) -> Re
         .into());
     }
     let expected = Fingerprint::load(record)?;
-    let scan = scan_dir_for(root, Some(&expected)).with_context(|| format!("scanning {}", root.display()))?;
+    let scan = scan_dir_for(root, Some(&expected))
+        .with_context(|| format!("scanning {}", root.display()))?;
     let mut all: Vec<&str> = ignore.iter().map(AsRef::as_ref).collect();
     all.extend(scan.mountpoints.iter().map(String::as_str));
     Ok(TreeCheck {
