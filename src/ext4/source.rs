@@ -178,7 +178,12 @@ pub fn parse_pax_time(v: &str) -> Option<Timestamp> {
 }
 
 /// Reads the header of `entry`. `None` for members that create nothing (PAX global headers).
+/// Times outside ext4's range are clamped to it, with a warning.
 pub fn member<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> {
+    read_member(entry, true)
+}
+
+fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, warn: bool) -> Result<Option<Member>> {
     let header = entry.header();
     let etype = header.entry_type();
     if etype == EntryType::XGlobalHeader {
@@ -281,13 +286,41 @@ pub fn member<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> 
             .with_context(|| format!("{name:?}: GNU sparse member"))?;
     }
     check(&m).with_context(|| format!("{:?}", m.show()))?;
+    clamp_times(&mut m, warn);
     Ok(Some(m))
 }
 
 /// Reads the header of `entry` as the ext4 writer does and refuses what it would refuse
 /// there (for readers of the same stream: the fingerprint, so `hup pack` refuses early).
 pub fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<()> {
-    member(entry).map(|_| ())
+    read_member(entry, false).map(|_| ())
+}
+
+/// Brings the member's times into ext4's range (as the kernel clamps what it cannot store):
+/// a time the inode cannot hold would wrap to another date, or be taken by e2fsck for a
+/// mis-encoded one. Times are not part of a fingerprint, and a data partition's backup may
+/// legitimately hold such a time (the kernel stores up to 2446), so this is not refused.
+fn clamp_times(m: &mut Member, warn: bool) {
+    let name = m.show();
+    for (what, t) in [
+        ("mtime", Some(&mut m.mtime)),
+        ("atime", m.atime.as_mut()),
+        ("ctime", m.ctime.as_mut()),
+    ] {
+        let Some(t) = t else { continue };
+        if (TIME_MIN..=TIME_MAX).contains(&t.secs) {
+            continue;
+        }
+        let to = t.secs.clamp(TIME_MIN, TIME_MAX);
+        if warn {
+            log::warn!(
+                "{name:?}: {what} {} is outside ext4's time range (1901-12-13..2310-04-04); \
+                 stored as {to}",
+                t.secs
+            );
+        }
+        *t = Timestamp { secs: to, nsec: 0 };
+    }
 }
 
 /// Earliest time ext4 stores: the signed 32-bit seconds with epoch bits 0 (1901-12-13).
@@ -304,10 +337,9 @@ const XATTR_PREFIXES: [&str; 3] = ["user.", "trusted.", "security."];
 const XATTR_SYSTEM: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
 
 /// Refuses what ext4 cannot store as the archive says, instead of truncating or writing
-/// something e2fsck rejects: a NUL in the name or a symlink target, a file larger than ext4
-/// allows, a device number beyond its encoding, a time outside its range, an xattr outside
-/// the namespaces it stores (or with an empty name, or `system.data`, which is ext4's inline
-/// data).
+/// something e2fsck rejects: a NUL in the name or a link target, a file larger than ext4
+/// allows, a device number beyond its encoding, an xattr outside the namespaces it stores
+/// (or with an empty name, or `system.data`, which is ext4's inline data).
 fn check(m: &Member) -> Result<()> {
     if m.path.contains(&0) {
         bail!("the name contains a NUL byte; refused");
@@ -329,21 +361,6 @@ fn check(m: &Member) -> Result<()> {
     let size = m.sparse.as_ref().map_or(m.size, |s| s.realsize);
     if m.kind == Kind::File && size > MAX_FILE_SIZE {
         bail!("file size {size} is beyond ext4's limit of {MAX_FILE_SIZE} bytes (16 TiB); refused");
-    }
-    for (what, t) in [
-        ("mtime", Some(m.mtime)),
-        ("atime", m.atime),
-        ("ctime", m.ctime),
-    ] {
-        if let Some(t) = t
-            && !(TIME_MIN..=TIME_MAX).contains(&t.secs)
-        {
-            bail!(
-                "{what} {} is outside ext4's time range ({TIME_MIN}..={TIME_MAX} seconds, \
-                 1901-12-13..2310-04-04); refused",
-                t.secs
-            );
-        }
     }
     for (name, _) in &m.xattrs {
         check_xattr_name(name)?;
