@@ -484,9 +484,11 @@ fn names_with_nul_are_refused_by_mkfs_fingerprint_and_pack() {
 
 // ---- point 5: decompression bounded by the signed unpacked_size ----
 
-/// Rewrites the rootfs payload's `unpacked_size` in `bundle`'s manifest and signs it again
-/// with `key` (the payload itself is unchanged and still matches its sha256).
-fn with_unpacked_size(bundle: &Path, key: &Path, unpacked: u64, out: &Path) {
+/// Rewrites `bundle` into `out`: the rootfs payload replaced by `rootfs` (when given, with
+/// its size and sha256 in the manifest) and its `unpacked_size` set to `unpacked`, the
+/// manifest signed again with `key`. What a hostile signer (or a broken packer) can make.
+fn resign(bundle: &Path, key: &Path, rootfs: Option<Vec<u8>>, unpacked: u64, out: &Path) {
+    use sha2::{Digest, Sha256};
     let mut members: Vec<(String, Vec<u8>)> = Vec::new();
     let mut a = tar::Archive::new(std::fs::File::open(bundle).unwrap());
     for e in a.entries().unwrap() {
@@ -500,7 +502,18 @@ fn with_unpacked_size(bundle: &Path, key: &Path, unpacked: u64, out: &Path) {
     for pl in m["payloads"].as_array_mut().unwrap() {
         if pl["kind"] == "rootfs" {
             pl["unpacked_size"] = unpacked.into();
+            if let Some(r) = &rootfs {
+                pl["size"] = (r.len() as u64).into();
+                pl["sha256"] = hex::encode(Sha256::digest(r)).into();
+            }
         }
+    }
+    if let Some(r) = rootfs {
+        members
+            .iter_mut()
+            .find(|(n, _)| n == "rootfs.tar.zst")
+            .unwrap()
+            .1 = r;
     }
     let manifest = serde_json::to_vec(&m).unwrap();
     let sk = hup::bundle::sign::SecretKey::load(key).unwrap();
@@ -515,6 +528,56 @@ fn with_unpacked_size(bundle: &Path, key: &Path, unpacked: u64, out: &Path) {
         b.append_data(&mut h, name, Cursor::new(data)).unwrap();
     }
     b.finish().unwrap();
+}
+
+/// `hup apply` of `bundle` on `img` fails (in bounded time) with `expect` in its last line;
+/// slot A, the boot partition and the active slot are as they were.
+fn apply_refused(w: &World, img: &Path, bundle: &Path, expect: &str) {
+    let others = ["hup-root-a", "hup-boot"].map(|l| range_sha(img, part(img, l)));
+    let o = bounded(&[
+        "apply",
+        "--disk",
+        p(img),
+        "--bundle",
+        p(bundle),
+        "--key",
+        p(&w.pubkey),
+    ]);
+    assert_ne!(o.status.code(), Some(124), "the apply did not finish");
+    assert!(!o.status.success(), "the apply went through");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.contains(expect), "{expect:?} not in {err}");
+    let after = ["hup-root-a", "hup-boot"].map(|l| range_sha(img, part(img, l)));
+    assert_eq!(others, after, "the apply changed more than its target slot");
+    let b = hup::boot::open("gpt", img, &Default::default()).unwrap();
+    assert_eq!(b.active().unwrap(), hup::boot::Slot::A);
+}
+
+/// A signed bundle whose rootfs holds a huge sparse member (which `hup pack` refuses):
+/// `hup apply` refuses it in bounded time instead of hashing or writing its holes.
+#[test]
+fn apply_refuses_a_huge_sparse_member_in_bounded_time() {
+    let w = World::new();
+    let img = w.provision("disk.img", "1.0.0", "gpt", &[]);
+    let base = w.bundle("2.0.0");
+    let hostname = ustar("etc/hostname", EntryType::Regular, b"dev\n", None);
+    for (realsize, expect) in [
+        (
+            1u64 << 60,
+            "file size 1152921504606846976 is beyond ext4's limit",
+        ),
+        (
+            1u64 << 40,
+            "file size 1099511627776 is larger than the whole filesystem",
+        ),
+    ] {
+        let tar = archive(&[hostname.clone(), sparse10("huge", realsize, &[(0, b"x")])]);
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        let bundle = w.dir.join("huge.hup");
+        resign(&base, &w.key, Some(zst), tar.len() as u64, &bundle);
+        apply_refused(&w, &img, &bundle, expect);
+    }
 }
 
 #[test]
@@ -551,35 +614,48 @@ fn a_payload_that_decompresses_past_its_signed_size_is_stopped() {
         p(&honest),
     ]);
     let lying = w.dir.join("lying.hup");
-    with_unpacked_size(&honest, &w.key, tar_len, &lying);
+    resign(&honest, &w.key, None, tar_len, &lying);
     succeeded(&["verify", p(&lying), "--key", p(&w.pubkey)]);
-
-    let others = ["hup-root-a", "hup-boot"].map(|l| range_sha(&img, part(&img, l)));
-    let o = bounded(&[
-        "apply",
-        "--disk",
-        p(&img),
-        "--bundle",
-        p(&lying),
-        "--key",
-        p(&w.pubkey),
-    ]);
-    assert_ne!(o.status.code(), Some(124));
-    assert!(!o.status.success(), "the apply went through");
-    let err = String::from_utf8_lossy(&o.stderr);
-    let last = err.lines().last().unwrap_or("");
-    assert!(
-        last.contains(&format!(
+    apply_refused(
+        &w,
+        &img,
+        &lying,
+        &format!(
             "member rootfs.tar.zst: decompresses to more than the {tar_len} bytes the manifest \
              signs (unpacked_size); refused"
-        )),
-        "{err}"
+        ),
     );
-    // Nothing outside the target slot changed; the device still boots slot A.
-    let after = ["hup-root-a", "hup-boot"].map(|l| range_sha(&img, part(&img, l)));
-    assert_eq!(others, after);
-    let b = hup::boot::open("gpt", &img, &Default::default()).unwrap();
-    assert_eq!(b.active().unwrap(), hup::boot::Slot::A);
+}
+
+/// The restore of a data partition's backup goes through the same checks: a NUL in a
+/// member name stops it (the backup writer cannot produce one; a damaged or forged backup
+/// region could).
+#[test]
+fn a_backup_restore_refuses_nul_names() {
+    let d = Dir::new();
+    let img = d.path.join("data.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    hup::ext4::format(&img, 0, 32 << 20, &Default::default()).unwrap();
+    let mut nul = pax(&[("path", b"home/a\0b")]);
+    nul.extend(ustar("placeholder", EntryType::Regular, b"user data", None));
+    let tar = archive(&[ustar("home/", EntryType::Directory, b"", None), nul]);
+    let zst = zstd::encode_all(&tar[..], 1).unwrap();
+    let stream =
+        hup::data::backup::restore_stream(Cursor::new(zst), tar.len() as u64, None).unwrap();
+    let e = hup::ext4::populate(&img, 0, 32 << 20, stream).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("the name contains a NUL byte; refused"),
+        "{msg}"
+    );
+    assert_ne!(
+        fsck_status(&img),
+        0,
+        "a refused restore left a valid filesystem"
+    );
 }
 
 // ---- point 8: what ext4 cannot store as the archive says ----
