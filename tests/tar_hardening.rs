@@ -484,10 +484,10 @@ fn names_with_nul_are_refused_by_mkfs_fingerprint_and_pack() {
 
 // ---- point 5: decompression bounded by the signed unpacked_size ----
 
-/// Rewrites `bundle` into `out`: the rootfs payload replaced by `rootfs` (when given, with
+/// Rewrites `bundle` into `out`: the payload of `kind` replaced by `data` (when given, with
 /// its size and sha256 in the manifest) and its `unpacked_size` set to `unpacked`, the
 /// manifest signed again with `key`. What a hostile signer (or a broken packer) can make.
-fn resign(bundle: &Path, key: &Path, rootfs: Option<Vec<u8>>, unpacked: u64, out: &Path) {
+fn resign(bundle: &Path, key: &Path, kind: &str, data: Option<Vec<u8>>, unpacked: u64, out: &Path) {
     use sha2::{Digest, Sha256};
     let mut members: Vec<(String, Vec<u8>)> = Vec::new();
     let mut a = tar::Archive::new(std::fs::File::open(bundle).unwrap());
@@ -499,21 +499,19 @@ fn resign(bundle: &Path, key: &Path, rootfs: Option<Vec<u8>>, unpacked: u64, out
         members.push((name, v));
     }
     let mut m: serde_json::Value = serde_json::from_slice(&members[0].1).unwrap();
+    let mut name = String::new();
     for pl in m["payloads"].as_array_mut().unwrap() {
-        if pl["kind"] == "rootfs" {
+        if pl["kind"] == kind {
+            name = pl["name"].as_str().unwrap().to_string();
             pl["unpacked_size"] = unpacked.into();
-            if let Some(r) = &rootfs {
+            if let Some(r) = &data {
                 pl["size"] = (r.len() as u64).into();
                 pl["sha256"] = hex::encode(Sha256::digest(r)).into();
             }
         }
     }
-    if let Some(r) = rootfs {
-        members
-            .iter_mut()
-            .find(|(n, _)| n == "rootfs.tar.zst")
-            .unwrap()
-            .1 = r;
+    if let Some(r) = data {
+        members.iter_mut().find(|(n, _)| *n == name).unwrap().1 = r;
     }
     let manifest = serde_json::to_vec(&m).unwrap();
     let sk = hup::bundle::sign::SecretKey::load(key).unwrap();
@@ -530,10 +528,22 @@ fn resign(bundle: &Path, key: &Path, rootfs: Option<Vec<u8>>, unpacked: u64, out
     b.finish().unwrap();
 }
 
+/// Slot A's boot files on the boot partition.
+fn slot_a_boot_files(img: &Path) -> String {
+    let (start, _) = part(img, "hup-boot");
+    ["vmlinuz", "initrd", "cmdline"]
+        .map(|f| sh(&format!("mtype -i {}@@{start} ::/hup/a/{f}", p(img))))
+        .join("\n")
+}
+
 /// `hup apply` of `bundle` on `img` fails (in bounded time) with `expect` in its last line;
-/// slot A, the boot partition and the active slot are as they were.
-fn apply_refused(w: &World, img: &Path, bundle: &Path, expect: &str) {
-    let others = ["hup-root-a", "hup-boot"].map(|l| range_sha(img, part(img, l)));
+/// slot A, its boot files and the active slot are as they were (and the whole boot
+/// partition too, unless `boot_step`: the boot-files step empties the target slot's boot
+/// directory before it writes).
+fn apply_refused(w: &World, img: &Path, bundle: &Path, expect: &str, boot_step: bool) {
+    let root_a = range_sha(img, part(img, "hup-root-a"));
+    let boot = range_sha(img, part(img, "hup-boot"));
+    let boot_a = slot_a_boot_files(img);
     let o = bounded(&[
         "apply",
         "--disk",
@@ -548,8 +558,23 @@ fn apply_refused(w: &World, img: &Path, bundle: &Path, expect: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     let last = err.lines().last().unwrap_or("");
     assert!(last.contains(expect), "{expect:?} not in {err}");
-    let after = ["hup-root-a", "hup-boot"].map(|l| range_sha(img, part(img, l)));
-    assert_eq!(others, after, "the apply changed more than its target slot");
+    assert_eq!(
+        root_a,
+        range_sha(img, part(img, "hup-root-a")),
+        "slot A changed"
+    );
+    assert_eq!(
+        boot_a,
+        slot_a_boot_files(img),
+        "slot A's boot files changed"
+    );
+    if !boot_step {
+        assert_eq!(
+            boot,
+            range_sha(img, part(img, "hup-boot")),
+            "boot partition changed"
+        );
+    }
     let b = hup::boot::open("gpt", img, &Default::default()).unwrap();
     assert_eq!(b.active().unwrap(), hup::boot::Slot::A);
 }
@@ -575,8 +600,15 @@ fn apply_refuses_a_huge_sparse_member_in_bounded_time() {
         let tar = archive(&[hostname.clone(), sparse10("huge", realsize, &[(0, b"x")])]);
         let zst = zstd::encode_all(&tar[..], 1).unwrap();
         let bundle = w.dir.join("huge.hup");
-        resign(&base, &w.key, Some(zst), tar.len() as u64, &bundle);
-        apply_refused(&w, &img, &bundle, expect);
+        resign(
+            &base,
+            &w.key,
+            "rootfs",
+            Some(zst),
+            tar.len() as u64,
+            &bundle,
+        );
+        apply_refused(&w, &img, &bundle, expect, false);
     }
 }
 
@@ -614,7 +646,7 @@ fn a_payload_that_decompresses_past_its_signed_size_is_stopped() {
         p(&honest),
     ]);
     let lying = w.dir.join("lying.hup");
-    resign(&honest, &w.key, None, tar_len, &lying);
+    resign(&honest, &w.key, "rootfs", None, tar_len, &lying);
     succeeded(&["verify", p(&lying), "--key", p(&w.pubkey)]);
     apply_refused(
         &w,
@@ -624,6 +656,18 @@ fn a_payload_that_decompresses_past_its_signed_size_is_stopped() {
             "member rootfs.tar.zst: decompresses to more than the {tar_len} bytes the manifest \
              signs (unpacked_size); refused"
         ),
+        false,
+    );
+
+    // The boot payload is bounded the same way.
+    let lying = w.dir.join("lying-boot.hup");
+    resign(&w.bundle("2.0.0"), &w.key, "boot", None, 1024, &lying);
+    apply_refused(
+        &w,
+        &img,
+        &lying,
+        "member boot.tar.zst: decompresses to more than the 1024 bytes the manifest signs",
+        true,
     );
 }
 
