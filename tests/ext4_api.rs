@@ -11,7 +11,8 @@ use std::process::Command;
 
 use ext4_common::tars::pax_tar;
 use ext4_common::*;
-use hup::ext4::{MkfsOptions, format, mkfs_from_tar, populate};
+use hup::disk::Disk;
+use hup::ext4::{Dest, MkfsOptions, format, mkfs_from_tar, populate};
 
 const MIB: u64 = 1 << 20;
 
@@ -37,12 +38,27 @@ fn format_then_populate_a_partition_at_an_offset() {
     let tmp = tmpdir();
     let disk = tmp.path().join("disk.img");
     fs::write(&disk, vec![0xAAu8; (100 * MIB) as usize]).unwrap();
+    // A GPT with one partition at 1 MiB: the ext4 writer takes its range from the disk.
+    let sg = run(Command::new("sgdisk")
+        .args(["-n", "1:2048:+64M", "-c", "1:part"])
+        .arg(&disk));
+    assert!(sg.status.success(), "{sg:?}");
+    let outside = |img: &Path| {
+        let all = fs::read(img).unwrap();
+        let mut v = all[..MIB as usize].to_vec();
+        v.extend_from_slice(&all[(65 * MIB) as usize..]);
+        v
+    };
+    let before = outside(&disk);
+    let d = Disk::open(&disk).unwrap();
+    let dest = Dest::partition(&d, "part").unwrap();
+    assert_eq!((dest.offset(), dest.size()), (MIB, 64 * MIB));
     let opts = MkfsOptions {
         label: Some("hup-root-b".into()),
         uuid: Some(hup::ext4::parse_uuid("0c2d4e6f-1111-2222-3333-444455556666").unwrap()),
         inodes: Some(5000),
     };
-    format(&disk, MIB, 64 * MIB, &opts).unwrap();
+    format(&dest, &opts).unwrap();
     let part = tmp.path().join("part.img");
     extract(&disk, MIB, 64 * MIB, &part);
     assert_fsck_clean(&part);
@@ -62,19 +78,14 @@ fn format_then_populate_a_partition_at_an_offset() {
         "{header}"
     );
 
-    let stats = populate(&disk, MIB, 64 * MIB, Cursor::new(pax_tar())).unwrap();
+    let stats = populate(&dest, Cursor::new(pax_tar())).unwrap();
     assert_eq!(
         (stats.files, stats.symlinks, stats.hardlinks, stats.xattrs),
         (2, 1, 1, 1)
     );
-    let all = fs::read(&disk).unwrap();
     assert!(
-        all[..MIB as usize].iter().all(|&b| b == 0xAA),
-        "bytes before the partition changed"
-    );
-    assert!(
-        all[(65 * MIB) as usize..].iter().all(|&b| b == 0xAA),
-        "bytes after the partition changed"
+        outside(&disk) == before,
+        "bytes before or after the partition changed"
     );
     extract(&disk, MIB, 64 * MIB, &part);
     assert_fsck_clean(&part);
@@ -98,7 +109,7 @@ fn format_then_populate_a_partition_at_an_offset() {
     assert_eq!(String::from_utf8_lossy(&link.stdout), long);
 
     // a second populate is refused: the filesystem is not fresh any more
-    let err = populate(&disk, MIB, 64 * MIB, Cursor::new(pax_tar())).unwrap_err();
+    let err = populate(&dest, Cursor::new(pax_tar())).unwrap_err();
     assert!(
         format!("{err:#}").contains("not freshly formatted"),
         "{err:#}"
@@ -147,6 +158,7 @@ fn an_interrupted_stream_leaves_no_valid_filesystem() {
     let img = tmp.path().join("img");
     let size = 256 * MIB; // several groups: backup superblocks exist
     fs::File::create(&img).unwrap().set_len(size).unwrap();
+    let dest = Dest::image(&img, size).unwrap();
     let tar = big_tar();
     let half = tar.len() / 2;
     let cant_open = |img: &Path| {
@@ -156,9 +168,7 @@ fn an_interrupted_stream_leaves_no_valid_filesystem() {
     };
     // one pass
     let err = mkfs_from_tar(
-        &img,
-        0,
-        size,
+        &dest,
         &MkfsOptions::default(),
         Failing {
             inner: Cursor::new(tar.clone()),
@@ -169,12 +179,10 @@ fn an_interrupted_stream_leaves_no_valid_filesystem() {
     assert!(format!("{err:#}").contains("connection reset"), "{err:#}");
     cant_open(&img);
     // two steps: the formatted filesystem is invalidated while populating
-    format(&img, 0, size, &MkfsOptions::default()).unwrap();
+    format(&dest, &MkfsOptions::default()).unwrap();
     assert_eq!(magic(&img, 0), [0x53, 0xEF]);
     let err = populate(
-        &img,
-        0,
-        size,
+        &dest,
         Failing {
             inner: Cursor::new(tar.clone()),
             left: half,
@@ -184,8 +192,8 @@ fn an_interrupted_stream_leaves_no_valid_filesystem() {
     assert!(format!("{err:#}").contains("connection reset"), "{err:#}");
     cant_open(&img);
     // and the same data, complete, works, backups included
-    format(&img, 0, size, &MkfsOptions::default()).unwrap();
-    let stats = populate(&img, 0, size, Cursor::new(tar)).unwrap();
+    format(&dest, &MkfsOptions::default()).unwrap();
+    let stats = populate(&dest, Cursor::new(tar)).unwrap();
     assert_eq!(stats.files, 20);
     assert_eq!(stats.bytes, 20 * 200_000);
     assert_fsck_clean(&img);

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use ext4_common::tars::pax_tar;
 use ext4_common::*;
-use hup::ext4::{MkfsOptions, mkfs_from_tar};
+use hup::ext4::{Dest, MkfsOptions, mkfs_from_tar};
 
 const MIB: u64 = 1 << 20;
 
@@ -246,9 +246,7 @@ fn archive_shapes() {
     let tmp = tmpdir();
     let img = tmp.path().join("img");
     let stats = mkfs_from_tar(
-        &img_file(&img, 32 * MIB),
-        0,
-        32 * MIB,
+        &Dest::image(&img_file(&img, 32 * MIB), 32 * MIB).unwrap(),
         &MkfsOptions::default(),
         Cursor::new(b.into_inner().unwrap()),
     )

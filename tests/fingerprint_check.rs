@@ -419,7 +419,8 @@ fn the_ext4_writer_takes_the_embedded_stream() {
     let img = t.path().join("slot.img");
     fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
     let (stream, done) = fp::embed_with(Cursor::new(tar.clone()), extras).unwrap();
-    hup::ext4::mkfs_from_tar(&img, 0, 16 << 20, &Default::default(), stream).unwrap();
+    let dest = hup::ext4::Dest::image(&img, 16 << 20).unwrap();
+    hup::ext4::mkfs_from_tar(&dest, &Default::default(), stream).unwrap();
     let recorded = done.get().unwrap();
     let debugfs = |cmd: String| {
         let o = Command::new("debugfs")

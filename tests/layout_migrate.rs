@@ -168,9 +168,7 @@ fn stop_and_resume(base: &Path, dir: &Path, stop: Stop) {
                 let data = disk.partition("hup-data").unwrap();
                 match stop {
                     Stop::AfterFormat => hup::ext4::format(
-                        &img,
-                        data.start,
-                        data.len,
+                        &hup::ext4::Dest::partition(&disk, "hup-data").unwrap(),
                         &hup::ext4::MkfsOptions::default(),
                     )
                     .unwrap(),

@@ -158,7 +158,11 @@ fn real_outputs_validate() {
     let (schema, _) = doc_blocks();
     let dev = Device::new();
     // Fresh device.
-    assert_valid(&schema, &dev.status_json());
+    let fresh = dev.status_json();
+    assert_valid(&schema, &fresh);
+    assert_eq!(fresh["partition_table"]["primary_ok"], true);
+    assert_eq!(fresh["partition_table"]["in_sync"], true);
+    assert_eq!(fresh["partition_table"]["problems"], serde_json::json!([]));
 
     // Everything set: staged bundle, an interrupted apply, a last result with reason and log.
     let v2 = dev.bundle(&BundleSpec::default());
@@ -212,4 +216,32 @@ fn real_outputs_validate() {
     assert_eq!(host["boot"], Value::Null);
     assert_eq!(host["booted"], Value::Null);
     assert_eq!(host["staged"]["version"], "2.0.0");
+    assert_eq!(host["partition_table"], Value::Null);
+
+    // A damaged backup GPT: still read (the primary is whole), and warned about.
+    let copy = dev.dir.join("damaged.img");
+    std::fs::copy(&dev.disk, &copy).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    let len = f.metadata().unwrap().len();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 512], len - 512).unwrap();
+    let o = std::process::Command::new(HUP)
+        .args(["status", "--json", "--disk", p(&copy)])
+        .env_remove("HUP_BOOTED_SLOT")
+        .output()
+        .unwrap();
+    let damaged: Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_valid(&schema, &damaged);
+    let t = &damaged["partition_table"];
+    assert_eq!(
+        (&t["primary_ok"], &t["backup_ok"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
+    assert!(
+        t["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("backup GPT is damaged"),
+        "{t}"
+    );
+    assert_eq!(damaged["boot"]["backend"], "gpt");
 }

@@ -13,8 +13,8 @@ use crate::model::state::State;
 use crate::model::version::Version;
 
 /// Verifies the bundle (signature and every payload hash) and checks that it fits this
-/// device: compatible, `min_from_version`, known migrations, distinct slots, slot size and
-/// room on the boot partition.
+/// device: compatible, `min_from_version`, known migrations, a target slot that is none of
+/// and overlaps none of the other hup partitions, slot size and room on the boot partition.
 pub fn check(
     ctx: &Context,
     state: &State,
@@ -60,7 +60,18 @@ pub fn check(
         check_base(ctx, current)?;
     }
     let disk = Disk::open_read_only(ctx.disk)?;
-    let (_, target_part) = disk.distinct_partitions(current.label(labels), target.label(labels))?;
+    disk.distinct_partitions(current.label(labels), target.label(labels))?;
+    let running = format!("running slot {current}");
+    // The target is written in full: it must be none of, and overlap none of, the other hup
+    // partitions, whatever the labels in system.json say.
+    let target_part = disk.target_apart(
+        target.label(labels),
+        &[
+            ("boot partition", labels.boot.as_str()),
+            (running.as_str(), current.label(labels)),
+            ("data partition", labels.data.as_str()),
+        ],
+    )?;
     let rootfs = m
         .payload(PayloadKind::Rootfs)
         .expect("validated manifest has a rootfs");
@@ -70,7 +81,10 @@ pub fn check(
         .as_ref()
         .and_then(|l| l.partition(target.label(labels)))
         .and_then(|p| p.size)
-        .map_or(target_part.len, |size| size.div_ceil(1 << 20) << 20);
+        .map_or(Some(target_part.len), |size| {
+            size.div_ceil(1 << 20).checked_mul(1 << 20)
+        })
+        .unwrap_or(u64::MAX);
     if rootfs.unpacked_size > slot_len {
         bail!(
             "rootfs needs {} bytes, more than slot {target}'s partition {} ({slot_len} bytes)",

@@ -13,15 +13,20 @@ use crate::disk::Disk;
 use crate::ext4;
 use crate::model::manifest::PayloadKind;
 
+/// The partition labelled `label`, as the ext4 writer's destination: resolved on a table
+/// validated when read, and bounds-checked for every write (see `ext4::Dest`).
+fn dest(disk: &Path, label: &str) -> Result<ext4::Dest> {
+    ext4::Dest::partition(&Disk::open(disk)?, label)
+}
+
 /// Formats the partition labelled `label` as an empty ext4 filesystem named after it.
 pub fn format(disk: &Path, label: &str, slot: Slot) -> Result<()> {
-    let part = Disk::open_read_only(disk)?.partition(label)?;
+    let dest = dest(disk, label)?;
     let opts = ext4::MkfsOptions {
         label: Some(label.to_string()),
         ..Default::default()
     };
-    ext4::format(disk, part.start, part.len, &opts)
-        .with_context(|| format!("formatting slot {slot} ({label})"))
+    ext4::format(&dest, &opts).with_context(|| format!("formatting slot {slot} ({label})"))
 }
 
 /// Where the new slot gets the migrated NetworkManager keyfiles.
@@ -70,7 +75,7 @@ pub fn populate(
     bundle: &Bundle,
     extra: Vec<fingerprint::ExtraFile>,
 ) -> Result<ext4::Stats> {
-    let part = Disk::open_read_only(disk)?.partition(label)?;
+    let dest = dest(disk, label)?;
     let reader = bundle
         .reader_for(PayloadKind::Rootfs)?
         .context("bundle has no rootfs")?;
@@ -81,7 +86,7 @@ pub fn populate(
         log::info!("populate: adding /{} (migrated)", f.path);
     }
     let (stream, recorded) = fingerprint::embed_with(stream, extra)?;
-    let stats = ext4::populate(disk, part.start, part.len, stream)
+    let stats = ext4::populate(&dest, stream)
         .with_context(|| format!("writing the rootfs into {label}"))?;
     log::info!("populate: {stats}");
     if let Some(fp) = recorded.get() {
@@ -96,14 +101,12 @@ pub fn populate(
 
 /// Formats the partition labelled `label` and fills it from a tar stream held in memory.
 pub fn format_with(disk: &Path, label: &str, tar: Vec<u8>) -> Result<()> {
-    let part = Disk::open_read_only(disk)?.partition(label)?;
+    let dest = dest(disk, label)?;
     let opts = ext4::MkfsOptions {
         label: Some(label.to_string()),
         ..Default::default()
     };
-    ext4::format(disk, part.start, part.len, &opts)
-        .with_context(|| format!("formatting {label}"))?;
-    ext4::populate(disk, part.start, part.len, std::io::Cursor::new(tar))
-        .with_context(|| format!("writing {label}"))?;
+    ext4::format(&dest, &opts).with_context(|| format!("formatting {label}"))?;
+    ext4::populate(&dest, std::io::Cursor::new(tar)).with_context(|| format!("writing {label}"))?;
     Ok(())
 }

@@ -24,7 +24,7 @@ pub use layout::{
     PartSpec, TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64, create_layout, hup_layout,
 };
 pub use part_io::PartIo;
-pub use table::TableHealth;
+pub use table::{TableHealth, TableReport};
 
 /// PARTLABEL of the boot partition (vfat ESP).
 pub const LABEL_BOOT: &str = "hup-boot";
@@ -57,6 +57,18 @@ pub enum DiskError {
         active_range: String,
         target_range: String,
     },
+    #[error(
+        "the target partition {target:?} ({target_range}) on {disk} is or overlaps the {role} \
+         {other:?} ({other_range}): refusing to write it"
+    )]
+    TargetOverlaps {
+        target: String,
+        role: String,
+        other: String,
+        disk: String,
+        target_range: String,
+        other_range: String,
+    },
 }
 
 /// One partition: its GPT name, entry number (informational only), byte range and attributes.
@@ -79,9 +91,15 @@ pub struct Part {
 }
 
 impl Part {
-    /// One past the last byte.
+    /// One past the last byte; `u64::MAX` when that overflows (such a range fits no disk, and
+    /// overlaps every range it could be compared with).
     pub fn end(&self) -> u64 {
-        self.start + self.len
+        self.start.saturating_add(self.len)
+    }
+
+    /// One past the last byte, `None` on overflow.
+    pub fn checked_end(&self) -> Option<u64> {
+        self.start.checked_add(self.len)
     }
 
     /// True when the two byte ranges share at least one byte.
@@ -109,6 +127,7 @@ pub struct DiskOptions {
 pub struct Disk {
     path: PathBuf,
     file: File,
+    read_only: bool,
     block_device: bool,
     sector_size: u64,
     size: u64,
@@ -152,6 +171,7 @@ impl Disk {
         let disk = Disk {
             path,
             file,
+            read_only: opts.read_only,
             block_device,
             sector_size,
             size,
@@ -214,22 +234,31 @@ impl Disk {
         self.table.health
     }
 
-    /// All partitions, by start offset.
+    /// True when opened without write access.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// All partitions, by start offset. The table was validated when read (no entry outside
+    /// the usable range, none overlapping another; see `table.rs`).
     pub fn partitions(&self) -> Vec<Part> {
-        let ss = self.sector_size;
         let mut v: Vec<Part> = self
             .table
             .parts
             .iter()
             .filter(|(_, p)| p.is_used())
-            .map(|(n, p)| Part {
-                label: p.name.clone(),
-                number: *n,
-                start: p.first_lba * ss,
-                len: (p.last_lba + 1 - p.first_lba) * ss,
-                guid: guid_string(&p.part_guid),
-                type_guid: guid_string(&p.part_type_guid.guid),
-                attrs: p.flags,
+            // every used entry of a table that was read has its byte range
+            .filter_map(|(n, p)| {
+                let &(start, len) = self.table.ranges.get(n)?;
+                Some(Part {
+                    label: p.name.clone(),
+                    number: *n,
+                    start,
+                    len,
+                    guid: guid_string(&p.part_guid),
+                    type_guid: guid_string(&p.part_type_guid.guid),
+                    attrs: p.flags,
+                })
             })
             .collect();
         v.sort_by_key(|p| p.start);
@@ -284,9 +313,34 @@ impl Disk {
         Ok((a, t))
     }
 
-    /// A stream confined to `part`'s byte range.
+    /// Resolves `target` and refuses ([`DiskError::TargetOverlaps`]) when its byte range is or
+    /// overlaps that of any partition in `others` (role, label), so that writing the target
+    /// can reach no other hup partition, whatever the labels in the configuration say.
+    /// Labels of `others` that are not on the disk are skipped.
+    pub fn target_apart(&self, target: &str, others: &[(&str, &str)]) -> Result<Part> {
+        let t = self.partition(target)?;
+        for (role, label) in others {
+            let Some(o) = self.find_partition(label)? else {
+                continue;
+            };
+            if o.overlaps(&t) || *label == target {
+                return Err(DiskError::TargetOverlaps {
+                    target: target.to_string(),
+                    role: role.to_string(),
+                    other: label.to_string(),
+                    disk: self.name(),
+                    target_range: t.range(),
+                    other_range: o.range(),
+                }
+                .into());
+            }
+        }
+        Ok(t)
+    }
+
+    /// A stream confined to `part`'s byte range, which must lie inside the disk.
     pub fn part_io(&self, part: &Part) -> Result<PartIo> {
-        if part.end() > self.size {
+        if part.checked_end().is_none_or(|end| end > self.size) {
             bail!(
                 "partition {:?} ({}) extends past the end of {} ({} bytes)",
                 part.label,
@@ -364,7 +418,13 @@ impl Disk {
                     },
                     part_guid: guid(&p.guid, "GUID")?,
                     first_lba: p.start / ss,
-                    last_lba: (p.start + p.len) / ss - 1,
+                    // len >= ss was checked above; the end is checked for overflow here and
+                    // against the usable range by the table writer
+                    last_lba: p
+                        .checked_end()
+                        .with_context(|| format!("partition {:?}: its end overflows", p.label))?
+                        / ss
+                        - 1,
                     flags: p.attrs,
                     name: p.label.clone(),
                 },
@@ -430,6 +490,16 @@ impl Disk {
         )?;
         self.reload()
     }
+}
+
+/// The state of both GPT copies of the disk at `path`, without refusing a table with invalid
+/// entries (which [`Disk::open`] does): for `hup status`. Only reads.
+pub fn inspect(path: impl AsRef<Path>) -> Result<TableReport> {
+    let path = path.as_ref();
+    let file = File::open(path).with_context(|| format!("opening disk {}", path.display()))?;
+    let (_, size, ss) = probe(&file).with_context(|| format!("probing disk {}", path.display()))?;
+    table::inspect(&file, size, ss)
+        .with_context(|| format!("reading the GPT of {} ({ss}-byte sectors)", path.display()))
 }
 
 /// (is a block device, size in bytes, detected logical sector size).

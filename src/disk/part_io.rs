@@ -3,9 +3,13 @@
 //! It uses positional I/O (pread/pwrite) on its own file handle, so several `PartIo` on the
 //! same disk never disturb each other's position. Reads stop at the end of the range; a write
 //! past the end fails instead of spilling into the next partition.
+//!
+//! Only the disk layer makes one for a partition ([`super::Disk::part_io`], over a validated
+//! table); the ext4 writer gets its range from one too (`ext4::Dest`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 
 /// A byte range of a file or block device, usable as a stream (fatfs, hashing, raw copies).
@@ -20,7 +24,8 @@ pub struct PartIo {
 
 impl PartIo {
     /// A stream over `len` bytes of `file` starting at byte `start`; `name` appears in errors.
-    pub fn new(file: File, start: u64, len: u64, name: impl Into<String>) -> PartIo {
+    /// Crate-internal: partitions come from [`super::Disk::part_io`].
+    pub(crate) fn new(file: File, start: u64, len: u64, name: impl Into<String>) -> PartIo {
         PartIo {
             file,
             name: name.into(),
@@ -67,32 +72,40 @@ impl PartIo {
 
     /// Reads exactly `buf.len()` bytes at `offset` within the range.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.check_range(offset, buf.len())?;
-        self.file.read_exact_at(buf, self.start + offset)
+        let at = self.check_range(offset, buf.len())?;
+        self.file.read_exact_at(buf, at)
     }
 
     /// Writes all of `buf` at `offset` within the range.
     pub fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check_range(offset, buf.len())?;
-        self.file.write_all_at(buf, self.start + offset)
+        let at = self.check_range(offset, buf.len())?;
+        self.file.write_all_at(buf, at)
     }
 
-    fn check_range(&self, offset: u64, n: usize) -> io::Result<()> {
-        let end = offset.checked_add(n as u64);
-        if end.is_none_or(|e| e > self.len) {
-            return Err(io::Error::new(
+    /// The disk offset of `offset` when `n` bytes there lie inside the range.
+    fn check_range(&self, offset: u64, n: usize) -> io::Result<u64> {
+        match (offset.checked_add(n as u64), self.start.checked_add(offset)) {
+            (Some(end), Some(at)) if end <= self.len => Ok(at),
+            _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "{} bytes at offset {offset} are outside {} ({} bytes)",
-                    n, self.name, self.len
+                    "{n} bytes at offset {offset} are outside {} ({} bytes)",
+                    self.name, self.len
                 ),
-            ));
+            )),
         }
-        Ok(())
     }
 
     fn remaining(&self) -> u64 {
         self.len.saturating_sub(self.pos)
+    }
+}
+
+/// For hints and range operations that take a descriptor (writeback, hole punching); they
+/// must stay inside [`PartIo::start`]..+[`PartIo::len`].
+impl AsFd for PartIo {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }
 
@@ -102,7 +115,8 @@ impl Read for PartIo {
         if n == 0 {
             return Ok(0);
         }
-        let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        let at = self.check_range(self.pos, n)?;
+        let got = self.file.read_at(&mut buf[..n], at)?;
         self.pos += got as u64;
         Ok(got)
     }
@@ -120,7 +134,8 @@ impl Write for PartIo {
                 format!("write past the end of {} ({} bytes)", self.name, self.len),
             ));
         }
-        let put = self.file.write_at(&buf[..n], self.start + self.pos)?;
+        let at = self.check_range(self.pos, n)?;
+        let put = self.file.write_at(&buf[..n], at)?;
         self.pos += put as u64;
         Ok(put)
     }

@@ -63,13 +63,13 @@ pub fn is_no_space(e: &Ext2Error) -> bool {
 
 /// Starts writing back `len` bytes at `offset` of `file` without waiting (best effort), so
 /// the final fsync finds less to do.
-pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+pub fn start_writeback(file: &impl std::os::fd::AsFd, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range only reads its integer arguments; the descriptor belongs to
     // `file`, borrowed for the duration of the call. Errors are ignored (it is a hint).
     unsafe {
         libc::sync_file_range(
-            file.as_raw_fd(),
+            file.as_fd().as_raw_fd(),
             offset as libc::off64_t,
             len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,

@@ -1,8 +1,10 @@
 //! ext4: format a filesystem and fill it from a tar stream through libext2fs (the library of
 //! e2fsprogs), without mounting anything. See docs/ext4.md.
 //!
-//! The target is a byte range of a file or block device: an image file, a partition inside a
-//! disk image (at an offset), or a block device.
+//! The target is a [`Dest`]: a partition of a disk whose table was validated
+//! ([`Dest::partition`], never growing the file), or a standalone image file or whole block
+//! device ([`Dest::image`], `hup mkfs`). Every byte hup writes itself goes through the
+//! destination's bounds-checked handle.
 //!
 //! Validity is unambiguous: the primary superblock is written last, after every other block
 //! and an fsync, and only when everything succeeded. Before the work starts, the old primary
@@ -35,6 +37,7 @@ pub use format::{MIN_SIZE, inode_ratio, parse_uuid};
 pub(crate) use source::check_entry;
 pub use source::maybe_decompress;
 pub use stats::Stats;
+pub use target::Dest;
 use target::Target;
 
 /// Choices for a new filesystem; everything else follows `mke2fs -t ext4` (docs/ext4.md).
@@ -60,34 +63,38 @@ fn guarded<T>(t: &Target, work: impl FnOnce() -> Result<T>) -> Result<T> {
     r
 }
 
-/// Formats `[offset, offset + size)` of `target` as an empty ext4 filesystem (root directory
-/// and lost+found). On success the filesystem is complete and clean.
-pub fn format(target: &Path, offset: u64, size: u64, opts: &MkfsOptions) -> Result<()> {
-    let plan = format::plan(size, opts, false)?;
-    let t = Target::open(target, offset, size)?;
+/// Formats `dest` as an empty ext4 filesystem (root directory and lost+found). On success
+/// the filesystem is complete and clean.
+pub fn format(dest: &Dest, opts: &MkfsOptions) -> Result<()> {
+    let plan = format::plan(dest.size(), opts, false)?;
+    let t = Target::open(dest)?;
     let zeroed = t.wipe()?;
     let plan = format::Plan { zeroed, ..plan };
-    guarded(&t, || Fs::create(target, offset, &plan)?.close())
-        .with_context(|| format!("formatting {}", target.display()))
+    guarded(&t, || {
+        Fs::create(dest.path(), dest.offset(), &plan)?.close()
+    })
+    .with_context(|| format!("formatting {}", dest.path().display()))
 }
 
-/// Fills the freshly formatted filesystem at `[offset, offset + size)` of `target` from a
-/// plain tar stream. The primary superblock is invalid from the start until the final write:
-/// after an error or an interruption, format again.
-pub fn populate(
-    target: &Path,
-    offset: u64,
-    size: u64,
-    tar: impl Read + Send + 'static,
-) -> Result<Stats> {
+/// Fills the freshly formatted filesystem on `dest` from a plain tar stream. The primary
+/// superblock is invalid from the start until the final write: after an error or an
+/// interruption, format again.
+pub fn populate(dest: &Dest, tar: impl Read + Send + 'static) -> Result<Stats> {
     let start = Instant::now();
-    let t = Target::open(target, offset, size)?;
+    let t = Target::open(dest)?;
+    let (path, size) = (dest.path(), dest.size());
     let mut stats = guarded(&t, || {
-        let mut fs = Fs::open(target, offset)?;
-        if fs.blocks_count() * format::BLOCK_SIZE > size {
+        let mut fs = Fs::open(path, dest.offset())?;
+        // A filesystem larger than its range (a foreign one, or a damaged superblock) is
+        // refused before the first write.
+        if fs
+            .blocks_count()
+            .checked_mul(format::BLOCK_SIZE)
+            .is_none_or(|bytes| bytes > size)
+        {
             bail!(
                 "the filesystem on {} has {} blocks, more than the {size} bytes given",
-                target.display(),
+                path.display(),
                 fs.blocks_count()
             );
         }
@@ -97,28 +104,26 @@ pub fn populate(
         fs.close()?;
         Ok(stats)
     })
-    .with_context(|| format!("populating {}", target.display()))?;
+    .with_context(|| format!("populating {}", path.display()))?;
     stats.elapsed = start.elapsed();
     Ok(stats)
 }
 
-/// Formats `[offset, offset + size)` of `target` and fills it from a plain tar stream (pass
-/// the stream through [`maybe_decompress`] for tar.zst), in one pass: nothing is written to
-/// the superblock location until everything else is on disk.
+/// Formats `dest` and fills it from a plain tar stream (pass the stream through
+/// [`maybe_decompress`] for tar.zst), in one pass: nothing is written to the superblock
+/// location until everything else is on disk.
 pub fn mkfs_from_tar(
-    target: &Path,
-    offset: u64,
-    size: u64,
+    dest: &Dest,
     opts: &MkfsOptions,
     tar: impl Read + Send + 'static,
 ) -> Result<Stats> {
     let start = Instant::now();
-    let plan = format::plan(size, opts, false)?;
-    let t = Target::open(target, offset, size)?;
+    let plan = format::plan(dest.size(), opts, false)?;
+    let t = Target::open(dest)?;
     let zeroed = t.wipe()?;
     let plan = format::Plan { zeroed, ..plan };
     let mut stats = guarded(&t, || {
-        let mut fs = Fs::create(target, offset, &plan)?;
+        let mut fs = Fs::create(dest.path(), dest.offset(), &plan)?;
         if !zeroed {
             // a previous filesystem's backups sit where ours will be
             t.invalidate_all_superblocks(&fs.backup_superblocks())?;
@@ -127,7 +132,7 @@ pub fn mkfs_from_tar(
         fs.close()?;
         Ok(stats)
     })
-    .with_context(|| format!("creating the filesystem on {}", target.display()))?;
+    .with_context(|| format!("creating the filesystem on {}", dest.path().display()))?;
     stats.elapsed = start.elapsed();
     Ok(stats)
 }
@@ -157,12 +162,10 @@ pub fn mkfs_image(
     };
     let tar = maybe_decompress(input).with_context(|| format!("reading {}", from.display()))?;
     if create {
-        let f = std::fs::File::create(target)
-            .with_context(|| format!("creating {}", target.display()))?;
-        f.set_len(size)
-            .with_context(|| format!("resizing {} to {size} bytes", target.display()))?;
+        std::fs::File::create(target).with_context(|| format!("creating {}", target.display()))?;
     }
-    mkfs_from_tar(target, 0, size, opts, tar)
+    // The one place a file is sized to a filesystem: a standalone image.
+    mkfs_from_tar(&Dest::image(target, size)?, opts, tar)
 }
 
 /// The filesystem size for `target`, and whether it is an image file to create or truncate.

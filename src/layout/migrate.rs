@@ -188,6 +188,23 @@ fn backup_with(
         );
     }
     check_table(disk, &plan.current, "the migration was planned for")?;
+    // The backup writes only into the old spare slot.
+    let spare = disk.partition(plan.keeper.other().label(&plan.labels))?;
+    let r = plan.region;
+    if r.start < spare.start
+        || r.start
+            .checked_add(r.len)
+            .is_none_or(|end| end > spare.end())
+    {
+        bail!(
+            "the backup region (bytes {}+{}) is not inside the spare slot {:?} (bytes {}..{})",
+            r.start,
+            r.len,
+            spare.label,
+            spare.start,
+            spare.end()
+        );
+    }
     let mut src = Source::new(data_dir)?;
     let bundle_meta = match bundle {
         Some(b) => {
@@ -224,7 +241,10 @@ fn backup_with(
             if p.len != m.len() {
                 bail!("{} shrank while it was backed up", b.display());
             }
-            offset = (offset + p.len).div_ceil(ALIGN) * ALIGN;
+            offset = offset
+                .checked_add(p.len)
+                .and_then(|end| end.div_ceil(ALIGN).checked_mul(ALIGN))
+                .context("the staged bundle does not fit the backup region")?;
             let file = ExtraFile {
                 path: bundle_path(data_dir, b)?,
                 size: m.len(),
@@ -354,7 +374,19 @@ pub fn restore(disk: &mut Disk, rec: &mut Record) -> Result<Option<ext4::Stats>>
         inodes: (inodes > data.len / ext4::inode_ratio(data.len)).then_some(inodes),
     };
     log::info!("layout: formatting {} and restoring the backup", data.label);
-    ext4::format(disk.path(), data.start, data.len, &opts)
+    // The range comes from the disk's validated table, and must be the one recorded.
+    let dest = ext4::Dest::partition(disk, &data.label)?;
+    if (dest.offset(), dest.size()) != (data.start, data.len) {
+        bail!(
+            "partition {:?} is at bytes {}+{} on the disk, the backup header says {}+{}",
+            data.label,
+            dest.offset(),
+            dest.size(),
+            data.start,
+            data.len
+        );
+    }
+    ext4::format(&dest, &opts)
         .with_context(|| format!("formatting the new data partition {}", data.label))?;
     failpoint::hit("layout-restore-format");
     let compressed = region::payload_reader(disk, rec.region_start, &rec.data, "data backup")?;
@@ -366,7 +398,7 @@ pub fn restore(disk: &mut Disk, rec: &mut Record) -> Result<Option<ext4::Stats>>
         _ => None,
     };
     let stream = restore_stream(compressed, rec.tar_bytes, extra)?;
-    let stats = ext4::populate(disk.path(), data.start, data.len, stream)
+    let stats = ext4::populate(&dest, stream)
         .with_context(|| format!("restoring the data backup into {}", data.label))?;
     disk.sync()?;
     rec.phase = Phase::Restored;

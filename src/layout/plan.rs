@@ -32,7 +32,12 @@ pub(crate) fn human(bytes: u64) -> String {
 }
 
 fn range(start: u64, len: u64) -> String {
-    format!("{}..{} ({})", human(start), human(start + len), human(len))
+    format!(
+        "{}..{} ({})",
+        human(start),
+        human(start.saturating_add(len)),
+        human(len)
+    )
 }
 
 /// Why a migration is refused. Nothing has been written when one of these is returned.
@@ -158,9 +163,12 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// Saturating: an estimate too large to count is larger than any backup region.
     fn new(scan: Scan, bundle_bytes: u64, data: u64, exact: bool) -> Estimate {
         Estimate {
-            needed: PAYLOAD_START + bundle_bytes.div_ceil(ALIGN) * ALIGN + data,
+            needed: PAYLOAD_START
+                .saturating_add(bundle_bytes.div_ceil(ALIGN).saturating_mul(ALIGN))
+                .saturating_add(data),
             exact,
             bundle_bytes,
             scan,
@@ -170,7 +178,12 @@ impl Estimate {
     /// Upper bound: zstd never grows data by more than this.
     pub(crate) fn bound(scan: Scan, bundle_bytes: u64) -> Estimate {
         let t = scan.tar_bytes;
-        Estimate::new(scan, bundle_bytes, t + t / 128 + MIB, false)
+        Estimate::new(
+            scan,
+            bundle_bytes,
+            t.saturating_add(t / 128).saturating_add(MIB),
+            false,
+        )
     }
 
     pub(crate) fn exact(scan: Scan, bundle_bytes: u64, compressed: u64) -> Estimate {
@@ -237,7 +250,7 @@ impl Plan {
 /// Inodes the new data filesystem gets for `entries` files: mke2fs' default, or more.
 pub(crate) fn restore_inodes(entries: u64, len: u64) -> u64 {
     let default = len / crate::ext4::inode_ratio(len);
-    default.max(entries + entries / 4 + 64)
+    default.max(entries.saturating_add(entries / 4).saturating_add(64))
 }
 
 fn find<'a>(parts: &'a [Part], label: &str) -> Option<&'a Part> {
@@ -415,7 +428,9 @@ pub(crate) fn plan_parts(
 
     let data_len = data.len;
     let data_max_inodes = data_len / 2 / 256;
-    let used = restore_inodes(0, data_len) * 256 + (data_len / 16).clamp(4 * MIB, 1 << 30);
+    let used = restore_inodes(0, data_len)
+        .saturating_mul(256)
+        .saturating_add((data_len / 16).clamp(4 * MIB, 1 << 30));
     let table = current_attrs(&table, current, &spare.label);
     Ok(Some(Plan {
         disk: disk.to_string(),
@@ -428,7 +443,7 @@ pub(crate) fn plan_parts(
         keeper_content: content,
         normalize,
         current: current.to_vec(),
-        data_room: data_len.saturating_sub(used + data_len / 64),
+        data_room: data_len.saturating_sub(used.saturating_add(data_len / 64)),
         data_max_inodes,
         table,
         region,
@@ -442,7 +457,7 @@ fn backup_region(spare: &Part, data: &Part) -> Option<Region> {
     let pieces = [(s, e.min(data.start)), (s.max(data.end()), e)];
     pieces
         .into_iter()
-        .map(|(a, b)| (a.div_ceil(REGION_ALIGN) * REGION_ALIGN, b))
+        .filter_map(|(a, b)| Some((a.div_ceil(REGION_ALIGN).checked_mul(REGION_ALIGN)?, b)))
         .filter(|(a, b)| b > a)
         .map(|(a, b)| Region {
             start: a,
@@ -465,8 +480,13 @@ fn place(
     let mut next = first_usable.div_ceil(MIB) * MIB;
     let mut out = Vec::new();
     for (i, s) in target.partitions.iter().enumerate() {
+        // A size too large to add up is too large for the disk.
         let end = match s.size {
-            Some(b) => next + b.div_ceil(MIB) * MIB,
+            Some(b) => b
+                .div_ceil(MIB)
+                .checked_mul(MIB)
+                .and_then(|len| next.checked_add(len))
+                .unwrap_or(u64::MAX),
             None => end_usable / MIB * MIB,
         };
         if end > end_usable || end <= next {

@@ -302,3 +302,19 @@ fn fit_checks() {
     ));
     assert!(matches!(e, Err(PlanError::TooManyFiles { .. })), "{e:?}");
 }
+
+/// Sizes too large to add up are refused as too large for the disk, not wrapped around (a
+/// release build has no overflow checks) and not a panic.
+#[test]
+fn huge_sizes_are_refused_without_overflow() {
+    for huge in [u64::MAX, u64::MAX - MIB, 1 << 63, u64::MAX - 3 * MIB + 1] {
+        let mut target = layout(64, 256, None);
+        target.partitions[2].size = Some(huge);
+        let err = run(&v1(), &target, Slot::A).unwrap_err();
+        assert!(
+            matches!(&err, PlanError::DiskTooSmall { label, .. } if label == "hup-root-b"),
+            "{huge}: {err}"
+        );
+        assert!(err.to_string().contains("too small"), "{err}");
+    }
+}

@@ -168,7 +168,10 @@ fn decode(buf: &[u8], at: u64) -> Option<Record> {
 
 /// The valid header of the region starting at `start`, if any (the newer copy).
 pub(crate) fn read(disk: &Disk, start: u64) -> Result<Option<Record>> {
-    if start + PAYLOAD_START > disk.size() {
+    if start
+        .checked_add(PAYLOAD_START)
+        .is_none_or(|end| end > disk.size())
+    {
         return Ok(None);
     }
     let io = disk_range(disk, start, PAYLOAD_START, "backup header")?;
@@ -213,9 +216,16 @@ pub(crate) fn scan(disk: &Disk, skip: &[(u64, u64)]) -> Result<Vec<Record>> {
     let mut found = Vec::new();
     let mut magic = [0u8; 8];
     let mut at = REGION_ALIGN;
-    while at + PAYLOAD_START <= disk.size() {
+    // `at` stays below the disk size, so `at + PAYLOAD_START` and `at + REGION_ALIGN` fit.
+    while at
+        .checked_add(PAYLOAD_START)
+        .is_some_and(|e| e <= disk.size())
+    {
         if let Some(&(_, end)) = skip.iter().find(|(s, e)| (*s..*e).contains(&at)) {
-            at = end.div_ceil(REGION_ALIGN) * REGION_ALIGN;
+            match end.div_ceil(REGION_ALIGN).checked_mul(REGION_ALIGN) {
+                Some(next) => at = next,
+                None => break,
+            }
             continue;
         }
         let hit = [0, HEADER_COPY]
@@ -265,7 +275,11 @@ impl RegionWriter {
 
 impl Write for RegionWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.pos + buf.len() as u64 > self.io.len() {
+        if self
+            .pos
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.io.len())
+        {
             return Err(io::Error::other(format!(
                 "the {} does not fit the backup region ({} bytes)",
                 self.what,
@@ -289,7 +303,13 @@ pub(crate) fn payload_reader(
     p: &Payload,
     what: &str,
 ) -> Result<PartIo> {
-    disk_range(disk, region_start + p.offset, p.len, what)
+    let start = region_start.checked_add(p.offset).with_context(|| {
+        format!(
+            "the {what} at offset {} of the region at byte {region_start} is outside the disk",
+            p.offset
+        )
+    })?;
+    disk_range(disk, start, p.len, what)
 }
 
 /// Reads a payload back and checks its sha256.

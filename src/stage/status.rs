@@ -6,13 +6,15 @@
 //! Gathering never fails as a whole: a piece that cannot be read (the boot backend without
 //! a disk, a missing state file) is left `null` and its reason added to `errors`.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod render;
+
+pub use render::{render, utc};
+
 use super::device::Booted;
-use super::progress::human;
 use crate::boot::{self, BootState, Slot, SlotStatus};
 use crate::fsutil::DataDir;
 use crate::model::config::{Labels, SystemConfig};
@@ -43,6 +45,10 @@ pub struct Status {
     pub layout_migration: Option<LayoutMigrationReport>,
     /// The boot backend's own view (see docs/boot-backends.md).
     pub boot: Option<BootReport>,
+    /// Both copies of the disk's GPT and what is wrong with them, `null` without a readable
+    /// disk. Added within status_version 1 (absent from older documents).
+    #[serde(default)]
+    pub partition_table: Option<PartitionTableReport>,
     /// What could not be read, one message each.
     pub errors: Vec<String>,
 }
@@ -120,6 +126,22 @@ pub struct LayoutMigrationReport {
 pub struct PhaseTime {
     pub phase: String,
     pub ms: u64,
+}
+
+/// The disk's partition table (docs/boot-backends.md): a table with problems is warned
+/// about; one whose entries are invalid is refused by every command that writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionTableReport {
+    /// The whole disk the table was read from.
+    pub disk: String,
+    /// The primary copy is whole (CRCs) and its entries are valid.
+    pub primary_ok: bool,
+    /// The backup copy is whole and its entries are valid.
+    pub backup_ok: bool,
+    /// Both are whole, valid and describe the same partitions.
+    pub in_sync: bool,
+    /// One message per problem (a damaged copy, an invalid entry); empty when clean.
+    pub problems: Vec<String>,
 }
 
 /// The boot backend's state, in this document's own stable form.
@@ -209,12 +231,29 @@ pub fn gather(inp: Inputs) -> Status {
             .map_err(|e| errors.push(format!("{e:#}")))
             .ok()
     });
-    let boot: Option<BootState> = inp.disk.as_ref().and_then(|disk| {
-        boot::open(&backend_name, disk, &labels)
-            .and_then(|b| b.state())
-            .map_err(|e| errors.push(format!("boot backend {backend_name}: {e:#}")))
+    // The table first: when the disk cannot be read at all, that is one error, not two.
+    let partition_table = inp.disk.as_ref().and_then(|disk| {
+        crate::disk::inspect(disk)
+            .map(|t| PartitionTableReport {
+                disk: disk.display().to_string(),
+                primary_ok: t.primary_ok,
+                backup_ok: t.backup_ok,
+                in_sync: t.in_sync,
+                problems: t.problems,
+            })
+            .map_err(|e| errors.push(format!("partition table: {e:#}")))
             .ok()
     });
+    let boot: Option<BootState> = inp
+        .disk
+        .as_ref()
+        .filter(|_| partition_table.is_some())
+        .and_then(|disk| {
+            boot::open(&backend_name, disk, &labels)
+                .and_then(|b| b.state())
+                .map_err(|e| errors.push(format!("boot backend {backend_name}: {e:#}")))
+                .ok()
+        });
     let booted = inp.booted.as_ref().map(|b| b.slot);
     let slots: Vec<SlotReport> = Slot::ALL
         .iter()
@@ -307,6 +346,7 @@ pub fn gather(inp: Inputs) -> Status {
         last_result,
         layout_migration,
         boot: boot.as_ref().map(BootReport::from),
+        partition_table,
         errors,
     }
 }
@@ -318,283 +358,5 @@ fn index(s: Slot) -> usize {
     }
 }
 
-/// `2024-05-01 12:00:00 UTC` for Unix seconds.
-pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-fn health(s: &SlotReport) -> String {
-    match (s.health, s.tries_left) {
-        (Some(SlotStatus::Trying), Some(t)) => format!("trying, {t} tries left"),
-        (Some(h), _) => format!("{h:?}").to_lowercase(),
-        (None, _) => "health unknown".into(),
-    }
-}
-
-fn slot_line(s: &SlotReport) -> String {
-    let version = match &s.version {
-        Some(v) => format!("version {v}"),
-        None => "no version recorded".into(),
-    };
-    let next = if s.next_boot { ", boots next" } else { "" };
-    format!("slot {}, {version}, {}{next}", s.slot, health(s))
-}
-
-/// The human-readable form.
-pub fn render(st: &Status) -> String {
-    let mut o = String::new();
-    let mut line = |k: &str, v: &str| {
-        let _ = writeln!(o, "{k:<13}{v}");
-    };
-    match (&st.booted, &st.other) {
-        (Some(b), Some(x)) => {
-            line("booted:", &slot_line(b));
-            line("other:", &slot_line(x));
-        }
-        _ => {
-            for s in &st.slots {
-                line(&format!("slot {}:", s.slot), &slot_line(s));
-            }
-        }
-    }
-    match &st.staged {
-        Some(s) => {
-            line(
-                "staged:",
-                &format!(
-                    "{} ({}, sha256 {}), staged {}",
-                    s.version,
-                    human(s.size),
-                    &s.sha256[..s.sha256.len().min(16)],
-                    utc(s.staged_at)
-                ),
-            );
-            line("", &s.path);
-        }
-        None => line("staged:", "nothing"),
-    }
-    if let Some(a) = &st.applying {
-        let done = if a.completed.is_empty() {
-            "nothing done yet".into()
-        } else {
-            format!("done: {}", a.completed.join(", "))
-        };
-        let running = a
-            .running
-            .as_deref()
-            .map(|r| format!("; interrupted in {r}"))
-            .unwrap_or_default();
-        line(
-            "applying:",
-            &format!("{} into slot {} ({done}{running})", a.version, a.target),
-        );
-        line("", &format!("log: {}", a.log));
-    }
-    match &st.last_result {
-        Some(l) => {
-            let outcome = serde_json::to_value(l.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            line(
-                "last update:",
-                &format!("{outcome}: {} on slot {}, {}", l.version, l.slot, utc(l.at)),
-            );
-            if let Some(r) = &l.reason {
-                line("", &format!("reason: {r}"));
-            }
-            if let Some(g) = &l.log {
-                line("", &format!("log: {g}"));
-            }
-        }
-        None => line("last update:", "none recorded"),
-    }
-    if let Some(m) = &st.layout_migration {
-        let phases: Vec<String> = m
-            .phases
-            .iter()
-            .map(|p| format!("{} {:.2} s", p.phase, p.ms as f64 / 1000.0))
-            .collect();
-        line(
-            "layout:",
-            &format!(
-                "migration to layout {} for {}: {}, {}",
-                m.layout_version,
-                m.version,
-                m.phase,
-                utc(m.completed_at.unwrap_or(m.started_at))
-            ),
-        );
-        if m.backup_bytes > 0 || !phases.is_empty() {
-            line(
-                "",
-                &format!(
-                    "backup {} ({} entries); {}",
-                    human(m.backup_bytes),
-                    m.entries,
-                    phases.join(", ")
-                ),
-            );
-        }
-    }
-    if let Some(b) = &st.boot {
-        let next = b
-            .next
-            .map_or_else(|| "none".into(), |s| format!("slot {s}"));
-        line(
-            "boot:",
-            &format!("{} backend, next boot: {next}", b.backend),
-        );
-        for s in &b.slots {
-            let mut parts = vec![format!("{:?}", s.status).to_lowercase()];
-            if let Some(p) = s.priority {
-                parts.push(format!("priority {p}"));
-            }
-            if let Some(t) = s.tries_left {
-                parts.push(format!("tries left {t}"));
-            }
-            if let Some(e) = &s.entry {
-                parts.push(format!("entry {e}"));
-            }
-            line("", &format!("slot {}: {}", s.slot, parts.join(", ")));
-        }
-    }
-    for e in &st.errors {
-        line("error:", e);
-    }
-    o
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::state::{LastResult, Staged};
-
-    #[test]
-    fn dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-    }
-
-    #[test]
-    fn from_state_without_disk() {
-        let t = tempfile::tempdir().unwrap();
-        let d = DataDir::new(t.path().join("hup"));
-        d.create().unwrap();
-        let mut s = State::new(Slot::A, "1.0.0", 1_700_000_000);
-        s.staged = Some(Staged {
-            file: "bundle.hup".into(),
-            sha256: "ab".repeat(32),
-            size: 2048,
-            version: "2.0.0".into(),
-            staged_at: 1_700_000_100,
-        });
-        s.last_result = Some(LastResult {
-            outcome: Outcome::RolledBack,
-            version: "1.5".into(),
-            slot: Slot::B,
-            reason: Some("never marked good".into()),
-            log: Some("log/apply-1.log".into()),
-            at: 1_700_000_000,
-        });
-        s.journal = Some(
-            serde_json::from_value(serde_json::json!({
-                "bundle_sha256": "ab", "version": "2.0.0", "target": "b",
-                "completed": ["preflight"], "running": "format",
-                "log": "log/apply-2.log", "started_at": 5
-            }))
-            .unwrap(),
-        );
-        s.layout_migration = Some(crate::model::state::LayoutMigration {
-            layout_version: 2,
-            bundle_version: "1.5".into(),
-            phase: "completed".into(),
-            started_at: 1_700_000_000,
-            completed_at: Some(1_700_000_010),
-            normalized: false,
-            backup_bytes: 10 << 20,
-            tar_bytes: 18 << 20,
-            entries: 21,
-            timings_ms: vec![("backup".into(), 2450), ("table".into(), 360)],
-        });
-        d.save_state(&s).unwrap();
-        let st = gather(Inputs {
-            data: Some(d.clone()),
-            booted: Some(Booted {
-                slot: Slot::A,
-                source: "test".into(),
-            }),
-            ..Inputs::default()
-        });
-        assert_eq!(
-            st.booted.as_ref().unwrap().version.as_deref(),
-            Some("1.0.0")
-        );
-        assert_eq!(st.other.as_ref().unwrap().slot, Slot::B);
-        assert_eq!(
-            st.staged.as_ref().unwrap().path,
-            d.root.join("staged/bundle.hup").display().to_string()
-        );
-        let lr = st.last_result.as_ref().unwrap();
-        assert_eq!(
-            lr.log.as_deref(),
-            Some(d.root.join("log/apply-1.log").to_str().unwrap())
-        );
-        assert_eq!(
-            st.applying.as_ref().unwrap().running.as_deref(),
-            Some("format")
-        );
-        assert!(st.boot.is_none() && st.errors.is_empty());
-        let text = render(&st);
-        assert!(
-            text.contains("booted:      slot a, version 1.0.0"),
-            "{text}"
-        );
-        assert!(text.contains("rolled-back: 1.5 on slot b"), "{text}");
-        assert!(text.contains("interrupted in format"), "{text}");
-        assert!(
-            text.contains("layout:      migration to layout 2 for 1.5: completed")
-                && text.contains("backup 10.0 MiB (21 entries); backup 2.45 s, table 0.36 s"),
-            "{text}"
-        );
-        let json = serde_json::to_value(&st).unwrap();
-        assert_eq!(json["last_result"]["outcome"], "rolled-back");
-        assert_eq!(json["booted"]["slot"], "a");
-        let back: Status = serde_json::from_value(json).unwrap();
-        assert_eq!(back, st);
-    }
-
-    #[test]
-    fn unreadable_pieces_become_errors() {
-        let st = gather(Inputs {
-            disk: Some("/nonexistent/disk.img".into()),
-            ..Inputs::default()
-        });
-        assert!(st.boot.is_none());
-        assert_eq!(st.errors.len(), 1);
-        assert!(
-            st.errors[0].contains("/nonexistent/disk.img"),
-            "{:?}",
-            st.errors
-        );
-        assert!(st.booted.is_none() && st.slots.len() == 2);
-    }
-}
+mod tests;

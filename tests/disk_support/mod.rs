@@ -6,6 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod gpt_edit;
+
 use hup::disk::{self, Disk};
 
 pub const MIB: u64 = 1 << 20;
