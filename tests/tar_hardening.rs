@@ -682,14 +682,15 @@ fn a_backup_restore_refuses_nul_names() {
         .unwrap()
         .set_len(32 << 20)
         .unwrap();
-    hup::ext4::format(&img, 0, 32 << 20, &Default::default()).unwrap();
+    let dest = hup::ext4::Dest::image(&img, 32 << 20).unwrap();
+    hup::ext4::format(&dest, &Default::default()).unwrap();
     let mut nul = pax(&[("path", b"home/a\0b")]);
     nul.extend(ustar("placeholder", EntryType::Regular, b"user data", None));
     let tar = archive(&[ustar("home/", EntryType::Directory, b"", None), nul]);
     let zst = zstd::encode_all(&tar[..], 1).unwrap();
     let stream =
         hup::data::backup::restore_stream(Cursor::new(zst), tar.len() as u64, None).unwrap();
-    let e = hup::ext4::populate(&img, 0, 32 << 20, stream).unwrap_err();
+    let e = hup::ext4::populate(&dest, stream).unwrap_err();
     let msg = format!("{e:#}");
     assert!(
         msg.contains("the name contains a NUL byte; refused"),
