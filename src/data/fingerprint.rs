@@ -9,6 +9,7 @@
 mod check;
 mod compare;
 mod embed;
+mod gnu_sparse;
 mod scan;
 mod sparse;
 mod tap;

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use super::gnu_sparse::GnuSparseFilter;
 use super::sparse::{SparseHasher, digest_file, digest_reader, has_holes};
 use super::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
 
@@ -22,7 +23,8 @@ const BUF: usize = 1 << 20;
 /// member; a missing parent directory is a 0755 root-owned directory; a hard link has the
 /// record of its target under its own path; a later member replaces an earlier one.
 pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
-    let mut archive = tar::Archive::new(tar);
+    // Old GNU sparse members are read as the PAX sparse members they are equivalent to.
+    let mut archive = tar::Archive::new(GnuSparseFilter::new(tar));
     let mut fp = Fingerprint::default();
     fp.insert(Entry::new(ROOT.into(), Kind::Dir, 0o755, 0, 0));
     let mut buf = vec![0u8; BUF];
@@ -150,8 +152,9 @@ fn tar_entry<R: Read>(
             e.sparse_sha256 = Some(sha);
         }
         Kind::File if etype == EntryType::GNUSparse => {
-            // Old GNU sparse: the tar crate fills the holes with zeros (it does not expose
-            // the map), so they are read, but counted rather than hashed.
+            // Old GNU sparse that the filter did not rewrite: the tar crate fills the holes
+            // with zeros (it does not expose the map), so they are read, but counted rather
+            // than hashed.
             let (size, sha) = digest_reader(entry, buf).context("reading the member's data")?;
             e.size = Some(size);
             e.sparse_sha256 = Some(sha);
