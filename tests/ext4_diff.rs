@@ -179,7 +179,7 @@ fn same_tree_as_mke2fs() {
     let reference = tmp.path().join("mke2fs.img");
     fs::File::create(&reference)
         .unwrap()
-        .set_len(512 << 20)
+        .set_len(1 << 30)
         .unwrap();
     run(Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext4", "-d"])
@@ -187,7 +187,8 @@ fn same_tree_as_mke2fs() {
         .arg(&reference));
 
     let img = tmp.path().join("hup.img");
-    let out = mkfs(&zst, "512M", &img, &["--label", "rootfs"]);
+    // as large as the 1 GiB sparse file (a file is never larger than its filesystem)
+    let out = mkfs(&zst, "1G", &img, &["--label", "rootfs"]);
     assert!(
         out.status.success(),
         "hup mkfs failed: {}",

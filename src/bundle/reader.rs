@@ -159,7 +159,8 @@ impl Bundle {
         })
     }
 
-    /// A verified stream of one payload, on its own file handle.
+    /// A verified stream of one payload, on its own file handle; a decompressor of it stops
+    /// past the manifest's `unpacked_size`.
     pub fn payload_reader(&self, payload: &Payload) -> Result<VerifyingReader<Take<File>>> {
         let member = self
             .scan
@@ -176,7 +177,8 @@ impl Bundle {
             &format!("member {}", payload.name),
             payload.size,
             &payload.sha256,
-        ))
+        )
+        .with_unpacked_limit(payload.unpacked_size))
     }
 
     /// The verified stream of the payload of `kind`, if the bundle has one.

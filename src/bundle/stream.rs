@@ -2,6 +2,10 @@
 //! decompresses it and hands the bytes over a bounded channel. After the decompressor ends,
 //! the worker reads what is left of the member and checks its size and sha256, so the
 //! consumer's final read fails unless the whole member was authentic.
+//!
+//! The decompressed bytes are bounded by the member's signed `unpacked_size` (set on the
+//! [`VerifyingReader`] by the bundle reader): the worker stops with an error as soon as the
+//! stream exceeds it, so a small member that expands to gigabytes costs nothing.
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -22,7 +26,9 @@ pub struct Decompressed {
     worker: Option<JoinHandle<()>>,
 }
 
-/// Starts decompressing `member` (zstd) in a worker thread.
+/// Starts decompressing `member` (zstd) in a worker thread. With an unpacked limit on
+/// `member` ([`VerifyingReader::with_unpacked_limit`]), more decompressed bytes than that
+/// are an error, raised before they are handed over.
 pub fn zstd_stream<R: Read + Send + 'static>(member: VerifyingReader<R>) -> Decompressed {
     let (tx, rx) = sync_channel(DEPTH);
     let worker = std::thread::Builder::new()
@@ -39,6 +45,9 @@ pub fn zstd_stream<R: Read + Send + 'static>(member: VerifyingReader<R>) -> Deco
 }
 
 fn work<R: Read>(member: VerifyingReader<R>, tx: SyncSender<io::Result<Vec<u8>>>) {
+    let limit = member.unpacked_limit().unwrap_or(u64::MAX);
+    let name = member.name().to_string();
+    let mut total: u64 = 0;
     let mut dec = match zstd::stream::read::Decoder::new(member) {
         Ok(d) => d,
         Err(e) => {
@@ -51,6 +60,14 @@ fn work<R: Read>(member: VerifyingReader<R>, tx: SyncSender<io::Result<Vec<u8>>>
         match read_full(&mut dec, &mut chunk) {
             Ok(0) => break,
             Ok(n) => {
+                total = total.saturating_add(n as u64);
+                if total > limit {
+                    let _ = tx.send(Err(io::Error::other(format!(
+                        "{name}: decompresses to more than the {limit} bytes the manifest signs \
+                         (unpacked_size); refused"
+                    ))));
+                    return;
+                }
                 chunk.truncate(n);
                 if tx.send(Ok(chunk)).is_err() {
                     return; // the consumer went away
@@ -163,5 +180,37 @@ mod tests {
             e.contains("sha256 mismatch") || e.contains("decompressing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn stops_past_the_unpacked_size() {
+        // 64 MiB of zeros compress to a few KiB; the manifest says 1 MiB.
+        let data = vec![0u8; 64 << 20];
+        let z = compressed(&data);
+        let (sha, len) = sha256_of(&z[..]).unwrap();
+        let member = VerifyingReader::new(std::io::Cursor::new(z.clone()), "member m", len, &sha)
+            .with_unpacked_limit(1 << 20);
+        let mut s = zstd_stream(member);
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        let e = loop {
+            match s.read(&mut buf) {
+                Ok(0) => panic!("read to the end"),
+                Ok(n) => got += n as u64,
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(got <= 1 << 20, "{got} bytes handed over");
+        assert_eq!(
+            e,
+            "member m: decompresses to more than the 1048576 bytes the manifest signs \
+             (unpacked_size); refused"
+        );
+        // Exactly the limit is fine.
+        let member = VerifyingReader::new(std::io::Cursor::new(z), "member m", len, &sha)
+            .with_unpacked_limit(64 << 20);
+        let mut out = Vec::new();
+        zstd_stream(member).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 64 << 20);
     }
 }

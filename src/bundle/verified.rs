@@ -36,6 +36,8 @@ pub struct VerifyingReader<R> {
     hasher: Sha256,
     read: u64,
     verified: bool,
+    /// Most bytes the payload may decompress to (the manifest's `unpacked_size`).
+    unpacked_limit: Option<u64>,
 }
 
 impl<R: Read> VerifyingReader<R> {
@@ -49,7 +51,25 @@ impl<R: Read> VerifyingReader<R> {
             hasher: Sha256::new(),
             read: 0,
             verified: false,
+            unpacked_limit: None,
         }
+    }
+
+    /// Bounds what a decompressor may make of this member (the manifest's signed
+    /// `unpacked_size`); [`crate::bundle::stream::zstd_stream`] stops past it.
+    pub fn with_unpacked_limit(mut self, limit: u64) -> Self {
+        self.unpacked_limit = Some(limit);
+        self
+    }
+
+    /// The bound set by [`VerifyingReader::with_unpacked_limit`].
+    pub fn unpacked_limit(&self) -> Option<u64> {
+        self.unpacked_limit
+    }
+
+    /// The name given to [`VerifyingReader::new`].
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Bytes passed through so far.

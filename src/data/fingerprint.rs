@@ -9,13 +9,16 @@
 mod check;
 mod compare;
 mod embed;
+mod gnu_sparse;
 mod scan;
+mod sparse;
 mod tap;
 
 pub use check::{MissingFingerprint, TreeCheck, check_root, check_tree};
 pub use compare::{Change, DEFAULT_IGNORE, Diff, IgnoreSet, compare};
 pub use embed::{EMBED_PATH, EmbedReader, Embedded, ExtraFile, embed, embed_with};
-pub use scan::{DirScan, fingerprint_of_dir, fingerprint_of_tar, scan_dir};
+pub use scan::{DirScan, fingerprint_of_dir, fingerprint_of_tar, scan_dir, scan_dir_for};
+pub use sparse::SparseHasher;
 pub use tap::TarTap;
 
 use std::collections::BTreeMap;
@@ -25,8 +28,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-/// The format number written in every fingerprint document.
+/// The format number written in a fingerprint document without `sparse_sha256` entries
+/// (byte-identical with the documents hup wrote before sparse digests existed).
 pub const FORMAT: u32 = 1;
+/// The format number of a document with at least one `sparse_sha256` entry (readers of
+/// format 1 only refuse it with a clear message instead of misreading it).
+pub const FORMAT_SPARSE: u32 = 2;
 /// The path of the root directory's own record.
 pub const ROOT: &str = ".";
 
@@ -76,6 +83,10 @@ pub struct Entry {
     /// Regular files: lowercase hex SHA-256 of the content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Regular files recorded from a sparse archive member, instead of `sha256`: the
+    /// content digest in which holes cost nothing (docs/fingerprint.md, [`SparseHasher`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_sha256: Option<String>,
     /// Symlinks: the target, escaped like paths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -95,6 +106,7 @@ impl Entry {
             gid,
             size: None,
             sha256: None,
+            sparse_sha256: None,
             target: None,
             rdev: None,
         }
@@ -142,11 +154,17 @@ impl Fingerprint {
         self.entries.get(path)
     }
 
-    /// The document: `{"format":1,"entries":[` then one entry per line, sorted by path.
-    /// The same tree always gives the same bytes.
+    /// The document: `{"format":1,"entries":[` (format 2 when an entry has a
+    /// `sparse_sha256`) then one entry per line, sorted by path. The same tree always gives
+    /// the same bytes.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = String::with_capacity(64 + self.entries.len() * 160);
-        let _ = write!(out, "{{\"format\":{FORMAT},\"entries\":[");
+        let format = if self.entries.values().any(|e| e.sparse_sha256.is_some()) {
+            FORMAT_SPARSE
+        } else {
+            FORMAT
+        };
+        let _ = write!(out, "{{\"format\":{format},\"entries\":[");
         for (i, e) in self.entries.values().enumerate() {
             out.push_str(if i == 0 { "\n" } else { ",\n" });
             out.push_str(&serde_json::to_string(e).expect("an entry serializes"));
@@ -158,14 +176,22 @@ impl Fingerprint {
     /// Parses a document; refuses another format, unknown fields and a path listed twice.
     pub fn from_json(bytes: &[u8]) -> Result<Fingerprint> {
         let raw: serde_json::Value = serde_json::from_slice(bytes).context("invalid JSON")?;
-        match raw.get("format").and_then(|f| f.as_u64()) {
-            Some(f) if f == u64::from(FORMAT) => {}
-            Some(f) => bail!("unknown fingerprint format {f} (this hup reads format {FORMAT})"),
+        let format = match raw.get("format").and_then(|f| f.as_u64()) {
+            Some(f) if f == u64::from(FORMAT) || f == u64::from(FORMAT_SPARSE) => f,
+            Some(f) => bail!(
+                "unknown fingerprint format {f} (this hup reads formats {FORMAT} and {FORMAT_SPARSE})"
+            ),
             None => bail!("missing or non-numeric \"format\""),
-        }
+        };
         let doc: Document = serde_json::from_value(raw).context("invalid fingerprint")?;
         let mut fp = Fingerprint::default();
         for e in doc.entries {
+            if e.sparse_sha256.is_some() && format == u64::from(FORMAT) {
+                bail!(
+                    "path {:?} has a sparse_sha256 in a format {FORMAT} document",
+                    e.path
+                );
+            }
             if fp.entries.contains_key(&e.path) {
                 bail!("path {:?} is listed twice", e.path);
             }
@@ -316,7 +342,7 @@ mod tests {
             )
         );
         assert_eq!(Fingerprint::from_json(text.as_bytes()).unwrap(), fp);
-        assert!(Fingerprint::from_json(br#"{"format":2,"entries":[]}"#).is_err());
+        assert!(Fingerprint::from_json(br#"{"format":3,"entries":[]}"#).is_err());
         assert!(Fingerprint::from_json(br#"{"format":1,"entries":[],"x":1}"#).is_err());
         let dup = r#"{"format":1,"entries":[
             {"path":"a","type":"dir","mode":"0755","uid":0,"gid":0},

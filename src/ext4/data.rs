@@ -14,8 +14,9 @@ use super::target::Target;
 const BS: usize = BLOCK_SIZE as usize;
 /// Bytes read from the archive at once.
 pub const BUF_SIZE: usize = 1 << 20;
-/// Largest file: logical block numbers are 32 bits.
-pub const MAX_FILE_SIZE: u64 = (1u64 << 32) * BLOCK_SIZE;
+/// Largest file: logical block numbers are 32 bits, and e2fsck refuses an extent-mapped
+/// file whose size reaches 2^32 blocks (16 TiB).
+pub const MAX_FILE_SIZE: u64 = (1u64 << 32) * BLOCK_SIZE - 1;
 
 /// Why writing a file's data failed, for the caller's message.
 #[derive(Debug, thiserror::Error)]

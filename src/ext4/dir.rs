@@ -44,6 +44,12 @@ impl Tree {
 
     /// Adds `name` to `dir`; the caller checked that it is new.
     pub fn insert(&mut self, dir: u32, name: &[u8], ino: u32, ftype: u8) -> Result<()> {
+        if name.is_empty() || name.len() > 255 || name.contains(&0) || name.contains(&b'/') {
+            bail!(
+                "{:?} is not a valid directory entry name (1 to 255 bytes, no NUL or \"/\")",
+                String::from_utf8_lossy(name)
+            );
+        }
         let Some(d) = self.dirs.get_mut(&dir) else {
             bail!("internal error: inode {dir} is not a directory being built");
         };

@@ -34,6 +34,7 @@ use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
 pub use format::{MIN_SIZE, inode_ratio, parse_uuid};
+pub(crate) use source::check_entry;
 pub use source::maybe_decompress;
 pub use stats::Stats;
 pub use target::Dest;

@@ -11,8 +11,13 @@ pub fn show(raw: &[u8]) -> String {
 }
 
 /// Splits a member name into its components: leading `/` are stripped, empty and `.`
-/// components dropped; `..` and names over 255 bytes are refused. An empty result is the root.
+/// components dropped; `..`, names over 255 bytes and a NUL byte anywhere are refused (a
+/// directory entry cannot hold a NUL, and `/` only ever separates components). An empty
+/// result is the root.
 pub fn components(raw: &[u8]) -> Result<Vec<&[u8]>> {
+    if raw.contains(&0) {
+        bail!("the name contains a NUL byte; refused");
+    }
     let mut out = Vec::new();
     for c in raw.split(|&b| b == b'/') {
         match c {
@@ -54,5 +59,7 @@ mod tests {
         assert!(components(b"a/..").is_err());
         assert!(components(&[b'a'; 256]).is_err());
         assert!(components(&[b'a'; 255]).is_ok());
+        assert!(components(b"etc/pass\0wd").is_err());
+        assert!(components(b"\0").is_err());
     }
 }

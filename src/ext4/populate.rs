@@ -248,9 +248,17 @@ impl<'a> Populator<'a> {
     }
 
     fn add_file(&mut self, parent: u32, m: &Member, data: &mut dyn Read) -> Result<(u32, u8)> {
+        let size = m.sparse.as_ref().map_or(m.size, |s| s.realsize);
+        if size > self.target.size {
+            // A sparse file may be larger than its filesystem, but not in a root filesystem:
+            // refused before anything is read (its holes would be read as zeros).
+            bail!(
+                "file size {size} is larger than the whole filesystem ({} bytes); refused",
+                self.target.size
+            );
+        }
         let meta = self.meta(m, inode::S_IFREG);
         let ino = self.new_inode(parent, meta.mode)?;
-        let size = m.sparse.as_ref().map_or(m.size, |s| s.realsize);
         let mut w = FileWriter::new(self.fs, self.target, &mut self.alloc, &mut self.buf);
         match &m.sparse {
             None => w.region(data, 0, m.size),

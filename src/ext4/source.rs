@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use anyhow::{Context, Result, bail};
 use tar::EntryType;
 
+use super::data::MAX_FILE_SIZE;
 use super::inode::Timestamp;
 use super::path::show;
 use super::sparse::{self, Sparse};
@@ -177,7 +178,12 @@ pub fn parse_pax_time(v: &str) -> Option<Timestamp> {
 }
 
 /// Reads the header of `entry`. `None` for members that create nothing (PAX global headers).
+/// Times outside ext4's range are clamped to it, with a warning.
 pub fn member<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> {
+    read_member(entry, true)
+}
+
+fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, warn: bool) -> Result<Option<Member>> {
     let header = entry.header();
     let etype = header.entry_type();
     if etype == EntryType::XGlobalHeader {
@@ -279,7 +285,113 @@ pub fn member<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> 
         gnu.apply(&mut m)
             .with_context(|| format!("{name:?}: GNU sparse member"))?;
     }
+    check(&m).with_context(|| format!("{:?}", m.show()))?;
+    clamp_times(&mut m, warn);
     Ok(Some(m))
+}
+
+/// Reads the header of `entry` as the ext4 writer does and refuses what it would refuse
+/// there (for readers of the same stream: the fingerprint, so `hup pack` refuses early).
+pub fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<()> {
+    read_member(entry, false).map(|_| ())
+}
+
+/// Brings the member's times into ext4's range (as the kernel clamps what it cannot store):
+/// a time the inode cannot hold would wrap to another date, or be taken by e2fsck for a
+/// mis-encoded one. Times are not part of a fingerprint, and a data partition's backup may
+/// legitimately hold such a time (the kernel stores up to 2446), so this is not refused.
+fn clamp_times(m: &mut Member, warn: bool) {
+    let name = m.show();
+    for (what, t) in [
+        ("mtime", Some(&mut m.mtime)),
+        ("atime", m.atime.as_mut()),
+        ("ctime", m.ctime.as_mut()),
+    ] {
+        let Some(t) = t else { continue };
+        if (TIME_MIN..=TIME_MAX).contains(&t.secs) {
+            continue;
+        }
+        let to = t.secs.clamp(TIME_MIN, TIME_MAX);
+        if warn {
+            log::warn!(
+                "{name:?}: {what} {} is outside ext4's time range (1901-12-13..2310-04-04); \
+                 stored as {to}",
+                t.secs
+            );
+        }
+        *t = Timestamp { secs: to, nsec: 0 };
+    }
+}
+
+/// Earliest time ext4 stores: the signed 32-bit seconds with epoch bits 0 (1901-12-13).
+pub const TIME_MIN: i64 = -(1 << 31);
+/// Latest time ext4 stores unambiguously (2310-04-04): beyond it the epoch bits are 3 with
+/// the sign bit set, which e2fsck reads as a mis-encoded pre-1970 date and "repairs".
+pub const TIME_MAX: i64 = 3 * (1 << 32) - (1 << 31) - 1;
+/// Largest major and minor device numbers of ext4's (the kernel's) encoding.
+pub const MAJOR_MAX: u32 = 0xfff;
+pub const MINOR_MAX: u32 = 0xf_ffff;
+/// The xattr namespaces a member may use (ext4 stores each under its own index).
+const XATTR_PREFIXES: [&str; 3] = ["user.", "trusted.", "security."];
+/// Whole xattr names of the `system.` namespace a member may use (POSIX ACLs).
+const XATTR_SYSTEM: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+/// Refuses what ext4 cannot store as the archive says, instead of truncating or writing
+/// something e2fsck rejects: a NUL in the name or a link target, a file larger than ext4
+/// allows, a device number beyond its encoding, an xattr outside the namespaces it stores
+/// (or with an empty name, or `system.data`, which is ext4's inline data).
+fn check(m: &Member) -> Result<()> {
+    if m.path.contains(&0) {
+        bail!("the name contains a NUL byte; refused");
+    }
+    match &m.kind {
+        Kind::Symlink(to) | Kind::HardLink(to) if to.contains(&0) => {
+            bail!("the link target contains a NUL byte; refused")
+        }
+        Kind::Char(major, minor) | Kind::Block(major, minor)
+            if *major > MAJOR_MAX || *minor > MINOR_MAX =>
+        {
+            bail!(
+                "device number {major}:{minor} does not fit ext4's encoding (major at most \
+                 {MAJOR_MAX}, minor at most {MINOR_MAX}); refused"
+            )
+        }
+        _ => {}
+    }
+    let size = m.sparse.as_ref().map_or(m.size, |s| s.realsize);
+    if m.kind == Kind::File && size > MAX_FILE_SIZE {
+        bail!("file size {size} is beyond ext4's limit of {MAX_FILE_SIZE} bytes (16 TiB); refused");
+    }
+    for (name, _) in &m.xattrs {
+        check_xattr_name(name)?;
+    }
+    Ok(())
+}
+
+fn check_xattr_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        bail!("an xattr with an empty name; refused");
+    }
+    if name.contains('\0') {
+        bail!("xattr name {name:?} contains a NUL byte; refused");
+    }
+    if name == "system.data" {
+        bail!("xattr \"system.data\" is ext4's inline data, not an attribute; refused");
+    }
+    if XATTR_SYSTEM.contains(&name) {
+        return Ok(());
+    }
+    match XATTR_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) {
+        Some("") => bail!("xattr name {name:?} is empty after its namespace; refused"),
+        Some(rest) if rest.len() > 255 => {
+            bail!("xattr name {name:?} is longer than 255 bytes after its namespace; refused")
+        }
+        Some(_) => Ok(()),
+        None => bail!(
+            "xattr name {name:?} is not in a namespace ext4 stores (user., trusted., security., \
+             system.posix_acl_access, system.posix_acl_default); refused"
+        ),
+    }
 }
 
 /// The `GNU.sparse.*` records of a member.
@@ -380,6 +492,42 @@ mod tests {
         assert!(parse_pax_time("x").is_none());
         assert!(parse_pax_time("1.2x").is_none());
         assert!(parse_pax_time("").is_none());
+    }
+
+    #[test]
+    fn xattr_names() {
+        for ok in [
+            "user.x",
+            "trusted.overlay.opaque",
+            "security.capability",
+            "system.posix_acl_access",
+            "system.posix_acl_default",
+        ] {
+            assert!(check_xattr_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "user.",
+            "security.",
+            "system.data",
+            "system.foo",
+            "gnu.x",
+            "foo.bar",
+            "user.a\0b",
+        ] {
+            assert!(check_xattr_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_xattr_name(&format!("user.{}", "a".repeat(256))).is_err());
+    }
+
+    #[test]
+    fn time_range_ends_encode_unambiguously() {
+        // (epoch bits, sign bit of the low word) as the inode stores a time
+        let enc = |t: i64| (((t - i64::from(t as u32 as i32)) >> 32) & 3, t as u32 >> 31);
+        assert_eq!(enc(TIME_MIN), (0, 1));
+        assert_eq!(enc(TIME_MIN - 1), (3, 0), "wraps: not storable");
+        assert_eq!(enc(TIME_MAX), (2, 0));
+        assert_eq!(enc(TIME_MAX + 1), (3, 1), "what e2fsck reads as pre-1970");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use super::Fingerprint;
 use super::compare::{DEFAULT_IGNORE, Diff, compare};
 use super::embed::EMBED_PATH;
-use super::scan::scan_dir;
+use super::scan::scan_dir_for;
 
 /// The recorded fingerprint to compare with does not exist (a system not installed by hup,
 /// or installed before hup recorded fingerprints).
@@ -40,7 +40,8 @@ pub fn check_tree<S: AsRef<str>>(root: &Path, record: &Path, ignore: &[S]) -> Re
         .into());
     }
     let expected = Fingerprint::load(record)?;
-    let scan = scan_dir(root).with_context(|| format!("scanning {}", root.display()))?;
+    let scan = scan_dir_for(root, Some(&expected))
+        .with_context(|| format!("scanning {}", root.display()))?;
     let mut all: Vec<&str> = ignore.iter().map(AsRef::as_ref).collect();
     all.extend(scan.mountpoints.iter().map(String::as_str));
     Ok(TreeCheck {
@@ -118,5 +119,49 @@ mod tests {
         assert_eq!(d.counts(), "1 modified, 2 added, 1 missing");
         let d = check_root(root, &["etc/c".to_string(), "etc/d".to_string()]).unwrap();
         assert_eq!(d.counts(), "1 modified, 1 missing");
+    }
+
+    /// A check computes the kind of digest the record holds: a record of today's format 1
+    /// (plain sha256) still matches a file with holes, and a sparse_sha256 record matches
+    /// the same content written without holes.
+    #[test]
+    fn the_check_follows_the_recorded_digest() {
+        use sha2::{Digest, Sha256};
+        use std::os::unix::fs::FileExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("etc/hup")).unwrap();
+        let holey = root.join("holey");
+        let f = std::fs::File::create(&holey).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(b"data", 4 << 20).unwrap();
+        let mut fp = super::super::fingerprint_of_dir(root).unwrap();
+        let e = fp.entries.get_mut("holey").unwrap();
+        assert!(e.sparse_sha256.is_some(), "{e:?}");
+        // as an older hup recorded it
+        e.sparse_sha256 = None;
+        e.sha256 = Some(hex::encode(Sha256::digest(std::fs::read(&holey).unwrap())));
+        fp.save(&root.join(EMBED_PATH)).unwrap();
+        assert!(
+            std::fs::read(root.join(EMBED_PATH))
+                .unwrap()
+                .starts_with(b"{\"format\":1,")
+        );
+        assert!(check_root(root, &[]).unwrap().is_empty());
+
+        // recorded sparse, now written out in full: the same content
+        let sparse = super::super::fingerprint_of_dir(root).unwrap();
+        sparse.save(&root.join(EMBED_PATH)).unwrap();
+        let content = std::fs::read(&holey).unwrap();
+        std::fs::remove_file(&holey).unwrap();
+        std::fs::write(&holey, &content).unwrap();
+        assert!(check_root(root, &[]).unwrap().is_empty());
+        std::fs::File::options()
+            .write(true)
+            .open(&holey)
+            .unwrap()
+            .write_all_at(b"x", 1)
+            .unwrap();
+        assert_eq!(check_root(root, &[]).unwrap().counts(), "1 modified");
     }
 }

@@ -200,13 +200,19 @@ fn content_change(want: &Entry, have: &Entry) -> Option<String> {
         ));
     }
     match want.kind {
-        Kind::File if want.size != have.size || want.sha256 != have.sha256 => Some(format!(
-            "content: {} bytes sha256 {} -> {} bytes sha256 {}",
-            want.size.unwrap_or(0),
-            short(&want.sha256),
-            have.size.unwrap_or(0),
-            short(&have.sha256)
-        )),
+        Kind::File
+            if want.size != have.size
+                || want.sha256 != have.sha256
+                || want.sparse_sha256 != have.sparse_sha256 =>
+        {
+            Some(format!(
+                "content: {} bytes {} -> {} bytes {}",
+                want.size.unwrap_or(0),
+                digest(want),
+                have.size.unwrap_or(0),
+                digest(have)
+            ))
+        }
         Kind::Symlink if want.target != have.target => Some(format!(
             "target {} -> {}",
             want.target.as_deref().unwrap_or("?"),
@@ -220,8 +226,14 @@ fn content_change(want: &Entry, have: &Entry) -> Option<String> {
     }
 }
 
-fn short(sha: &Option<String>) -> &str {
-    sha.as_deref().map_or("?", |s| &s[..s.len().min(12)])
+/// `sha256 0123456789ab` (or `sparse_sha256 …`), shortened.
+fn digest(e: &Entry) -> String {
+    let short = |s: &str| s[..s.len().min(12)].to_string();
+    match (&e.sha256, &e.sparse_sha256) {
+        (Some(s), _) => format!("sha256 {}", short(s)),
+        (None, Some(s)) => format!("sparse_sha256 {}", short(s)),
+        (None, None) => "sha256 ?".into(),
+    }
 }
 
 fn metadata_change(want: &Entry, have: &Entry) -> Option<String> {

@@ -12,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use super::gnu_sparse::GnuSparseFilter;
+use super::sparse::{SparseHasher, digest_file, digest_reader, has_holes};
 use super::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
 
 const BUF: usize = 1 << 20;
@@ -21,7 +23,8 @@ const BUF: usize = 1 << 20;
 /// member; a missing parent directory is a 0755 root-owned directory; a hard link has the
 /// record of its target under its own path; a later member replaces an earlier one.
 pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
-    let mut archive = tar::Archive::new(tar);
+    // Old GNU sparse members are read as the PAX sparse members they are equivalent to.
+    let mut archive = tar::Archive::new(GnuSparseFilter::new(tar));
     let mut fp = Fingerprint::default();
     fp.insert(Entry::new(ROOT.into(), Kind::Dir, 0o755, 0, 0));
     let mut buf = vec![0u8; BUF];
@@ -29,6 +32,8 @@ pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
     for entry in archive.entries().context("reading the tar stream")? {
         let mut entry =
             entry.with_context(|| format!("reading the tar stream after member {last:?}"))?;
+        // What the ext4 writer would refuse, refused here too (with its message).
+        crate::ext4::check_entry(&mut entry)?;
         let name = escape_path(&entry.path_bytes());
         let Some(e) =
             tar_entry(&mut entry, &fp, &mut buf).with_context(|| format!("member {name:?}"))?
@@ -144,7 +149,15 @@ fn tar_entry<R: Read>(
         Kind::File if sparse.any => {
             let (size, sha) = hash_sparse(entry, &sparse, buf)?;
             e.size = Some(size);
-            e.sha256 = Some(sha);
+            e.sparse_sha256 = Some(sha);
+        }
+        Kind::File if etype == EntryType::GNUSparse => {
+            // Old GNU sparse that the filter did not rewrite: the tar crate fills the holes
+            // with zeros (it does not expose the map), so they are read, but counted rather
+            // than hashed.
+            let (size, sha) = digest_reader(entry, buf).context("reading the member's data")?;
+            e.size = Some(size);
+            e.sparse_sha256 = Some(sha);
         }
         Kind::File => {
             let (size, sha) = hash_reader(entry, buf).context("reading the member's data")?;
@@ -173,7 +186,8 @@ fn hash_reader(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<(u64, String)> {
     Ok((n, hex::encode(h.finalize())))
 }
 
-/// Size and SHA-256 of a GNU PAX sparse member's apparent content (holes read as zeros).
+/// Size and `sparse_sha256` of a GNU PAX sparse member's apparent content: time
+/// proportional to the stored data and the map, not to the holes.
 fn hash_sparse(r: &mut dyn Read, s: &Sparse, buf: &mut [u8]) -> Result<(u64, String)> {
     let realsize = s
         .realsize
@@ -188,32 +202,24 @@ fn hash_sparse(r: &mut dyn Read, s: &Sparse, buf: &mut [u8]) -> Result<(u64, Str
         )?,
         (a, b) => bail!("unsupported GNU sparse format {a}.{b}"),
     };
-    let mut h = Sha256::new();
+    let mut h = SparseHasher::new();
     let mut pos: u64 = 0;
-    let zeros = |h: &mut Sha256, mut n: u64| {
-        let z = [0u8; 8192];
-        while n > 0 {
-            let k = n.min(z.len() as u64) as usize;
-            h.update(&z[..k]);
-            n -= k as u64;
-        }
-    };
     for (off, len) in map {
         if off < pos || off.checked_add(len).is_none_or(|end| end > realsize) {
             bail!("sparse region {off}+{len} overlaps or leaves the file ({realsize} bytes)");
         }
-        zeros(&mut h, off - pos);
+        h.zeros(off - pos);
         let mut left = len;
         while left > 0 {
             let k = left.min(buf.len() as u64) as usize;
             r.read_exact(&mut buf[..k]).context("reading sparse data")?;
-            h.update(&buf[..k]);
+            h.data(&buf[..k]);
             left -= k as u64;
         }
         pos = off + len;
     }
-    zeros(&mut h, realsize - pos);
-    Ok((realsize, hex::encode(h.finalize())))
+    h.zeros(realsize - pos);
+    Ok(h.finish())
 }
 
 /// A directory tree's fingerprint and the mount points found in it.
@@ -231,7 +237,17 @@ pub fn fingerprint_of_dir(root: &Path) -> Result<Fingerprint> {
 }
 
 /// Walks the tree at `root` without following symlinks or crossing into other filesystems.
+/// A regular file gets a `sparse_sha256` when the filesystem reports a hole in it, else a
+/// `sha256`.
 pub fn scan_dir(root: &Path) -> Result<DirScan> {
+    scan_dir_for(root, None)
+}
+
+/// [`scan_dir`] for a comparison with `expected`: a regular file that `expected` records
+/// with the same size gets the digest of the kind recorded there (`sha256` or
+/// `sparse_sha256`), so that a file is compared with what was recorded whatever holes its
+/// filesystem has.
+pub fn scan_dir_for(root: &Path, expected: Option<&Fingerprint>) -> Result<DirScan> {
     let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory", root.display());
@@ -241,6 +257,7 @@ pub fn scan_dir(root: &Path) -> Result<DirScan> {
         scan: DirScan::default(),
         hashes: HashMap::new(),
         buf: vec![0u8; BUF],
+        expected,
     };
     w.record(root, ROOT.to_string(), &meta)?;
     w.dir(root, &[])?;
@@ -248,15 +265,16 @@ pub fn scan_dir(root: &Path) -> Result<DirScan> {
     Ok(w.scan)
 }
 
-struct Walker {
+struct Walker<'a> {
     dev: u64,
     scan: DirScan,
-    /// (dev, ino) of files with several links -> (size, sha256).
-    hashes: HashMap<(u64, u64), (u64, String)>,
+    /// (dev, ino, sparse digest) of files with several links -> (size, digest).
+    hashes: HashMap<(u64, u64, bool), (u64, String)>,
     buf: Vec<u8>,
+    expected: Option<&'a Fingerprint>,
 }
 
-impl Walker {
+impl Walker<'_> {
     fn dir(&mut self, dir: &Path, rel: &[u8]) -> Result<()> {
         let rd =
             fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))?;
@@ -302,7 +320,16 @@ impl Walker {
         let mut e = Entry::new(rel, kind, meta.mode(), meta.uid(), meta.gid());
         match kind {
             Kind::File => {
-                let key = (meta.dev(), meta.ino());
+                let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                let recorded = self
+                    .expected
+                    .and_then(|x| x.get(&e.path))
+                    .filter(|x| x.kind == Kind::File && x.size == Some(meta.len()));
+                let sparse = match recorded {
+                    Some(x) => x.sparse_sha256.is_some(),
+                    None => has_holes(&f, meta.len()),
+                };
+                let key = (meta.dev(), meta.ino(), sparse);
                 let cached = if meta.nlink() > 1 {
                     self.hashes.get(&key).cloned()
                 } else {
@@ -311,10 +338,12 @@ impl Walker {
                 let (size, sha) = match cached {
                     Some(v) => v,
                     None => {
-                        let mut f = File::open(path)
-                            .with_context(|| format!("opening {}", path.display()))?;
-                        let v = hash_reader(&mut f, &mut self.buf)
-                            .with_context(|| format!("reading {}", path.display()))?;
+                        let v = if sparse {
+                            digest_file(&f, meta.len(), &mut self.buf)
+                        } else {
+                            hash_reader(&mut &f, &mut self.buf).map_err(anyhow::Error::from)
+                        }
+                        .with_context(|| format!("reading {}", path.display()))?;
                         if meta.nlink() > 1 {
                             self.hashes.insert(key, v.clone());
                         }
@@ -322,7 +351,11 @@ impl Walker {
                     }
                 };
                 e.size = Some(size);
-                e.sha256 = Some(sha);
+                if sparse {
+                    e.sparse_sha256 = Some(sha);
+                } else {
+                    e.sha256 = Some(sha);
+                }
             }
             Kind::Symlink => {
                 let t = fs::read_link(path)
