@@ -60,49 +60,12 @@ pub fn check_fat_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Most long names that may share a short-name class (see [`short_name_class`]).
-const MAX_PER_SHORT_CLASS: usize = 9;
-
-/// The class fatfs 0.3.6 draws a long name's generated short name from when the 6-character
-/// form (`MODULE~1.KO`, 4 of them) is taken: the first two characters of the short base, a
-/// 16-bit checksum of the long name, the short extension (`MO1A2B~1.KO`, `~1` to `~9`). A
-/// create whose class is full rescans the whole directory with the next checksum, so a
-/// payload of many names in one class would make each create scan the directory many times.
-fn short_name_class(name: &str) -> (String, u16, String) {
-    let conv = |part: &str, max: usize| -> String {
-        let mut out = String::new();
-        for c in part.chars() {
-            if out.len() == max {
-                break;
-            }
-            match c {
-                ' ' | '.' => {}
-                c if c.is_ascii_alphanumeric() || "!#$%&'()-@^_`{}~".contains(c) => {
-                    out.push(c.to_ascii_uppercase())
-                }
-                _ => out.push('_'),
-            }
-        }
-        out
-    };
-    let (base, ext) = match name.rfind('.') {
-        Some(i) => (&name[..i], &name[i + 1..]),
-        None => (name, ""),
-    };
-    let mut sum = 0u16;
-    for c in name.chars() {
-        sum = (sum >> 1).wrapping_add(sum << 15).wrapping_add(c as u16);
-    }
-    (conv(base, 2), sum, conv(ext, 3))
-}
-
 /// The names of one boot directory: each checked, none FAT would take for another, at most
-/// [`MAX_BOOT_FILES`], at most [`MAX_PER_SHORT_CLASS`] per short-name class.
+/// [`MAX_BOOT_FILES`].
 #[derive(Debug, Default)]
 pub struct BootNames {
     /// Upper-cased name (as FAT compares) -> name as given.
     seen: HashMap<String, String>,
-    classes: HashMap<(String, u16, String), usize>,
 }
 
 impl BootNames {
@@ -124,11 +87,6 @@ impl BootNames {
         if self.seen.len() >= MAX_BOOT_FILES {
             bail!("more than {MAX_BOOT_FILES} files: the boot partition takes at most {MAX_BOOT_FILES}");
         }
-        let class = self.classes.entry(short_name_class(name)).or_default();
-        if *class >= MAX_PER_SHORT_CLASS {
-            bail!("file name {name:?}: more than {MAX_PER_SHORT_CLASS} names of this payload get the same kind of FAT short name, which makes writing them slow");
-        }
-        *class += 1;
         self.seen.insert(key, name.to_string());
         Ok(())
     }
@@ -198,29 +156,5 @@ mod tests {
             n.add(&format!("f{i}")).unwrap();
         }
         assert!(n.add("one-more").unwrap_err().to_string().contains("more than 1024"));
-    }
-
-    #[test]
-    fn short_name_classes() {
-        // fatfs's own example: "TextFile.Mine.txt" -> TE527D~1.TXT.
-        assert_eq!(short_name_class("TextFile.Mine.txt"), ("TE".into(), 0x527d, "TXT".into()));
-        assert_eq!(short_name_class("x.txt"), ("X".into(), 0x40da, "TXT".into()));
-        // Names with the same checksum: swapping two characters two places apart keeps it
-        // only rarely, so find ten by search.
-        let mut by_class: HashMap<(String, u16, String), Vec<String>> = HashMap::new();
-        let ten = (0..200_000)
-            .map(|i| format!("module-{i}.ko"))
-            .find_map(|n| {
-                let v = by_class.entry(short_name_class(&n)).or_default();
-                v.push(n);
-                (v.len() == 10).then(|| v.clone())
-            })
-            .expect("ten names of one class");
-        let mut names = BootNames::new();
-        for n in &ten[..9] {
-            names.add(n).unwrap();
-        }
-        let e = names.add(&ten[9]).unwrap_err().to_string();
-        assert!(e.contains("same kind of FAT short name"), "{e}");
     }
 }
