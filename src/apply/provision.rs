@@ -67,7 +67,11 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     let slot_size = match o.slot_size {
         Some(s) => s,
         None => {
-            let derived = (o.size.saturating_sub(boot_size + reserve) / 3) / MIB * MIB;
+            let mut derived = (o.size.saturating_sub(boot_size + reserve) / 3) / MIB * MIB;
+            if derived.saturating_mul(2).saturating_add(fixed) > o.size {
+                // Thirds leave the data partition under 16 MiB: give it just that.
+                derived = (o.size.saturating_sub(fixed) / 2) / MIB * MIB;
+            }
             if derived < min_slot {
                 let needed = min_slot
                     .checked_mul(2)
