@@ -108,7 +108,11 @@ fn apply_args<'a>(w: &'a World, img: &'a Path, bundle: &'a Path) -> Vec<&'a str>
 /// A refused apply: its last stderr line is the one-line error (info lines come before it).
 fn apply_err(w: &World, img: &Path, bundle: &Path) -> String {
     let o = hup(&apply_args(w, img, bundle));
-    assert!(!o.status.success(), "apply of {} succeeded", bundle.display());
+    assert!(
+        !o.status.success(),
+        "apply of {} succeeded",
+        bundle.display()
+    );
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     let last = err.lines().last().unwrap_or("").to_string();
     assert!(last.starts_with("hup: error: "), "{err}");
@@ -121,9 +125,7 @@ fn bad_boot_names_are_refused_before_any_write() {
     let img = w.provision("sd.img", "1.0.0", "systemd-boot", &[]);
     let esp_before = range_sha(&img, part(&img, "hup-boot"));
     let img_before = file_sha(&img);
-    let many: Vec<Vec<u8>> = (0..1025)
-        .map(|i| format!("f{i:04}").into_bytes())
-        .collect();
+    let many: Vec<Vec<u8>> = (0..1025).map(|i| format!("f{i:04}").into_bytes()).collect();
     let many: Vec<&[u8]> = many.iter().map(|n| &n[..]).collect();
     let cases: Vec<(&str, Vec<&[u8]>, &str)> = vec![
         (
@@ -148,12 +150,28 @@ fn bad_boot_names_are_refused_before_any_write() {
             vec![b"vmlinuz", b"init\0rd"],
             "NUL or another control character",
         ),
-        ("slash in a name", vec![b"vmlinuz", b"sub/initrd"], "only plain files"),
+        (
+            "slash in a name",
+            vec![b"vmlinuz", b"sub/initrd"],
+            "only plain files",
+        ),
         ("colon", vec![b"vmlinuz", b"a:b"], "FAT does not allow"),
-        ("backslash", vec![b"vmlinuz", b"a\\b"], "boot payloads are flat"),
-        ("short-name form", vec![b"vmlinuz", b"VMLINU~1"], "FAT short name"),
+        (
+            "backslash",
+            vec![b"vmlinuz", b"a\\b"],
+            "boot payloads are flat",
+        ),
+        (
+            "short-name form",
+            vec![b"vmlinuz", b"VMLINU~1"],
+            "FAT short name",
+        ),
         ("not UTF-8", vec![b"vmlinuz", b"\xff\xfe"], "not UTF-8"),
-        ("same name twice", vec![b"vmlinuz", b"vmlinuz"], "appears twice"),
+        (
+            "same name twice",
+            vec![b"vmlinuz", b"vmlinuz"],
+            "appears twice",
+        ),
         ("too many files", many, "more than 1024 files"),
     ];
     for (what, names, expect) in cases {
@@ -192,7 +210,8 @@ fn the_maximum_of_boot_files_is_written_in_one_pass() {
     let w = World::new();
     let img = w.provision("max.img", "1.0.0", "systemd-boot", &[]);
     // Long names with shared prefixes: every one needs a generated FAT short name.
-    let mut names: Vec<Vec<u8>> = vec![b"vmlinuz".to_vec(), b"initrd".to_vec(), b"cmdline".to_vec()];
+    let mut names: Vec<Vec<u8>> =
+        vec![b"vmlinuz".to_vec(), b"initrd".to_vec(), b"cmdline".to_vec()];
     names.extend((0..1021).map(|i| format!("overlay-{i:04}.dtbo").into_bytes()));
     let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
     let mut payload = files(&names);

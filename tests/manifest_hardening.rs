@@ -25,7 +25,9 @@ fn with_manifest(f: &Fixture, edit: impl Fn(&str) -> String, out: &Path) {
         members.push((name, data));
     }
     let text = edit(std::str::from_utf8(&members[0].1).unwrap());
-    let sig = SecretKey::load(&f.key).unwrap().sign(text.as_bytes(), "hup test");
+    let sig = SecretKey::load(&f.key)
+        .unwrap()
+        .sign(text.as_bytes(), "hup test");
     members[0].1 = text.into_bytes();
     members[1].1 = sig.into_bytes();
     write_bundle(
@@ -51,13 +53,23 @@ fn duplicate_keys_in_the_manifest_are_refused() {
     let f = fixture();
     let out = f.dir.join("dup.hup");
     // serde_json alone would keep the last "version" (2.0.0); another parser the first.
-    with_manifest(&f, |t| t.replacen('{', "{\n  \"version\": \"9.9.9\",", 1), &out);
+    with_manifest(
+        &f,
+        |t| t.replacen('{', "{\n  \"version\": \"9.9.9\",", 1),
+        &out,
+    );
     let err = verify_err(&f, &out);
     assert!(err.contains("duplicate key \"version\""), "{err}");
     // A nested object too.
     with_manifest(
         &f,
-        |t| t.replacen("\"kind\": \"rootfs\",", "\"kind\": \"rootfs\", \"kind\": \"boot\",", 1),
+        |t| {
+            t.replacen(
+                "\"kind\": \"rootfs\",",
+                "\"kind\": \"rootfs\", \"kind\": \"boot\",",
+                1,
+            )
+        },
         &out,
     );
     let err = verify_err(&f, &out);
@@ -75,7 +87,11 @@ fn control_characters_in_version_and_compatible_are_refused() {
         ("\"2.0.0\"", "\"2.0.0-rc\\n1\"", "control character"),
         ("\"2.0.0\"", "\"2.0.0-\\u001b[2J\"", "control character"),
         ("\"1.0.0\"", "\"1.0.0+\\r\"", "control character"),
-        ("\"qemu-x86_64\"", "\"qemu-x86_64\\u0007\"", "invalid \"compatible\""),
+        (
+            "\"qemu-x86_64\"",
+            "\"qemu-x86_64\\u0007\"",
+            "invalid \"compatible\"",
+        ),
     ] {
         with_manifest(&f, |t| t.replacen(from, to, 1), &out);
         let err = verify_err(&f, &out);
@@ -153,7 +169,11 @@ fn a_broken_key_file_in_the_key_directory_is_skipped() {
     let keys = f.dir.join("keys");
     std::fs::create_dir(&keys).unwrap();
     std::fs::copy(&f.pubkey, keys.join("release.pub")).unwrap();
-    std::fs::write(keys.join("0-broken.pub"), "untrusted comment: x\nnot base64 !!\n").unwrap();
+    std::fs::write(
+        keys.join("0-broken.pub"),
+        "untrusted comment: x\nnot base64 !!\n",
+    )
+    .unwrap();
     std::fs::write(keys.join("empty.pub"), "").unwrap();
     std::fs::create_dir(keys.join("dir.pub")).unwrap();
     let o = hup(&["verify", p(&f.bundle), "--keys", p(&keys)]);
@@ -200,5 +220,9 @@ fn a_disk_too_small_to_provision_gets_an_accurate_message() {
         err.contains("too small for this bundle") && err.contains("2 slots of at least 1048576"),
         "{err}"
     );
-    assert!(!img.exists(), "a refused provision created {}", img.display());
+    assert!(
+        !img.exists(),
+        "a refused provision created {}",
+        img.display()
+    );
 }

@@ -36,8 +36,12 @@ pub fn empty_slot_dir(esp: &Esp, dir: &str) -> Result<()> {
 /// anything but a plain file at the top level under a name FAT keeps (checked by `names`).
 fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, names: &mut BootNames) -> Result<Option<String>> {
     let raw = entry.path_bytes();
-    let name = std::str::from_utf8(&raw)
-        .map_err(|_| anyhow::anyhow!("boot payload entry {:?}: name is not UTF-8", String::from_utf8_lossy(&raw)))?;
+    let name = std::str::from_utf8(&raw).map_err(|_| {
+        anyhow::anyhow!(
+            "boot payload entry {:?}: name is not UTF-8",
+            String::from_utf8_lossy(&raw)
+        )
+    })?;
     let name = name.trim_start_matches("./").trim_end_matches('/');
     let ty = entry.header().entry_type();
     if (name.is_empty() || name == ".") && ty.is_dir() {

@@ -179,9 +179,9 @@ impl Seek for FatIo {
             SeekFrom::End(d) => (self.len, d),
             SeekFrom::Current(d) => (self.pos, d),
         };
-        self.pos = base.checked_add_signed(delta).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start")
-        })?;
+        self.pos = base
+            .checked_add_signed(delta)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
     }
 }

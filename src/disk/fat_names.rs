@@ -49,13 +49,17 @@ pub fn check_fat_name(name: &str) -> Result<()> {
         bail!("file name {name:?} contains {c:?}, which FAT does not allow");
     }
     if name.ends_with(['.', ' ']) || name.starts_with(' ') {
-        bail!("file name {name:?} starts with a space or ends with a dot or space, which FAT drops");
+        bail!(
+            "file name {name:?} starts with a space or ends with a dot or space, which FAT drops"
+        );
     }
     if name.encode_utf16().count() > MAX_NAME_UNITS {
         bail!("file name {name:?} is longer than FAT's {MAX_NAME_UNITS} characters");
     }
     if name.contains('~') && is_8_3(name) {
-        bail!("file name {name:?} has the form of a FAT short name (8.3 with '~') and may equal another file's");
+        bail!(
+            "file name {name:?} has the form of a FAT short name (8.3 with '~') and may equal another file's"
+        );
     }
     Ok(())
 }
@@ -85,7 +89,9 @@ impl BootNames {
             bail!("file names {first:?} and {name:?} are the same name on FAT (it ignores case)");
         }
         if self.seen.len() >= MAX_BOOT_FILES {
-            bail!("more than {MAX_BOOT_FILES} files: the boot partition takes at most {MAX_BOOT_FILES}");
+            bail!(
+                "more than {MAX_BOOT_FILES} files: the boot partition takes at most {MAX_BOOT_FILES}"
+            );
         }
         self.seen.insert(key, name.to_string());
         Ok(())
@@ -132,10 +138,41 @@ mod tests {
 
     #[test]
     fn names() {
-        for good in ["vmlinuz", "initrd.img-6.1", "bcm2711-rpi-4-b.dtb", "grüße", "a b", "x~y.conf.d", "LONGNAME~1.TXT"] {
+        for good in [
+            "vmlinuz",
+            "initrd.img-6.1",
+            "bcm2711-rpi-4-b.dtb",
+            "grüße",
+            "a b",
+            "x~y.conf.d",
+            "LONGNAME~1.TXT",
+        ] {
             check_fat_name(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
         }
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", "a\nb", "a:b", "a*", "a?", "a\"", "<a>", "a|b", "a.", "a ", " a", "\u{7f}", "\u{85}", "\u{1f600}", "\u{ffff}", "VMLINU~1", "ab~1.txt"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "a:b",
+            "a*",
+            "a?",
+            "a\"",
+            "<a>",
+            "a|b",
+            "a.",
+            "a ",
+            " a",
+            "\u{7f}",
+            "\u{85}",
+            "\u{1f600}",
+            "\u{ffff}",
+            "VMLINU~1",
+            "ab~1.txt",
+        ] {
             assert!(check_fat_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(check_fat_name(&"n".repeat(255)).is_ok());
@@ -155,6 +192,11 @@ mod tests {
         for i in 0..MAX_BOOT_FILES {
             n.add(&format!("f{i}")).unwrap();
         }
-        assert!(n.add("one-more").unwrap_err().to_string().contains("more than 1024"));
+        assert!(
+            n.add("one-more")
+                .unwrap_err()
+                .to_string()
+                .contains("more than 1024")
+        );
     }
 }

@@ -155,7 +155,10 @@ impl Manifest {
         let mut migrations = std::collections::BTreeSet::new();
         for m in &self.migrations {
             ensure!(valid_token(m), "invalid migration id {m:?}");
-            ensure!(migrations.insert(m.as_str()), "migration {m:?} listed twice");
+            ensure!(
+                migrations.insert(m.as_str()),
+                "migration {m:?} listed twice"
+            );
         }
         if let Some(l) = &self.layout {
             l.validate().context("\"layout\"")?;
