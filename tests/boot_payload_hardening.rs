@@ -276,3 +276,32 @@ fn pack_refuses_boot_trees_fat_cannot_hold() {
     assert!(err.contains("more than 1024 files"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_failed_boot_files_step_leaves_the_fat_clean() {
+    let w = World::new();
+    let img = w.provision("fail.img", "1.0.0", "systemd-boot", &[]);
+    let (start, _) = part(&img, "hup-boot");
+    let at = format!("{}@@{start}", p(&img));
+    // A file the step removes (a write), then a subdirectory it refuses.
+    sh(&format!(
+        "mmd -i {at} ::/hup/b && echo x > {dir}/a-file && mcopy -i {at} {dir}/a-file ::/hup/b/a-file && mmd -i {at} ::/hup/b/sub",
+        dir = p(&w.dir)
+    ));
+    let names: Vec<&[u8]> = vec![b"vmlinuz", b"initrd"];
+    let bundle = rebundle(&w, &boot_tar(&files(&names)), &w.dir.join("b.hup"));
+    let err = apply_err(&w, &img, &bundle);
+    assert!(err.contains("boot payloads are flat"), "{err}");
+    let listing = sh(&format!("mdir -i {at} -b ::/hup/b"));
+    assert!(
+        !listing.contains("a-file"),
+        "the step did not start writing: {listing}"
+    );
+    assert!(
+        !fat_dirty(&img),
+        "a failed write left the FAT dirty bit set"
+    );
+    let esp = w.dir.join("esp.img");
+    extract(&img, "hup-boot", &esp);
+    sh(&format!("fsck.fat -n {} >/dev/null", p(&esp)));
+}

@@ -123,7 +123,9 @@ pub fn check_boot_dir(dir: &Path) -> Result<()> {
             .to_str()
             .with_context(|| format!("boot file name {raw:?} is not UTF-8"))?;
         if !e.file_type()?.is_file() {
-            bail!("boot file {name:?}: only plain files at the top level are allowed");
+            bail!(
+                "boot file {name:?}: only plain files at the top level can go to the boot partition"
+            );
         }
         names
             .add(name)
