@@ -105,6 +105,35 @@ fn apply_args<'a>(w: &'a World, img: &'a Path, bundle: &'a Path) -> Vec<&'a str>
     ]
 }
 
+/// `n` names fatfs gives short names of one pattern (`ZZ1A2B~N.DTB`): same first six
+/// characters, same extension, same 16-bit checksum of the long name.
+fn same_short_name_class(n: usize) -> Vec<String> {
+    let sum = |name: &str| {
+        name.chars().fold(0u16, |s, c| {
+            (s >> 1).wrapping_add(s << 15).wrapping_add(c as u16)
+        })
+    };
+    let target = sum("zzzzzz-aaaa.dtb");
+    let alnum: Vec<char> = ('a'..='z').chain('0'..='9').collect();
+    let mut out = Vec::new();
+    for a in &alnum {
+        for b in &alnum {
+            for c in &alnum {
+                for d in &alnum {
+                    let name = format!("zzzzzz-{a}{b}{c}{d}.dtb");
+                    if sum(&name) == target {
+                        out.push(name);
+                        if out.len() == n {
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    panic!("only {} names", out.len());
+}
+
 /// A refused apply: its last stderr line is the one-line error (info lines come before it).
 fn apply_err(w: &World, img: &Path, bundle: &Path) -> String {
     let o = hup(&apply_args(w, img, bundle));
@@ -127,6 +156,8 @@ fn bad_boot_names_are_refused_before_any_write() {
     let img_before = file_sha(&img);
     let many: Vec<Vec<u8>> = (0..1025).map(|i| format!("f{i:04}").into_bytes()).collect();
     let many: Vec<&[u8]> = many.iter().map(|n| &n[..]).collect();
+    let alike = same_short_name_class(300);
+    let alike: Vec<&[u8]> = alike.iter().map(|n| n.as_bytes()).collect();
     let cases: Vec<(&str, Vec<&[u8]>, &str)> = vec![
         (
             "names equal but for case",
@@ -173,6 +204,11 @@ fn bad_boot_names_are_refused_before_any_write() {
             "appears twice",
         ),
         ("too many files", many, "more than 1024 files"),
+        (
+            "names whose short names collide",
+            alike,
+            "same FAT short name pattern",
+        ),
     ];
     for (what, names, expect) in cases {
         let bundle = rebundle(&w, &boot_tar(&files(&names)), &w.dir.join("bad.hup"));

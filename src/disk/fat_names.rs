@@ -7,7 +7,7 @@
 //! and names a file of its own. [`BootNames`] checks one directory's names as they come (the
 //! apply's preflight reads the payload's tar headers through it before any write).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -64,12 +64,132 @@ pub fn check_fat_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Most directory rescans fatfs may spend, over a whole payload, on finding free short names:
+/// at most twice the two scans per file a create costs anyway. (1021 names
+/// `overlay-0000.dtbo`... take 687.)
+const MAX_SHORT_NAME_RESCANS: usize = 2 * MAX_BOOT_FILES;
+
+/// The short (8.3) names fatfs 0.3.6 generates for the files of one new directory, replayed
+/// in memory to count its rescans. A long name gets `BASE~N.EXT` (6-character prefix, N 1-4)
+/// when free, else `BA1A2B~N.EXT` (2 characters, a 16-bit checksum of the long name, N 1-9);
+/// when all nine are taken fatfs rescans the whole directory with the checksum plus one.
+/// Similar long names can have equal checksums, and a payload made of them would cost up to
+/// N/9 directory scans per file: such a payload is refused instead.
+#[derive(Debug, Default)]
+struct ShortNames {
+    taken: HashSet<[u8; 11]>,
+    rescans: usize,
+}
+
+/// A long name's short form as fatfs builds it: (11 bytes, base length, fits 8.3, lossy).
+fn short_form(name: &str) -> ([u8; 11], usize, bool, bool) {
+    fn part(dst: &mut [u8], src: &str) -> (usize, bool, bool) {
+        let mut n = 0;
+        let mut lossy = false;
+        for c in src.chars() {
+            if n == dst.len() {
+                return (n, false, lossy);
+            }
+            let fixed = match c {
+                ' ' | '.' => {
+                    lossy = true;
+                    continue;
+                }
+                c if c.is_ascii_alphanumeric() || "!#$%&'()-@^_`{}~".contains(c) => c,
+                _ => '_',
+            };
+            lossy |= fixed != c;
+            dst[n] = fixed.to_ascii_uppercase() as u8;
+            n += 1;
+        }
+        (n, true, lossy)
+    }
+    let mut short = [b' '; 11];
+    let (base_len, fits, lossy) = match name.rfind('.') {
+        Some(i) => {
+            let (b, bf, bl) = part(&mut short[..8], &name[..i]);
+            let (_, ef, el) = part(&mut short[8..], &name[i + 1..]);
+            (b, bf && ef, bl || el)
+        }
+        None => part(&mut short[..8], name),
+    };
+    (short, base_len, fits, lossy)
+}
+
+fn checksum(name: &str) -> u16 {
+    name.chars().fold(0u16, |s, c| {
+        (s >> 1).wrapping_add(s << 15).wrapping_add(c as u16)
+    })
+}
+
+fn prefixed(short: &[u8; 11], base_len: usize, num: u8, chksum: Option<u16>) -> [u8; 11] {
+    let mut b = [b' '; 11];
+    let p = match chksum {
+        Some(sum) => {
+            let p = base_len.min(2);
+            b[..p].copy_from_slice(&short[..p]);
+            b[p..p + 4].copy_from_slice(format!("{sum:04X}").as_bytes());
+            p + 4
+        }
+        None => {
+            let p = base_len.min(6);
+            b[..p].copy_from_slice(&short[..p]);
+            p
+        }
+    };
+    b[p] = b'~';
+    b[p + 1] = b'0' + num;
+    b[8..].copy_from_slice(&short[8..]);
+    b
+}
+
+impl ShortNames {
+    /// Gives `name` the short name fatfs would; counts the rescans that took.
+    fn add(&mut self, name: &str) -> Result<()> {
+        let (short, base_len, fits, lossy) = short_form(name);
+        let pick = if fits && !lossy && !self.taken.contains(&short) {
+            Some(short)
+        } else {
+            (1..5)
+                .map(|i| prefixed(&short, base_len, i, None))
+                .find(|c| !self.taken.contains(c))
+        };
+        let pick = match pick {
+            Some(p) => p,
+            None => {
+                let mut sum = checksum(name);
+                loop {
+                    if let Some(c) = (1..10)
+                        .map(|i| prefixed(&short, base_len, i, Some(sum)))
+                        .find(|c| !self.taken.contains(c))
+                    {
+                        break c;
+                    }
+                    self.rescans += 1;
+                    if self.rescans > MAX_SHORT_NAME_RESCANS {
+                        bail!(
+                            "file name {name:?}: too many names of this payload get the same FAT short name pattern ({}), which makes writing them slow: vary the names' first characters or extensions",
+                            String::from_utf8_lossy(&prefixed(&short, base_len, 1, Some(sum)))
+                                .trim_end()
+                        );
+                    }
+                    sum = sum.wrapping_add(1);
+                }
+            }
+        };
+        self.taken.insert(pick);
+        Ok(())
+    }
+}
+
 /// The names of one boot directory: each checked, none FAT would take for another, at most
-/// [`MAX_BOOT_FILES`].
+/// [`MAX_BOOT_FILES`], and not so many alike that fatfs's short-name search would rescan the
+/// directory more than [`MAX_SHORT_NAME_RESCANS`] times in all.
 #[derive(Debug, Default)]
 pub struct BootNames {
     /// Upper-cased name (as FAT compares) -> name as given.
     seen: HashMap<String, String>,
+    short: ShortNames,
 }
 
 impl BootNames {
@@ -93,6 +213,7 @@ impl BootNames {
                 "more than {MAX_BOOT_FILES} files: the boot partition takes at most {MAX_BOOT_FILES}"
             );
         }
+        self.short.add(name)?;
         self.seen.insert(key, name.to_string());
         Ok(())
     }
@@ -200,5 +321,62 @@ mod tests {
                 .to_string()
                 .contains("more than 1024")
         );
+    }
+
+    #[test]
+    fn short_names_as_fatfs_makes_them() {
+        // fatfs 0.3.6's own test cases.
+        let (short, len, _, _) = short_form("TextFile.Mine.txt");
+        assert_eq!(&prefixed(&short, len, 1, None), b"TEXTFI~1TXT");
+        assert_eq!(
+            &prefixed(&short, len, 1, Some(checksum("TextFile.Mine.txt"))),
+            b"TE527D~1TXT"
+        );
+        let (short, len, _, _) = short_form("x.txt");
+        assert_eq!(
+            &prefixed(&short, len, 1, Some(checksum("x.txt"))),
+            b"X40DA~1 TXT"
+        );
+        assert_eq!(short_form("Foo.baR").0, *b"FOO     BAR");
+        assert!(short_form("Foo+1.baR").3, "lossy");
+    }
+
+    #[test]
+    fn natural_names_pass_and_colliding_ones_are_refused() {
+        let mut n = BootNames::new();
+        for name in ["vmlinuz", "initrd", "cmdline"] {
+            n.add(name).unwrap();
+        }
+        for i in 0..1021 {
+            n.add(&format!("overlay-{i:04}.dtbo")).unwrap();
+        }
+        assert_eq!(n.short.rescans, 687);
+        // Names with one checksum: every ninth needs one more rescan.
+        let target = checksum("zzzzzz-aaaa.dtb");
+        let mut same = Vec::new();
+        let alnum: Vec<char> = ('a'..='z').chain('0'..='9').collect();
+        'search: for a in &alnum {
+            for b in &alnum {
+                for c in &alnum {
+                    for d in &alnum {
+                        let name = format!("zzzzzz-{a}{b}{c}{d}.dtb");
+                        if checksum(&name) == target {
+                            same.push(name);
+                            if same.len() == 400 {
+                                break 'search;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(same.len(), 400);
+        let mut n = BootNames::new();
+        let e = same
+            .iter()
+            .find_map(|name| n.add(name).err())
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("same FAT short name pattern (ZZ"), "{e}");
     }
 }
