@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::boot::Slot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
-use crate::disk::{Disk, Esp};
+use crate::disk::{BootNames, Disk, Esp};
 use crate::model::config::SystemConfig;
 use crate::model::manifest::PayloadKind;
 
@@ -32,9 +32,57 @@ pub fn empty_slot_dir(esp: &Esp, dir: &str) -> Result<()> {
     esp.create_dir_all(dir)
 }
 
+/// The file name of a boot payload entry: `None` for the top directory itself; an error for
+/// anything but a plain file at the top level under a name FAT keeps (checked by `names`).
+fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, names: &mut BootNames) -> Result<Option<String>> {
+    let raw = entry.path_bytes();
+    let name = std::str::from_utf8(&raw).map_err(|_| {
+        anyhow::anyhow!(
+            "boot payload entry {:?}: name is not UTF-8",
+            String::from_utf8_lossy(&raw)
+        )
+    })?;
+    let name = name.trim_start_matches("./").trim_end_matches('/');
+    let ty = entry.header().entry_type();
+    if (name.is_empty() || name == ".") && ty.is_dir() {
+        return Ok(None);
+    }
+    if !ty.is_file() || name.contains('/') {
+        bail!("boot payload entry {name:?}: only plain files at the top level are allowed");
+    }
+    names
+        .add(name)
+        .with_context(|| "boot payload".to_string())?;
+    Ok(Some(name.to_string()))
+}
+
+/// Refuses, before anything is written, a boot payload the boot partition cannot hold as
+/// given: names FAT forbids, alters or takes as one (`vmlinuz` and `VMLINUZ`), entries other
+/// than plain top-level files, more than [`crate::disk::MAX_BOOT_FILES`] files. Reads the
+/// payload's tar headers (the payload was verified before).
+pub fn check_payload(bundle: &Bundle) -> Result<()> {
+    let Some(reader) = bundle.reader_for(PayloadKind::Boot)? else {
+        return Ok(());
+    };
+    let mut stream = zstd_stream(reader);
+    let mut names = BootNames::new();
+    {
+        let mut archive = tar::Archive::new(&mut stream);
+        for entry in archive.entries().context("reading the boot payload")? {
+            entry_name(&entry.context("reading the boot payload")?, &mut names)?;
+        }
+    }
+    stream.finish().context("boot payload")?;
+    Ok(())
+}
+
 /// Replaces the slot's boot files with the bundle's: old files removed, new ones written
-/// under temporary names and renamed. For systemd-boot, also writes the slot's entry (not
-/// yet bootable: `switch-boot` makes it so). Returns the number of files written.
+/// under their names (the slot is marked bad while this runs, and its boot entry is
+/// written last). For systemd-boot, also writes the slot's entry (not yet bootable:
+/// `switch-boot` makes it so). Returns the number of files written.
+///
+/// Each file is created once, straight under its name: fatfs scans the whole directory for
+/// every create, so every further lookup or rename per file would add a scan of N entries.
 pub fn install(
     disk_path: &Path,
     config: &SystemConfig,
@@ -51,35 +99,27 @@ pub fn install(
     empty_slot_dir(&esp, &dir)?;
     let mut stream = zstd_stream(reader);
     let mut cmdline = String::new();
+    let mut names = BootNames::new();
     let mut files = 0;
     {
         let mut archive = tar::Archive::new(&mut stream);
         for entry in archive.entries().context("reading the boot payload")? {
             let mut entry = entry.context("reading the boot payload")?;
-            let raw = entry.path_bytes().into_owned();
-            let name = String::from_utf8_lossy(&raw);
-            let name = name.trim_start_matches("./").trim_end_matches('/');
-            let ty = entry.header().entry_type();
-            if name.is_empty() && ty.is_dir() {
+            let Some(name) = entry_name(&entry, &mut names)? else {
                 continue;
-            }
-            if !ty.is_file() || name.contains('/') || name == ".." || name.is_empty() {
-                bail!("boot payload entry {name:?}: only plain files at the top level are allowed");
-            }
+            };
             let path = format!("{dir}/{name}");
-            let tmp = format!("{path}.new");
             if name == "cmdline" {
                 entry
                     .read_to_string(&mut cmdline)
                     .context("reading cmdline")?;
-                esp.write_bytes(&tmp, cmdline.as_bytes())?;
+                esp.write_new_file(&path, &mut cmdline.as_bytes())?;
             } else {
-                let n = esp.write_file(&tmp, &mut entry)?;
+                let n = esp.write_new_file(&path, &mut entry)?;
                 if n != entry.header().size()? {
                     bail!("{path}: short write ({n} bytes)");
                 }
             }
-            esp.rename(&tmp, &path)?;
             files += 1;
         }
     }

@@ -92,6 +92,7 @@ pub fn check(
             target.label(labels),
         );
     }
+    super::bootfiles::check_payload(&bundle)?;
     if let Some(boot) = m.payload(PayloadKind::Boot) {
         let esp = Esp::open(disk.open_partition(&labels.boot)?)?;
         let dir = super::bootfiles::slot_dir(target);

@@ -53,14 +53,45 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     let boot_size = o.boot_size.unwrap_or(DEFAULT_BOOT_SIZE);
     // Without --slot-size the disk is split in three: slot A, slot B, data.
     let reserve = 4 * MIB; // GPT copies and alignment
+    let overflow = || anyhow::anyhow!("--size, --slot-size and --boot-size add up past 2^64 bytes");
+    // The smallest slot the rootfs fits in, whole MiB.
+    let min_slot = rootfs
+        .unpacked_size
+        .div_ceil(MIB)
+        .max(1)
+        .checked_mul(MIB)
+        .ok_or_else(overflow)?;
+    let fixed = boot_size
+        .checked_add(16 * MIB + reserve)
+        .ok_or_else(overflow)?;
     let slot_size = match o.slot_size {
         Some(s) => s,
-        None => (o.size.saturating_sub(boot_size + reserve) / 3) / MIB * MIB,
+        None => {
+            let mut derived = (o.size.saturating_sub(boot_size + reserve) / 3) / MIB * MIB;
+            if derived.saturating_mul(2).saturating_add(fixed) > o.size {
+                // Thirds leave the data partition under 16 MiB: give it just that.
+                derived = (o.size.saturating_sub(fixed) / 2) / MIB * MIB;
+            }
+            if derived < min_slot {
+                let needed = min_slot
+                    .checked_mul(2)
+                    .and_then(|s| s.checked_add(fixed))
+                    .ok_or_else(overflow)?;
+                bail!(
+                    "--size {} is too small for this bundle: boot {boot_size} + 2 slots of at least {min_slot} (the rootfs's size) + at least 16 MiB of data + {reserve} for the partition table need {needed} bytes",
+                    o.size
+                );
+            }
+            derived
+        }
     };
-    let needed = boot_size + 2 * slot_size + 16 * MIB + reserve;
+    let needed = slot_size
+        .checked_mul(2)
+        .and_then(|s| s.checked_add(fixed))
+        .ok_or_else(overflow)?;
     if o.size < needed {
         bail!(
-            "--size {} is too small: boot {boot_size} + 2 slots of {slot_size} + at least 16 MiB of data need {needed} bytes",
+            "--size {} is too small: boot {boot_size} + 2 slots of {slot_size} + at least 16 MiB of data + {reserve} for the partition table need {needed} bytes",
             o.size
         );
     }

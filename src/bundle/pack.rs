@@ -105,6 +105,7 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
     manifest.payloads[0] = rootfs;
     let mut files = vec![rootfs_path];
     if let Some(boot) = &opts.boot {
+        crate::disk::check_boot_dir(boot)?;
         let boot_path = work.path().join("boot.tar.zst");
         let (size, sha256, unpacked_size) =
             compress_tree(boot, TreeKind::Boot, &boot_path, opts.level)

@@ -227,8 +227,12 @@ impl TrustedKeys {
                 .filter(|p| p.extension().is_some_and(|e| e == "pub"))
                 .collect();
             found.sort();
+            // One broken file in a key directory must not block every update.
             for f in found {
-                keys.push(PublicKey::load(&f)?);
+                match PublicKey::load(&f) {
+                    Ok(k) => keys.push(k),
+                    Err(e) => log::warn!("skipping key file {}: {e:#}", f.display()),
+                }
             }
         }
         ensure!(

@@ -12,9 +12,10 @@ use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 use serde::Serialize;
 
 use super::PartIo;
+use super::fat_io::FatIo;
 
-type Fs = FileSystem<PartIo>;
-type Dir<'a> = fatfs::Dir<'a, PartIo>;
+type Fs = FileSystem<FatIo>;
+type Dir<'a> = fatfs::Dir<'a, FatIo>;
 
 /// Time stamp of the entries hup writes. fatfs 0.3.6 without its `chrono` feature stamps
 /// the invalid DOS date 1980-00-00, and UEFI's FAT driver refuses to rename (SetInfo) such
@@ -90,7 +91,8 @@ pub struct EspEntry {
 /// An open FAT filesystem on the boot partition.
 pub struct Esp {
     fs: Fs,
-    sync_io: PartIo,
+    /// A clone of the stream fatfs uses (same cache), for the directory repair and syncs.
+    sync_io: FatIo,
     name: String,
 }
 
@@ -111,9 +113,8 @@ impl Esp {
     /// Opens the FAT filesystem on `io`.
     pub fn open(io: PartIo) -> Result<Esp> {
         let name = io.name().to_string();
-        let sync_io = io
-            .try_clone()
-            .with_context(|| format!("duplicating the handle of {name}"))?;
+        let io = FatIo::new(io);
+        let sync_io = io.clone();
         let fs = FileSystem::new(io, FsOptions::new().time_provider(&DOS_EPOCH))
             .with_context(|| format!("opening the FAT filesystem on {name}"))?;
         Ok(Esp { fs, sync_io, name })
@@ -258,6 +259,14 @@ impl Esp {
     pub fn write_file(&self, path: &str, src: &mut dyn Read) -> Result<u64> {
         let (parent, _) = split(path);
         self.create_dir_all(parent)?;
+        self.write_new_file(path, src)
+    }
+
+    /// Writes a new file `path` from `src` in an existing directory; returns the length. One
+    /// directory scan (fatfs's create), no lookups of ours: for writing many files. The
+    /// caller makes sure no file of that name (on FAT's terms) is there: it would be
+    /// overwritten.
+    pub fn write_new_file(&self, path: &str, src: &mut dyn Read) -> Result<u64> {
         let mut f = self
             .fs
             .root_dir()

@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::PartIo;
+use super::fat_io::FatIo;
 
 const ENTRY: usize = 32;
 const ATTR_LFN: u8 = 0x0f;
@@ -36,7 +36,7 @@ fn le32(b: &[u8], at: usize) -> u64 {
     u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
 }
 
-fn geometry(io: &PartIo) -> Result<Geometry> {
+fn geometry(io: &FatIo) -> Result<Geometry> {
     let mut bs = [0u8; 512];
     io.read_exact_at(&mut bs, 0)
         .context("reading the FAT boot sector")?;
@@ -81,7 +81,7 @@ impl Geometry {
         self.data_start + u64::from(c - 2) * self.cluster_bytes
     }
 
-    fn next(&self, io: &PartIo, c: u32) -> Result<Option<u32>> {
+    fn next(&self, io: &FatIo, c: u32) -> Result<Option<u32>> {
         let c64 = u64::from(c);
         let (v, end) = match self.bits {
             12 => {
@@ -110,7 +110,7 @@ impl Geometry {
     }
 
     /// The byte regions of a directory: `None` is the root.
-    fn regions(&self, io: &PartIo, first: Option<u32>) -> Result<Vec<(u64, u64)>> {
+    fn regions(&self, io: &FatIo, first: Option<u32>) -> Result<Vec<(u64, u64)>> {
         let mut c = match first {
             None if self.bits != 32 => return Ok(vec![self.root_region]),
             None => self.root_cluster,
@@ -128,7 +128,7 @@ impl Geometry {
     }
 
     /// First cluster of the subdirectory `name` of directory `dir`.
-    fn find(&self, io: &PartIo, dir: Option<u32>, name: &str) -> Result<u32> {
+    fn find(&self, io: &FatIo, dir: Option<u32>, name: &str) -> Result<u32> {
         let mut lfn: Vec<(u8, Vec<u16>)> = Vec::new();
         for (off, len) in self.regions(io, dir)? {
             let mut buf = vec![0u8; len as usize];
@@ -188,7 +188,7 @@ impl Geometry {
 
 /// Puts "." and ".." of the directory at `path` (just created by fatfs) into the first two
 /// slots and gives ".." the cluster FAT expects. Does nothing when they are already right.
-pub(crate) fn fix_new_dir(io: &PartIo, path: &str) -> Result<()> {
+pub(crate) fn fix_new_dir(io: &FatIo, path: &str) -> Result<()> {
     let g = geometry(io)?;
     let mut parent: Option<u32> = None;
     let mut cluster: Option<u32> = None;

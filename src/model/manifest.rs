@@ -83,7 +83,7 @@ impl Manifest {
             MAX_MANIFEST_BYTES
         );
         // Look at the format first so that a future format gets a precise error.
-        let raw: serde_json::Value = serde_json::from_slice(bytes).context("invalid JSON")?;
+        let raw = super::json::parse_unique(bytes).context("invalid JSON")?;
         match raw.get("format").and_then(|f| f.as_u64()) {
             Some(f) if f == FORMAT as u64 => {}
             Some(f) => bail!("unknown format {f} (this hup reads format {FORMAT})"),
@@ -152,8 +152,13 @@ impl Manifest {
             self.payload(PayloadKind::Rootfs).is_some(),
             "no rootfs payload"
         );
+        let mut migrations = std::collections::BTreeSet::new();
         for m in &self.migrations {
             ensure!(valid_token(m), "invalid migration id {m:?}");
+            ensure!(
+                migrations.insert(m.as_str()),
+                "migration {m:?} listed twice"
+            );
         }
         if let Some(l) = &self.layout {
             l.validate().context("\"layout\"")?;
@@ -247,6 +252,13 @@ mod tests {
         assert!(err(&|m| m.payloads[0].kind = PayloadKind::Boot).contains("no rootfs"));
         assert!(err(&|m| m.version = "x".into()).contains("version"));
         assert!(err(&|m| m.compatible = "a b".into()).contains("compatible"));
+        assert!(err(&|m| m.migrations = vec!["x".into(), "x".into()]).contains("listed twice"));
+        assert!(err(&|m| m.version = "2.0-rc\n1".into()).contains("control character"));
+        assert!(err(&|m| m.compatible = "qemu\u{1b}[2J".into()).contains("compatible"));
+        let mut j = String::from_utf8(sample().to_json()).unwrap();
+        j.insert_str(1, "\"version\":\"9.9.9\",");
+        let e = format!("{:#}", Manifest::from_json(j.as_bytes()).unwrap_err());
+        assert!(e.contains("duplicate key \"version\""), "{e}");
         let e = Manifest::from_json(b"{\"format\":1,").unwrap_err();
         assert!(format!("{e:#}").contains("invalid JSON"));
         let mut j = String::from_utf8(sample().to_json()).unwrap();

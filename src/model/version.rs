@@ -33,6 +33,9 @@ impl Version {
                     .map_err(|_| anyhow::anyhow!("invalid version {s:?}: number too large"))
             })
             .collect::<anyhow::Result<Vec<u64>>>()?;
+        if s.chars().any(char::is_control) {
+            anyhow::bail!("invalid version {s:?}: contains a control character");
+        }
         if suffix.as_deref() == Some("") || parts.len() > 8 {
             anyhow::bail!("invalid version {s:?}");
         }
