@@ -61,6 +61,8 @@ impl Dev {
                 p(&self.img),
             ])
             .env("HUP_BOOTED_SLOT", booted)
+            // A held state lock is waited for briefly, not the default 10 s.
+            .env("HUP_LOCK_WAIT_MS", "200")
             .env_remove("HUP_LOG")
             .output()
             .unwrap()
