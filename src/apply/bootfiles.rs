@@ -50,39 +50,7 @@ pub fn install(
     let dir = slot_dir(slot);
     empty_slot_dir(&esp, &dir)?;
     let mut stream = zstd_stream(reader);
-    let mut cmdline = String::new();
-    let mut files = 0;
-    {
-        let mut archive = tar::Archive::new(&mut stream);
-        for entry in archive.entries().context("reading the boot payload")? {
-            let mut entry = entry.context("reading the boot payload")?;
-            let raw = entry.path_bytes().into_owned();
-            let name = String::from_utf8_lossy(&raw);
-            let name = name.trim_start_matches("./").trim_end_matches('/');
-            let ty = entry.header().entry_type();
-            if name.is_empty() && ty.is_dir() {
-                continue;
-            }
-            if !ty.is_file() || name.contains('/') || name == ".." || name.is_empty() {
-                bail!("boot payload entry {name:?}: only plain files at the top level are allowed");
-            }
-            let path = format!("{dir}/{name}");
-            let tmp = format!("{path}.new");
-            if name == "cmdline" {
-                entry
-                    .read_to_string(&mut cmdline)
-                    .context("reading cmdline")?;
-                esp.write_bytes(&tmp, cmdline.as_bytes())?;
-            } else {
-                let n = esp.write_file(&tmp, &mut entry)?;
-                if n != entry.header().size()? {
-                    bail!("{path}: short write ({n} bytes)");
-                }
-            }
-            esp.rename(&tmp, &path)?;
-            files += 1;
-        }
-    }
+    let (files, cmdline) = write_payload(&esp, &dir, &mut stream)?;
     stream.finish().context("boot payload")?;
     esp.close().context("writing the boot partition")?;
     if config.boot_backend == "systemd-boot" {
@@ -94,4 +62,42 @@ pub fn install(
     }
     log::info!("boot files: {files} files into {dir}");
     Ok(files)
+}
+
+/// Writes the files of a boot payload tar (plain, already decompressed) into `dir` on the
+/// boot partition, each under a temporary name renamed into place. Returns the number of
+/// files written and the content of `cmdline` (empty when there is none).
+pub fn write_payload(esp: &Esp, dir: &str, tar: impl Read) -> Result<(u64, String)> {
+    let mut cmdline = String::new();
+    let mut files = 0;
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().context("reading the boot payload")? {
+        let mut entry = entry.context("reading the boot payload")?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw);
+        let name = name.trim_start_matches("./").trim_end_matches('/');
+        let ty = entry.header().entry_type();
+        if name.is_empty() && ty.is_dir() {
+            continue;
+        }
+        if !ty.is_file() || name.contains('/') || name == ".." || name.is_empty() {
+            bail!("boot payload entry {name:?}: only plain files at the top level are allowed");
+        }
+        let path = format!("{dir}/{name}");
+        let tmp = format!("{path}.new");
+        if name == "cmdline" {
+            entry
+                .read_to_string(&mut cmdline)
+                .context("reading cmdline")?;
+            esp.write_bytes(&tmp, cmdline.as_bytes())?;
+        } else {
+            let n = esp.write_file(&tmp, &mut entry)?;
+            if n != entry.header().size()? {
+                bail!("{path}: short write ({n} bytes)");
+            }
+        }
+        esp.rename(&tmp, &path)?;
+        files += 1;
+    }
+    Ok((files, cmdline))
 }
