@@ -10,8 +10,8 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
-use hup::fuzz_api::{empty_slot_dir, write_payload};
 use hup::disk::{Esp, PartIo, format_esp};
+use hup::fuzz_api::{empty_slot_dir, write_payload};
 use libfuzzer_sys::fuzz_target;
 
 const SIZE: u64 = 4 << 20;
@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
         let esp = Esp::open(open(&path)).expect("the boot partition opens after a write");
         let (n, _) = written.unwrap();
         let listed = esp.list("hup/b").expect("listing the slot directory");
-        assert!(listed.len() as u64 <= n, "more files than written: {listed:?}");
+        assert!(
+            listed.len() as u64 <= n,
+            "more files than written: {listed:?}"
+        );
         if std::env::var_os("HUP_FUZZ_FSCK").is_some() {
             let out = std::process::Command::new("fsck.vfat")
                 .arg("-n")

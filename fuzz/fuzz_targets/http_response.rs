@@ -79,7 +79,11 @@ fuzz_target!(|data: &[u8]| {
     let mut origin = HttpOrigin::new(&format!("http://127.0.0.1:{port}/b.hup"), Some(ca_file()))
         .expect("an origin for a local URL");
     if let Ok(mut opened) = origin.open(offset, validator) {
-        assert!(opened.start == offset || opened.start == 0, "start {}", opened.start);
+        assert!(
+            opened.start == offset || opened.start == 0,
+            "start {}",
+            opened.start
+        );
         let mut body = Vec::new();
         let _ = (&mut opened.reader).take(1 << 20).read_to_end(&mut body);
     }

@@ -30,7 +30,9 @@ fuzz_target!(|data: &[u8]| {
         let written = c.keyfile();
         let kf = KeyFile::parse(&written)
             .unwrap_or_else(|e| panic!("a keyfile hup writes does not parse: {e:#}\n{written}"));
-        let id = kf.group("connection").and_then(|g| g.get("id").ok().flatten());
+        let id = kf
+            .group("connection")
+            .and_then(|g| g.get("id").ok().flatten());
         assert_eq!(id.as_deref(), Some(c.id.as_str()), "{written}");
     }
 });

@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(dir.state_path(), data).unwrap();
     if let Ok(state) = dir.load_state() {
         dir.save_state(&state).expect("writing state.json");
-        let again = dir.load_state().expect("state.json written by hup reads back");
+        let again = dir
+            .load_state()
+            .expect("state.json written by hup reads back");
         assert_eq!(again, state);
     }
 });
