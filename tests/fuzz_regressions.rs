@@ -27,6 +27,19 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Runs `check` on every input of `target` (printing each result) and fails naming every
+/// input that panicked.
+fn run_all(target: &str, check: fn(&[u8]) -> anyhow::Result<()>) {
+    let mut failed = Vec::new();
+    for (path, input) in inputs(target) {
+        match std::panic::catch_unwind(|| check(&input)) {
+            Ok(r) => eprintln!("{}: {:?}", path.display(), r.err()),
+            Err(_) => failed.push(path.display().to_string()),
+        }
+    }
+    assert!(failed.is_empty(), "not handled cleanly: {failed:?}");
+}
+
 /// rootfs_ext4: the tar stream into a freshly formatted 16 MiB filesystem, as an apply
 /// writes a slot. When populate succeeds, the filesystem must be valid.
 fn rootfs_ext4(input: &[u8]) -> anyhow::Result<()> {
@@ -45,9 +58,7 @@ fn rootfs_ext4(input: &[u8]) -> anyhow::Result<()> {
 
 #[test]
 fn rootfs_ext4_regressions() {
-    for (path, input) in inputs("rootfs_ext4") {
-        eprintln!("{}: {:?}", path.display(), rootfs_ext4(&input).err());
-    }
+    run_all("rootfs_ext4", rootfs_ext4);
 }
 
 /// gpt: a disk image opened read-only; every partition hup reports lies inside the disk
@@ -73,7 +84,5 @@ fn gpt(input: &[u8]) -> anyhow::Result<()> {
 
 #[test]
 fn gpt_regressions() {
-    for (path, input) in inputs("gpt") {
-        eprintln!("{}: {:?}", path.display(), gpt(&input).err());
-    }
+    run_all("gpt", gpt);
 }
