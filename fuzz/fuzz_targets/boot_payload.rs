@@ -1,6 +1,7 @@
 //! The boot payload (a plain tar) into a slot directory of the FAT boot partition, as an
-//! apply writes it: a 4 MiB FAT image formatted once per process (copied back before each
-//! input), the slot directory emptied, the files written, the partition closed. With
+//! apply writes it: a disk image with a 4 MiB `hup-boot` partition, made and formatted
+//! once per process (copied back before each input), the partition found by label, the
+//! slot directory emptied, the files written, the partition closed. With
 //! HUP_FUZZ_FSCK=1, `fsck.vfat -n` checks every image after a successful write.
 #![no_main]
 
@@ -10,19 +11,18 @@ mod common;
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
-use hup::disk::{Esp, PartIo, format_esp};
+use hup::disk::{Disk, Esp, PartIo, format_esp};
 use hup::fuzz_api::{empty_slot_dir, write_payload};
 use libfuzzer_sys::fuzz_target;
 
-const SIZE: u64 = 4 << 20;
+/// 4 MiB of FAT from sector 2048, and room for the backup GPT.
+const PART_SECTORS: u64 = 8192;
+const SIZE: u64 = (2048 + PART_SECTORS + 2048) * 512;
 
 fn open(path: &std::path::Path) -> PartIo {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    PartIo::new(f, 0, SIZE, "hup-boot")
+    Disk::open(path)
+        .and_then(|d| d.open_partition("hup-boot"))
+        .expect("the hup-boot partition of the image")
 }
 
 fn formatted() -> &'static Vec<u8> {
@@ -30,6 +30,20 @@ fn formatted() -> &'static Vec<u8> {
     IMAGE.get_or_init(|| {
         let p = common::scratch().join("empty-esp.img");
         std::fs::File::create(&p).unwrap().set_len(SIZE).unwrap();
+        let last = 2048 + PART_SECTORS - 1;
+        let out = std::process::Command::new("sgdisk")
+            .args([
+                "-n",
+                &format!("1:2048:{last}"),
+                "-c",
+                "1:hup-boot",
+                "-t",
+                "1:ef00",
+            ])
+            .arg(&p)
+            .output()
+            .expect("running sgdisk");
+        assert!(out.status.success(), "sgdisk: {out:?}");
         format_esp(open(&p), "HUP-BOOT", 512).expect("formatting the FAT image");
         // an old slot directory with a file, as after an earlier apply
         let esp = Esp::open(open(&p)).unwrap();
@@ -67,9 +81,16 @@ fuzz_target!(|data: &[u8]| {
             "more files than written: {listed:?}"
         );
         if std::env::var_os("HUP_FUZZ_FSCK").is_some() {
+            let disk = std::fs::read(&path).unwrap();
+            let fat = common::scratch().join("fat.img");
+            std::fs::write(
+                &fat,
+                &disk[2048 * 512..((2048 + PART_SECTORS) * 512) as usize],
+            )
+            .unwrap();
             let out = std::process::Command::new("fsck.vfat")
                 .arg("-n")
-                .arg(&path)
+                .arg(&fat)
                 .output()
                 .expect("running fsck.vfat");
             assert!(
