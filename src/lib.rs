@@ -22,3 +22,10 @@ pub mod model;
 pub mod size;
 pub mod stage;
 pub mod sys;
+
+/// Entry points the fuzz targets (fuzz/, docs/fuzzing.md) need that are not otherwise
+/// public. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz_api {
+    pub use crate::apply::bootfiles::{empty_slot_dir, write_payload};
+}

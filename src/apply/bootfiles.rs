@@ -98,31 +98,7 @@ pub fn install(
     let dir = slot_dir(slot);
     empty_slot_dir(&esp, &dir)?;
     let mut stream = zstd_stream(reader);
-    let mut cmdline = String::new();
-    let mut names = BootNames::new();
-    let mut files = 0;
-    {
-        let mut archive = tar::Archive::new(&mut stream);
-        for entry in archive.entries().context("reading the boot payload")? {
-            let mut entry = entry.context("reading the boot payload")?;
-            let Some(name) = entry_name(&entry, &mut names)? else {
-                continue;
-            };
-            let path = format!("{dir}/{name}");
-            if name == "cmdline" {
-                entry
-                    .read_to_string(&mut cmdline)
-                    .context("reading cmdline")?;
-                esp.write_new_file(&path, &mut cmdline.as_bytes())?;
-            } else {
-                let n = esp.write_new_file(&path, &mut entry)?;
-                if n != entry.header().size()? {
-                    bail!("{path}: short write ({n} bytes)");
-                }
-            }
-            files += 1;
-        }
-    }
+    let (files, cmdline) = write_payload(&esp, &dir, &mut stream)?;
     stream.finish().context("boot payload")?;
     esp.close().context("writing the boot partition")?;
     if config.boot_backend == "systemd-boot" {
@@ -134,4 +110,35 @@ pub fn install(
     }
     log::info!("boot files: {files} files into {dir}");
     Ok(files)
+}
+
+/// Writes the files of a boot payload tar (plain, already decompressed) into `dir` on the
+/// boot partition, each created once under its name (names checked as the preflight checks
+/// them). Returns the number of files written and the content of `cmdline` (empty when
+/// there is none).
+pub fn write_payload(esp: &Esp, dir: &str, tar: impl Read) -> Result<(u64, String)> {
+    let mut cmdline = String::new();
+    let mut names = BootNames::new();
+    let mut files = 0;
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().context("reading the boot payload")? {
+        let mut entry = entry.context("reading the boot payload")?;
+        let Some(name) = entry_name(&entry, &mut names)? else {
+            continue;
+        };
+        let path = format!("{dir}/{name}");
+        if name == "cmdline" {
+            entry
+                .read_to_string(&mut cmdline)
+                .context("reading cmdline")?;
+            esp.write_new_file(&path, &mut cmdline.as_bytes())?;
+        } else {
+            let n = esp.write_new_file(&path, &mut entry)?;
+            if n != entry.header().size()? {
+                bail!("{path}: short write ({n} bytes)");
+            }
+        }
+        files += 1;
+    }
+    Ok((files, cmdline))
 }

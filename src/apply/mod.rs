@@ -6,7 +6,7 @@
 //! power cut the next run skips completed steps, re-runs preflight, and redoes `format`
 //! when `populate` had not completed (a half-written filesystem is started over).
 
-mod bootfiles;
+pub(crate) mod bootfiles;
 pub mod layout;
 mod preflight;
 pub mod provision;

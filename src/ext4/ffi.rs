@@ -153,13 +153,16 @@ impl Fs {
     /// after `open`), for when we zero them on disk meanwhile.
     pub fn rewrite_all_superblocks(&mut self) {
         // SAFETY: orig_super is NULL or the SUPERBLOCK_SIZE (1024) byte copy the library
-        // allocated at open time, owned by the live handle; flags is a plain field.
+        // allocated at open time, owned by the live handle; flags is a plain field of it.
         unsafe {
             let orig = (*self.fs).orig_super;
             if !orig.is_null() {
                 std::ptr::write_bytes(orig.cast::<u8>(), 0, 1024);
             }
             (*self.fs).flags &= !(sys::EXT2_FLAG_MASTER_SB_ONLY as i32);
+            // Without these, a populate that changed nothing else (an empty rootfs) would
+            // close without writing any superblock, after all were invalidated.
+            (*self.fs).flags |= (sys::EXT2_FLAG_DIRTY | sys::EXT2_FLAG_CHANGED) as i32;
         }
     }
 
