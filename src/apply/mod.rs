@@ -1,5 +1,5 @@
 //! The offline apply: the journaled pipeline that writes a bundle into the spare slot
-//! (design.md section 8, docs/apply.md). The initramfs runs it at boot; `hup apply --disk`
+//! (docs/apply.md). The initramfs runs it at boot; `hup apply --disk`
 //! runs the same code on an image file.
 //!
 //! Every step is recorded in the journal (state.json) before and after it runs. After a

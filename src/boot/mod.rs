@@ -1,6 +1,6 @@
 //! boot: which root slot boots, and how a new slot is tried, committed or given up.
 //!
-//! [`BootBackend`] is the contract (design.md section 7); [`gpt::GptBackend`] keeps the state
+//! [`BootBackend`] is the contract (docs/boot-backends.md); [`gpt::GptBackend`] keeps the state
 //! in GPT attribute bits of the root partitions, [`systemd_boot::SystemdBootBackend`] in Boot
 //! Loader Specification entries on the ESP. The on-disk formats are in docs/boot-backends.md.
 //!
@@ -130,7 +130,7 @@ impl BootState {
     }
 }
 
-/// A boot backend (design.md section 7). All methods act on the disk immediately.
+/// A boot backend (docs/boot-backends.md). All methods act on the disk immediately.
 pub trait BootBackend {
     /// `gpt` or `systemd-boot`.
     fn name(&self) -> &'static str;

@@ -1,4 +1,4 @@
-//! The migration steps of design.md section 9. Each one checks where the disk is, does its
+//! The migration steps of docs/layout-migration.md. Each one checks where the disk is, does its
 //! work again from the start when it was interrupted, and records its phase in the backup
 //! header when it completes; [`resume`] continues from that header after a power cut.
 

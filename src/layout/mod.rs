@@ -2,7 +2,7 @@
 //!
 //! A bundle may require another partition layout than the device has (bigger root slots,
 //! a moved data partition). The migration runs offline, before the normal apply, in steps
-//! that are each idempotent and resumable (design.md section 9):
+//! that are each idempotent and resumable (docs/layout-migration.md):
 //!
 //! 1. [`normalize`]: when the active slot is not the one that keeps its start, copy it
 //!    there (raw, verified by sha256); the caller then switches boot to it.
