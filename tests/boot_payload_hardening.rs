@@ -93,18 +93,6 @@ fn rebundle(w: &World, tar: &[u8], out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
-fn apply_args<'a>(w: &'a World, img: &'a Path, bundle: &'a Path) -> Vec<&'a str> {
-    vec![
-        "apply",
-        "--disk",
-        p(img),
-        "--bundle",
-        p(bundle),
-        "--key",
-        p(&w.pubkey),
-    ]
-}
-
 /// `n` names fatfs gives short names of one pattern (`ZZ1A2B~N.DTB`): same first six
 /// characters, same extension, same 16-bit checksum of the long name.
 fn same_short_name_class(n: usize) -> Vec<String> {
@@ -136,7 +124,7 @@ fn same_short_name_class(n: usize) -> Vec<String> {
 
 /// A refused apply: its last stderr line is the one-line error (info lines come before it).
 fn apply_err(w: &World, img: &Path, bundle: &Path) -> String {
-    let o = hup(&apply_args(w, img, bundle));
+    let o = hup(&w.apply_args(img, bundle));
     assert!(
         !o.status.success(),
         "apply of {} succeeded",
@@ -224,7 +212,7 @@ fn bad_boot_names_are_refused_before_any_write() {
     // The same harness with good names applies: the refusals above are about the names.
     let names: Vec<&[u8]> = vec![b"vmlinuz", b"initrd", b"cmdline", b"Stra\xc3\x9fe.dtb"];
     let bundle = rebundle(&w, &boot_tar(&files(&names)), &w.dir.join("good.hup"));
-    hup_ok(&apply_args(&w, &img, &bundle));
+    hup_ok(&w.apply_args(&img, &bundle));
     let (start, _) = part(&img, "hup-boot");
     let listing = sh(&format!("mdir -i {}@@{start} -b ::/hup/b", p(&img)));
     assert!(listing.contains("Straße.dtb"), "{listing}");
@@ -254,7 +242,7 @@ fn the_maximum_of_boot_files_is_written_in_one_pass() {
     payload[2].1 = b"console=ttyS0".to_vec();
     let bundle = rebundle(&w, &boot_tar(&payload), &w.dir.join("max.hup"));
     let t = Instant::now();
-    hup_ok(&apply_args(&w, &img, &bundle));
+    hup_ok(&w.apply_args(&img, &bundle));
     // A measurement for the record, not an assertion (debug build, shared machine).
     eprintln!("apply with {} boot files: {:?}", names.len(), t.elapsed());
     assert!(!fat_dirty(&img), "the FAT dirty bit is left set");

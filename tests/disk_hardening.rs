@@ -32,18 +32,6 @@ fn snapshot(img: &Path, data: (u64, u64)) -> Snapshot {
     }
 }
 
-fn apply_args<'a>(w: &'a World, img: &'a Path, bundle: &'a Path) -> Vec<&'a str> {
-    vec![
-        "apply",
-        "--disk",
-        p(img),
-        "--bundle",
-        p(bundle),
-        "--key",
-        p(&w.pubkey),
-    ]
-}
-
 /// Provisions 1.0.0 with `backend`, lets `edit` break the table, applies 2.0.0: refused in
 /// one line that contains each of `expect`, and the image is unchanged.
 fn apply_refused(backend: &str, edit: impl Fn(&Path), expect: &[&str]) {
@@ -53,7 +41,7 @@ fn apply_refused(backend: &str, edit: impl Fn(&Path), expect: &[&str]) {
     let data = part(&img, "hup-data");
     edit(&img);
     let before = snapshot(&img, data);
-    let err = hup_err(&apply_args(&w, &img, &bundle));
+    let err = hup_err(&w.apply_args(&img, &bundle));
     for e in expect {
         assert!(err.contains(e), "{e:?} not in: {err}");
     }
@@ -162,7 +150,7 @@ fn labels_naming_the_data_partition_as_a_slot_are_refused() {
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let before = snapshot(&img, data);
     // Preflight logs its start on stderr: the error is the one last line.
-    let o = hup(&apply_args(&w, &img, &bundle));
+    let o = hup(&w.apply_args(&img, &bundle));
     assert!(!o.status.success(), "apply succeeded");
     let stderr = String::from_utf8(o.stderr).unwrap();
     let err = stderr.lines().last().unwrap_or_default();

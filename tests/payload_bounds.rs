@@ -79,15 +79,7 @@ fn apply_refused(w: &World, img: &Path, bundle: &Path, expect: &str, boot_step: 
     let root_a = range_sha(img, part(img, "hup-root-a"));
     let boot = range_sha(img, part(img, "hup-boot"));
     let boot_a = slot_a_boot_files(img);
-    let o = bounded(&[
-        "apply",
-        "--disk",
-        p(img),
-        "--bundle",
-        p(bundle),
-        "--key",
-        p(&w.pubkey),
-    ]);
+    let o = bounded(&w.apply_args(img, bundle));
     assert_ne!(o.status.code(), Some(124), "the apply did not finish");
     assert!(!o.status.success(), "the apply went through");
     let err = String::from_utf8_lossy(&o.stderr);

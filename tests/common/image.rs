@@ -28,6 +28,19 @@ impl World {
         }
     }
 
+    /// `hup apply --disk IMG --bundle BUNDLE --key` this world's public key.
+    pub fn apply_args<'a>(&'a self, img: &'a Path, bundle: &'a Path) -> Vec<&'a str> {
+        vec![
+            "apply",
+            "--disk",
+            p(img),
+            "--bundle",
+            p(bundle),
+            "--key",
+            p(&self.pubkey),
+        ]
+    }
+
     /// Packs version `v` (rootfs from make_rootfs, a small boot payload) unless already packed.
     pub fn bundle(&self, v: &str) -> PathBuf {
         self.bundle_with(v, COMPATIBLE, &[])
