@@ -21,8 +21,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::connman::{self, Ipv4, Ipv6, Medium, Security, Service};
+use super::migration::{Check, Migration, MigrationContext, Report};
 use super::nm::Connection;
-use super::{Check, Migration, MigrationContext, Report};
 
 pub struct WifiToNetworkManager;
 
