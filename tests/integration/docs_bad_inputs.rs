@@ -1,6 +1,6 @@
 //! docs/bad-inputs.md stays in step with the tests: every test it names exists.
 //!
-//! Names are `file::function` (an integration test in `tests/file.rs`), `src/path.rs::...::function`
+//! Names are `file::function` (an integration test in `tests/integration/file.rs`), `src/path.rs::...::function`
 //! (a unit test in that file), or `::function` (the same file as the name before it in the row).
 
 use std::path::Path;
@@ -33,7 +33,7 @@ fn names_in_row(row: &str) -> Vec<(String, String)> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
-            format!("tests/{path}.rs")
+            format!("tests/integration/{path}.rs")
         } else {
             // Message fragments such as `x::y` in prose are not test names.
             continue;
@@ -78,9 +78,9 @@ fn row_names_resolve_to_files() {
     assert_eq!(
         names_in_row(row),
         [
-            own("tests/a.rs", "b"),
-            own("tests/apply.rs", "one"),
-            own("tests/apply.rs", "two"),
+            own("tests/integration/a.rs", "b"),
+            own("tests/integration/apply.rs", "one"),
+            own("tests/integration/apply.rs", "two"),
             own("src/disk/table.rs", "three"),
         ]
     );
