@@ -5,25 +5,17 @@
 use std::path::Path;
 
 use crate::support::image::*;
+use crate::support::runner::Hup;
 use crate::support::*;
 use hup::boot::{self, Slot};
 use hup::model::config::Labels;
 
 fn run_apply(w: &World, img: &Path, failpoint: Option<&str>) -> std::process::Output {
-    let mut c = std::process::Command::new(HUP);
-    c.args([
-        "apply",
-        "--disk",
-        p(img),
-        "--bundle",
-        p(&w.bundle("2.0.0")),
-        "--key",
-        p(&w.pubkey),
-    ]);
+    let mut c = Hup::with(w.apply_args(img, &w.bundle("2.0.0")));
     if let Some(f) = failpoint {
-        c.env("HUP_FAILPOINT", f);
+        c = c.env("HUP_FAILPOINT", f);
     }
-    c.output().unwrap()
+    c.run()
 }
 
 /// What must be equal between an interrupted-then-resumed and an uninterrupted apply.
@@ -148,20 +140,11 @@ fn migrations_are_journaled_one_by_one() {
     );
     let img = w.provision("mig.img", "1.0.0", "gpt", &[]);
     let apply = |failpoint: Option<&str>| {
-        let mut c = std::process::Command::new(HUP);
-        c.args([
-            "apply",
-            "--disk",
-            p(&img),
-            "--bundle",
-            p(&bundle),
-            "--key",
-            p(&w.pubkey),
-        ]);
+        let mut c = Hup::with(w.apply_args(&img, &bundle));
         if let Some(f) = failpoint {
-            c.env("HUP_FAILPOINT", f);
+            c = c.env("HUP_FAILPOINT", f);
         }
-        c.output().unwrap()
+        c.run()
     };
     let o = apply(Some("migrations"));
     assert_eq!(o.status.code(), Some(hup::failpoint::EXIT));

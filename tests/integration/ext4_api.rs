@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::ext4::*;
+#[cfg(feature = "failpoints")]
+use crate::support::runner::Hup;
 use crate::support::tars::pax_tar;
 use hup::disk::Disk;
 use hup::ext4::{Dest, MkfsOptions, format, mkfs_from_tar, populate};
@@ -210,14 +212,13 @@ fn failpoint_populate_middle() {
     let tar = tmp.path().join("t.tar");
     fs::write(&tar, big_tar()).unwrap();
     let img = tmp.path().join("img");
-    let out = hup()
+    let out = Hup::new()
         .env("HUP_FAILPOINT", "populate-middle")
         .args(["mkfs", "--from"])
         .arg(&tar)
         .args(["--size", "32M"])
         .arg(&img)
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(99));
     assert_eq!(magic(&img, 0), [0, 0]);
     assert_ne!(fsck_status(&img), 0);

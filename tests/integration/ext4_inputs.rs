@@ -2,12 +2,13 @@
 //! the wild, and the on-disk structures large inputs need (htrees, extent trees).
 
 use std::fs;
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::support::ext4::*;
+use crate::support::runner::Hup;
 use crate::support::tars::pax_tar;
 use hup::ext4::{Dest, MkfsOptions, mkfs_from_tar};
 
@@ -18,7 +19,7 @@ fn cli_reads_zstd_from_stdin_and_sets_label_and_uuid() {
     let tmp = tmpdir();
     let img = tmp.path().join("img");
     let zst = zstd::encode_all(&pax_tar()[..], 3).unwrap();
-    let mut child = hup()
+    let out = Hup::new()
         .args([
             "mkfs",
             "--from",
@@ -31,13 +32,8 @@ fn cli_reads_zstd_from_stdin_and_sets_label_and_uuid() {
             "12345678-9abc-def0-1234-56789abcdef0",
         ])
         .arg(&img)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&zst).unwrap();
-    let out = child.wait_with_output().unwrap();
+        .stdin(zst)
+        .run();
     assert!(
         out.status.success(),
         "{}",

@@ -6,7 +6,7 @@ use std::io::{Cursor, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use hup::bundle::tree::{TreeKind, write_tar};
 use hup::data::fingerprint::{
@@ -14,15 +14,8 @@ use hup::data::fingerprint::{
 };
 use sha2::Digest as _;
 
-const HUP: &str = env!("CARGO_BIN_EXE_hup");
-
-fn hup(args: &[&str]) -> Output {
-    Command::new(HUP)
-        .args(args)
-        .env_remove("HUP_LOG")
-        .output()
-        .expect("running hup")
-}
+use crate::support::hup;
+use crate::support::runner::Hup;
 
 fn write(path: &Path, data: &[u8], mode: u32) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -220,7 +213,7 @@ fn hup_fingerprint_check_exit_codes_and_output() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("modified var/log/messages"));
 
     // The other slot is never mounted by hup: it says so.
-    let o = Command::new(HUP)
+    let o = Hup::new()
         .args([
             "fingerprint",
             "check",
@@ -230,14 +223,12 @@ fn hup_fingerprint_check_exit_codes_and_output() {
             "/nonexistent/system.json",
         ])
         .env("HUP_BOOTED_SLOT", "a")
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(o.status.code(), Some(1));
-    let o = Command::new(HUP)
+    let o = Hup::new()
         .args(["fingerprint", "check", "--slot", "b"])
         .env("HUP_BOOTED_SLOT", "a")
-        .output()
-        .unwrap();
+        .run();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("slot b is not the booted slot (a)"), "{err}");

@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const HUP: &str = env!("CARGO_BIN_EXE_hup");
+use crate::support::runner::{HUP, Hup};
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// A static executable that is always there (busybox-static, scripts/install-deps).
 const STATIC_EXE: &str = "/bin/busybox";
 
 fn hup(args: &[&str]) -> Output {
-    Command::new(HUP).args(args).output().unwrap()
+    Hup::with(args).run()
 }
 
 fn text(o: &Output) -> String {

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Any file will do as the hup binary here: the script only copies it.
-const HUP: &str = env!("CARGO_BIN_EXE_hup");
+use crate::support::runner::HUP;
 
 fn mk(version: &str, out: &Path, extra: &[&str]) -> Output {
     Command::new(format!("{REPO}/scripts/mk-test-os"))

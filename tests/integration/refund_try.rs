@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use crate::support::image::*;
+use crate::support::runner::Hup;
 use crate::support::*;
 use hup::boot::Slot;
 use hup::boot::gpt::GptBackend;
@@ -48,7 +49,7 @@ impl Dev {
 
     /// Runs `hup CMD --config --data-dir --disk` as if `booted` were the booted slot.
     fn cmd(&self, cmd: &str, booted: &str) -> Output {
-        std::process::Command::new(HUP)
+        Hup::new()
             .args([
                 cmd,
                 "--config",
@@ -61,9 +62,7 @@ impl Dev {
             .env("HUP_BOOTED_SLOT", booted)
             // A held state lock is waited for briefly, not the default 10 s.
             .env("HUP_LOCK_WAIT_MS", "200")
-            .env_remove("HUP_LOG")
-            .output()
-            .unwrap()
+            .run()
     }
 
     /// `hup refund-try` in slot `booted`: exit 0 and its one line.
@@ -211,13 +210,12 @@ fn gpt_refund_after_mark_good_or_mark_bad_and_its_errors() {
     assert_eq!(dev.tries("b"), (2, 3));
 
     // No disk: exit 1 with one line naming it.
-    let o = std::process::Command::new(HUP)
+    let o = Hup::new()
         .args(["refund-try", "--config", p(&dev.config), "--data-dir"])
         .arg(&dev.data)
         .args(["--disk", "/nonexistent/disk.img"])
         .env("HUP_BOOTED_SLOT", "b")
-        .output()
-        .unwrap();
+        .run();
     let (code, err) = failed(&o);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/nonexistent/disk.img"), "{err}");

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::device::*;
+use crate::support::runner::*;
 use serde_json::{Value, json};
 
 /// A file outside `DATA/hup/` that no hup command may touch.

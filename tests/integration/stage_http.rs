@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::device::*;
+use crate::support::runner::*;
 
 #[test]
 fn stage_over_http_succeeds_and_status_shows_it() {

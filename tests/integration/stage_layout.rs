@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::device::*;
+use crate::support::runner::*;
 use hup::boot::{BootBackend, Slot};
 use hup::disk::{TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64};
 use serde_json::{Value, json};

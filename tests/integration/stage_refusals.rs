@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 
 use crate::support::device::*;
+use crate::support::runner::*;
 
 /// A device with v2.0.0 staged (from a local file), and the bundle's bytes.
 fn staged_device() -> (Device, Vec<u8>) {

@@ -2,6 +2,7 @@
 //! directory, with the gpt boot backend.
 
 use crate::support::device::*;
+use crate::support::runner::*;
 use hup::boot::gpt::GptBackend;
 use hup::boot::{BootBackend, Slot, SlotStatus};
 use hup::fsutil::DataDir;
@@ -63,11 +64,10 @@ fn status_of_a_fresh_device() {
     );
 
     // Host use on a bare image: no configuration, no data directory, no booted slot.
-    let o = std::process::Command::new(HUP)
+    let o = Hup::new()
         .args(["status", "--json", "--disk", p(&dev.disk)])
         .env_remove("HUP_BOOTED_SLOT")
-        .output()
-        .unwrap();
+        .run();
     let st: Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!(st["booted"], Value::Null);
     assert_eq!(st["compatible"], Value::Null);
@@ -75,10 +75,9 @@ fn status_of_a_fresh_device() {
     assert_eq!(st["slots"][1]["health"], "bad");
     assert_eq!(st["boot"]["backend"], "gpt");
     // A disk that is not there is reported, not fatal.
-    let o = std::process::Command::new(HUP)
+    let o = Hup::new()
         .args(["status", "--json", "--disk", "/nonexistent.img"])
-        .output()
-        .unwrap();
+        .run();
     let st: Value = serde_json::from_str(&ok(&o)).unwrap();
     assert!(
         st["errors"][0]

@@ -3,6 +3,7 @@
 //! and every field the command prints must be documented in the schema.
 
 use crate::support::device::*;
+use crate::support::runner::*;
 use hup::fsutil::DataDir;
 use hup::model::state::State;
 use serde_json::Value;
@@ -197,7 +198,7 @@ fn real_outputs_validate() {
     );
 
     // Host use with an unreadable disk: nulls and an error.
-    let o = std::process::Command::new(HUP)
+    let o = Hup::new()
         .args([
             "status",
             "--json",
@@ -207,8 +208,7 @@ fn real_outputs_validate() {
             p(&dev.data),
         ])
         .env_remove("HUP_BOOTED_SLOT")
-        .output()
-        .unwrap();
+        .run();
     let host: Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_valid(&schema, &host);
     assert_eq!(host["boot"], Value::Null);
@@ -222,11 +222,10 @@ fn real_outputs_validate() {
     let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
     let len = f.metadata().unwrap().len();
     std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 512], len - 512).unwrap();
-    let o = std::process::Command::new(HUP)
+    let o = Hup::new()
         .args(["status", "--json", "--disk", p(&copy)])
         .env_remove("HUP_BOOTED_SLOT")
-        .output()
-        .unwrap();
+        .run();
     let damaged: Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_valid(&schema, &damaged);
     let t = &damaged["partition_table"];

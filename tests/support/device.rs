@@ -9,77 +9,21 @@ use std::process::{Command, Output};
 #[allow(unused_imports)]
 pub use super::server::{Pki, Server, Shared};
 
+use super::runner::{Hup, ok};
 use hup::boot::{BootBackend, Slot};
 use hup::fsutil::DataDir;
 use hup::model::state::State;
 use sha2::Digest;
 
-pub const HUP: &str = env!("CARGO_BIN_EXE_hup");
 pub const MIB: u64 = 1 << 20;
 
-/// Runs hup with `args` and the test environment (booted slot a, fast retries).
+/// Runs hup with `args` on the test device (booted slot a, fast retries).
 pub fn hup(args: &[&str]) -> Output {
     hup_env(args, &[])
 }
 
 pub fn hup_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(HUP);
-    c.args(args)
-        .env_remove("HUP_LOG")
-        .env("HUP_BOOTED_SLOT", "a")
-        .env("HUP_BACKOFF_MS", "10")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("running hup")
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Asserts success and returns stdout.
-pub fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hup failed ({}):\n{}{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
-}
-
-/// Asserts exit code `code` with a last stderr line `hup: error: ...` containing `needle`
-/// (and no other error line); returns that line.
-pub fn fails(o: &Output, code: i32, needle: &str) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(code), "exit code; stderr:\n{err}");
-    let errors: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("hup: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "expected one error line:\n{err}");
-    assert_eq!(
-        err.lines().last(),
-        Some(errors[0]),
-        "the error comes last:\n{err}"
-    );
-    assert!(
-        errors[0].contains(needle),
-        "{needle:?} not in {:?}",
-        errors[0]
-    );
-    errors[0].to_string()
+    Hup::on_device("a").args(args).envs(env).run()
 }
 
 pub fn p(path: &Path) -> &str {
@@ -274,20 +218,12 @@ impl Device {
 
     /// [`Device::stage`] started in the background (stderr piped).
     pub fn stage_spawn(&self, source: &str, extra: &[&str]) -> std::process::Child {
-        Command::new(HUP)
+        Hup::on_device("a")
             .arg("stage")
             .arg(source)
             .args(extra)
             .args(self.device_args())
-            .env_remove("HUP_LOG")
-            .env("HUP_BOOTED_SLOT", "a")
-            .env("HUP_BACKOFF_MS", "10")
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("starting hup stage")
     }
 
     /// `hup CMD EXTRA... --config --data-dir --disk` (status, mark-good, mark-bad).

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn hup() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hup"))
-}
+use super::runner::Hup;
 
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -25,14 +23,14 @@ pub fn run(cmd: &mut Command) -> Output {
 
 /// `hup mkfs --from TAR --size SIZE IMG`; returns the output (success or not).
 pub fn mkfs(tar: &Path, size: &str, img: &Path, extra: &[&str]) -> Output {
-    let mut c = hup();
-    c.arg("mkfs")
+    Hup::new()
+        .arg("mkfs")
         .arg("--from")
         .arg(tar)
         .args(["--size", size])
         .args(extra)
-        .arg(img);
-    c.output().expect("running hup mkfs")
+        .arg(img)
+        .run()
 }
 
 /// Asserts that `e2fsck -fn` finds nothing to report: exit 0 and only its pass headers and

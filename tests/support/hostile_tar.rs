@@ -3,22 +3,17 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use tar::{EntryType, Header};
 
 use crate::support::ext4::{assert_fsck_clean, fsck_status};
-use crate::support::{HUP, p};
+use crate::support::p;
+use crate::support::runner::Hup;
 
 /// Runs hup under a watchdog (a hang shows as exit status 124).
 pub fn bounded(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg("120")
-        .arg(HUP)
-        .args(args)
-        .env_remove("HUP_LOG")
-        .output()
-        .expect("running hup")
+    Hup::with(args).watchdog(120).run()
 }
 
 /// Asserts a clean refusal: failure (not the watchdog), one line, mentioning `expect`.

@@ -10,6 +10,7 @@ pub mod gpt_edit;
 pub mod hostile_tar;
 pub mod image;
 pub mod layout;
+pub mod runner;
 pub mod server;
 pub mod tars;
 
@@ -17,40 +18,21 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const HUP: &str = env!("CARGO_BIN_EXE_hup");
+use self::runner::Hup;
 
 /// Runs hup with `args`; returns the output whatever the exit status.
 pub fn hup(args: &[&str]) -> Output {
-    Command::new(HUP)
-        .args(args)
-        .env_remove("HUP_LOG")
-        .output()
-        .expect("running hup")
+    Hup::with(args).run()
 }
 
-/// Runs hup and panics with its stderr unless it succeeds; returns stdout.
+/// Runs hup and panics with its output unless it succeeds; returns stdout.
 pub fn hup_ok(args: &[&str]) -> String {
-    let o = hup(args);
-    assert!(
-        o.status.success(),
-        "hup {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    Hup::with(args).ok()
 }
 
 /// Runs hup expecting failure; returns stderr (asserted to be one line).
 pub fn hup_err(args: &[&str]) -> String {
-    let o = hup(args);
-    let err = String::from_utf8(o.stderr).unwrap();
-    assert!(!o.status.success(), "hup {args:?} unexpectedly succeeded");
-    assert_eq!(
-        err.lines().count(),
-        1,
-        "expected a one-line error, got: {err}"
-    );
-    err
+    Hup::with(args).err_line()
 }
 
 /// Runs a shell command, panicking with its output on failure; returns stdout.
