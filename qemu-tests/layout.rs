@@ -14,13 +14,13 @@
 //! with the data intact. Every scenario starts from a copy of one staged v1 device.
 
 use std::process::Command;
-use std::sync::OnceLock;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
 use crate::artifacts::{self, OsSpec, run};
 use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts, tail};
+use crate::fixture::Cached;
 use crate::update::{expect_applied, expect_committed, expect_same_data};
 
 const MIB: u64 = 1 << 20;
@@ -97,28 +97,26 @@ fn target_layout() -> hup::layout::TargetLayout {
     }
 }
 
-static BUNDLE: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+static BUNDLE: Cached<String> = Cached::new("packing the layout v2 bundle");
 
 /// The guest URL of v2 with layout version 2 and the WiFi migration, packed on first use.
 fn layout_bundle_url() -> String {
-    let r = BUNDLE.get_or_init(|| {
-        let a = artifacts::get();
-        let file = a.work.join("layout-v2.json");
-        let json = serde_json::to_vec_pretty(&target_layout()).map_err(|e| e.to_string())?;
-        std::fs::write(&file, json).map_err(|e| format!("writing {}: {e}", file.display()))?;
-        let args = [
-            "--layout".to_string(),
-            file.display().to_string(),
-            "--migration".to_string(),
-            MIGRATION.to_string(),
-        ];
-        a.bundle_with(&OsSpec::gpt("v2-layout", "2", &[]), &args);
-        Ok(artifacts::server().guest_url("bundles/v2-layout.hup"))
-    });
-    match r {
-        Ok(u) => u.clone(),
-        Err(e) => panic!("packing the layout v2 bundle: {e}"),
-    }
+    BUNDLE
+        .get(|| {
+            let a = artifacts::get();
+            let file = a.work.join("layout-v2.json");
+            let json = serde_json::to_vec_pretty(&target_layout())?;
+            std::fs::write(&file, json).with_context(|| format!("writing {}", file.display()))?;
+            let args = [
+                "--layout".to_string(),
+                file.display().to_string(),
+                "--migration".to_string(),
+                MIGRATION.to_string(),
+            ];
+            a.bundle_with(&OsSpec::gpt("v2-layout", "2", &[]), &args);
+            Ok(artifacts::server().guest_url("bundles/v2-layout.hup"))
+        })
+        .clone()
 }
 
 /// The keyfile the migration makes of [`config_json`], computed on the host with the
@@ -157,13 +155,10 @@ struct Staged {
     parts: Vec<hup::disk::Part>,
 }
 
-static STAGED: OnceLock<std::result::Result<Staged, String>> = OnceLock::new();
+static STAGED: Cached<Staged> = Cached::new("staging the layout v2 bundle on a v1 device failed");
 
 fn staged_device() -> &'static Staged {
-    match STAGED.get_or_init(|| build_staged().map_err(|e| format!("{e:#}"))) {
-        Ok(s) => s,
-        Err(e) => panic!("staging the layout v2 bundle on a v1 device failed: {e}"),
-    }
+    STAGED.get(build_staged)
 }
 
 fn build_staged() -> Result<Staged> {

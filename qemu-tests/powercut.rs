@@ -8,13 +8,13 @@
 //! completes the update or keeps running the old version; it is never unbootable, and the
 //! user's files on the data partition are intact.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts};
+use crate::fixture::Cached;
 use crate::update::{expect_committed, expect_same_data};
 
 /// A v1 device with v2 staged, powered off before the apply.
@@ -23,13 +23,10 @@ struct Staged {
     v1: Boot,
 }
 
-static STAGED: OnceLock<std::result::Result<Staged, String>> = OnceLock::new();
+static STAGED: Cached<Staged> = Cached::new("staging v2 on a v1 device failed");
 
 fn staged_device() -> &'static Staged {
-    match STAGED.get_or_init(|| build_staged().map_err(|e| format!("{e:#}"))) {
-        Ok(s) => s,
-        Err(e) => panic!("staging v2 on a v1 device failed: {e}"),
-    }
+    STAGED.get(build_staged)
 }
 
 fn build_staged() -> Result<Staged> {

@@ -9,12 +9,12 @@
 //! scenarios copy as their starting point.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use anyhow::Result;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts};
+use crate::fixture::Cached;
 
 /// A device updated from v1 to v2 (committed, powered off), with the boots that got it there.
 pub struct Updated {
@@ -27,14 +27,11 @@ pub struct Updated {
     pub v2: Boot,
 }
 
-static V2: OnceLock<std::result::Result<Updated, String>> = OnceLock::new();
+static V2: Cached<Updated> = Cached::new("updating a device from v1 to v2 failed");
 
 /// The device of scenarios 1 and 2, built on first use.
 pub fn v2_device() -> &'static Updated {
-    match V2.get_or_init(|| build_v2().map_err(|e| format!("{e:#}"))) {
-        Ok(u) => u,
-        Err(e) => panic!("updating a device from v1 to v2 failed: {e}"),
-    }
+    V2.get(build_v2)
 }
 
 fn build_v2() -> Result<Updated> {
