@@ -16,11 +16,14 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
+use hup::boot::{Slot, SlotStatus};
 use serde_json::Value;
 
 use crate::artifacts::{self, OsSpec, run};
-use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts, tail};
+use crate::device::{Backend, Boot, BootOpts, Device, tail};
 use crate::fixture::Cached;
+use crate::script::Script;
+use crate::status::{boot_slot, next, other};
 use crate::update::{expect_applied, expect_committed, expect_same_data};
 
 const MIB: u64 = 1 << 20;
@@ -170,13 +173,18 @@ fn build_staged() -> Result<Staged> {
         "cat > \"$DATA/config.json\" <<'EOF'\n{}EOF\nsync\n",
         config_json()
     );
-    let b = dev.boot(BootOpts::new("v1-stage-v2-layout").script(&format!(
-        "{}{WRITE_BULK}{write_config}{}{PRINT_BULK}{}{}",
-        scripts::WRITE_USER_DATA,
-        scripts::PRINT_USER_DATA,
-        scripts::stage(&url),
-        scripts::POWEROFF
-    )))?;
+    let b = dev.boot(
+        BootOpts::new("v1-stage-v2-layout").script(
+            Script::new()
+                .write_user_data()
+                .sh(WRITE_BULK)
+                .sh(&write_config)
+                .print_user_data()
+                .sh(PRINT_BULK)
+                .stage(&url)
+                .poweroff(),
+        ),
+    )?;
     b.expect_os("1", "a");
     b.expect("HUP-STAGE rc=0");
     ensure!(
@@ -190,7 +198,10 @@ fn build_staged() -> Result<Staged> {
         b.log.display()
     );
     let st = b.status();
-    ensure!(s(&st, "staged/version") == "2", "v2 is not staged: {st:#}");
+    ensure!(
+        st.staged.as_ref().map(|s| s.version.as_str()) == Some("2"),
+        "v2 is not staged: {st:#?}"
+    );
     let parts = partitions(&dev)?;
     expect_layout(&parts, &V1_LAYOUT, "the provisioned device");
     Ok(Staged {
@@ -243,7 +254,7 @@ fn expect_gpt_clean(dev: &Device) {
 }
 
 /// The v2 OS's test script: status, the user's files, both keyfiles with their modes.
-fn v2_script() -> String {
+fn v2_script() -> Script {
     let keyfiles = format!(
         r#"
 for w in slot data; do
@@ -262,12 +273,13 @@ done
     let log = format!(
         "grep -l '{COMPLETE}' \"$DATA\"/hup/log/boot-*.log | sed 's/^/HUP-MIGRATION-LOG /'\n"
     );
-    format!(
-        "{}{}{PRINT_BULK}{keyfiles}{log}{}",
-        scripts::STATUS,
-        scripts::PRINT_USER_DATA,
-        scripts::POWEROFF
-    )
+    Script::new()
+        .status()
+        .print_user_data()
+        .sh(PRINT_BULK)
+        .sh(&keyfiles)
+        .sh(&log)
+        .poweroff()
 }
 
 /// The lines the v2 script printed with `prefix` (without it).
@@ -307,12 +319,10 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
     let st = b.status();
     expect_committed(&st, "2", "b");
     // `hup status` on the device shows the migration.
-    assert_eq!(s(&st, "layout_migration/phase"), "completed", "{st:#}");
-    assert!(
-        st["layout_migration"]["backup_bytes"].as_u64() > Some(8 << 20),
-        "{st:#}"
-    );
-    assert_eq!(s(&st, "other/version"), "1", "{st:#}");
+    let lm = st.layout_migration.as_ref();
+    assert_eq!(lm.map(|l| l.phase.as_str()), Some("completed"), "{st:#?}");
+    assert!(lm.map(|l| l.backup_bytes) > Some(8 << 20), "{st:#?}");
+    assert_eq!(other(&st).version.as_deref(), Some("1"), "{st:#?}");
     expect_same_data(&f.v1.data_sums(), b);
     assert_eq!(
         bulk_sums(b),
@@ -385,9 +395,9 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
         "the migration's input changed"
     );
     let hs = dev.host_status().unwrap();
-    assert_eq!(hs["boot"]["next"], "b", "{hs:#}");
-    assert_eq!(boot_slot(&hs, "b")["status"], "good", "{hs:#}");
-    assert_eq!(boot_slot(&hs, "a")["status"], "good", "{hs:#}");
+    assert_eq!(next(&hs), Some(Slot::B), "{hs:#?}");
+    assert_eq!(boot_slot(&hs, Slot::B).status, SlotStatus::Good, "{hs:#?}");
+    assert_eq!(boot_slot(&hs, Slot::A).status, SlotStatus::Good, "{hs:#?}");
     let state: Value =
         serde_json::from_slice(&dev.read_file("hup-data", "/hup/state.json").unwrap())
             .expect("state.json is JSON");
@@ -408,7 +418,7 @@ fn l1_v1_device_with_wifi_config_json_migrates_to_layout_v2() {
     let b = dev.boot(BootOpts::new("migrate-apply-v2")).unwrap();
     expect_migrated_then_applied(&b);
     expect_applied(&b, "2", "b");
-    let b = dev.boot(BootOpts::new("v2").script(&v2_script())).unwrap();
+    let b = dev.boot(BootOpts::new("v2").script(v2_script())).unwrap();
     expect_v2_device(f, &dev, &b);
 }
 
@@ -447,8 +457,8 @@ fn cut_at(point: &str, table_after_cut: &[(&str, u64, u64)], resume: Resume) {
         (_, r) => panic!("{}: backup header after the cut: {r:?}", dev.name),
     }
     let hs = dev.host_status().unwrap();
-    assert_eq!(hs["boot"]["next"], "a", "{hs:#}");
-    assert_eq!(boot_slot(&hs, "a")["status"], "good", "{hs:#}");
+    assert_eq!(next(&hs), Some(Slot::A), "{hs:#?}");
+    assert_eq!(boot_slot(&hs, Slot::A).status, SlotStatus::Good, "{hs:#?}");
 
     let b = dev.boot(BootOpts::new("resume")).unwrap();
     expect_migrated_then_applied(&b);
@@ -465,7 +475,7 @@ fn cut_at(point: &str, table_after_cut: &[(&str, u64, u64)], resume: Resume) {
     }
     b.expect("layout: formatting hup-data and restoring the backup");
     b.expect("rebooting: 2 written to slot b, trying it next");
-    let b = dev.boot(BootOpts::new("v2").script(&v2_script())).unwrap();
+    let b = dev.boot(BootOpts::new("v2").script(v2_script())).unwrap();
     expect_v2_device(f, &dev, &b);
 }
 

@@ -15,6 +15,8 @@ mod device;
 mod disk;
 mod fixture;
 mod http;
+mod script;
+mod status;
 mod vm;
 
 mod fallback;
