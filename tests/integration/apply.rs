@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::image::*;
 use crate::support::*;
 use hup::boot::{self, Slot, SlotStatus};
@@ -173,22 +174,9 @@ fn refusals_write_nothing() {
         "head -c 70000000 /dev/urandom > {}/big.bin",
         p(&big)
     ));
-    let bundle = w.dir.join("big.hup");
-    hup_ok(&[
-        "pack",
-        "--rootfs",
-        p(&big),
-        "--version",
-        "9.0",
-        "--compatible",
-        COMPATIBLE,
-        "--key",
-        p(&w.key),
-        "--level",
-        "1",
-        "-o",
-        p(&bundle),
-    ]);
+    let bundle = BundleBuilder::new(&big, "9.0", &w.key)
+        .level(1)
+        .pack(&w.dir.join("big.hup"));
     let err = hup_fail(&w, &img, &bundle);
     assert!(err.contains("more than slot b's partition"), "{err}");
 
@@ -199,24 +187,10 @@ fn refusals_write_nothing() {
         "head -c 45000000 /dev/urandom > {}/vmlinuz",
         p(&boot)
     ));
-    let bundle = w.dir.join("bigboot.hup");
-    hup_ok(&[
-        "pack",
-        "--rootfs",
-        p(&w.dir.join("rootfs-1.0.0")),
-        "--boot",
-        p(&boot),
-        "--version",
-        "9.1",
-        "--compatible",
-        COMPATIBLE,
-        "--key",
-        p(&w.key),
-        "--level",
-        "1",
-        "-o",
-        p(&bundle),
-    ]);
+    let bundle = BundleBuilder::new(&w.dir.join("rootfs-1.0.0"), "9.1", &w.key)
+        .boot(&boot)
+        .level(1)
+        .pack(&w.dir.join("bigboot.hup"));
     let err = hup_fail(&w, &img, &bundle);
     assert!(err.contains("boot partition hup-boot has"), "{err}");
 

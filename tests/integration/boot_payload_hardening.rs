@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::image::*;
 use crate::support::*;
 use hup::bundle::sign::SecretKey;
@@ -263,21 +264,10 @@ fn pack_refuses_boot_trees_fat_cannot_hold() {
     make_rootfs(&root, "2.0.0");
     let out = w.dir.join("out.hup");
     let pack = |boot: &Path| {
-        hup_err(&[
-            "pack",
-            "--rootfs",
-            p(&root),
-            "--boot",
-            p(boot),
-            "--version",
-            "2.0.0",
-            "--compatible",
-            COMPATIBLE,
-            "--key",
-            p(&w.key),
-            "-o",
-            p(&out),
-        ])
+        BundleBuilder::new(&root, "2.0.0", &w.key)
+            .boot(boot)
+            .command(&out)
+            .err_line()
     };
     let case = w.dir.join("case");
     std::fs::create_dir(&case).unwrap();

@@ -1,6 +1,7 @@
 //! Foundation: keygen, pack, inspect, verify on real files. Bad inputs refused are in
 //! tests/bundle_refusals.rs.
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::bundle_fixture::*;
 use crate::support::*;
 
@@ -74,26 +75,7 @@ fn minisign_tool_accepts_our_signature() {
 #[test]
 fn pack_is_deterministic_and_keeps_metadata() {
     let f = fixture();
-    let again = f.dir.join("again.hup");
-    hup_ok(&[
-        "pack",
-        "--rootfs",
-        p(&f.dir.join("rootfs")),
-        "--boot",
-        p(&f.dir.join("boot")),
-        "--version",
-        "2.0.0",
-        "--compatible",
-        "qemu-x86_64",
-        "--min-from-version",
-        "1.0.0",
-        "--key",
-        p(&f.key),
-        "--level",
-        "3",
-        "-o",
-        p(&again),
-    ]);
+    let again = fixture_bundle(&f.dir, &f.key).pack(&f.dir.join("again.hup"));
     assert_eq!(
         std::fs::read(&f.bundle).unwrap(),
         std::fs::read(&again).unwrap()
@@ -169,21 +151,10 @@ fn pack_takes_tar_and_tar_zst() {
     sh(&format!("zstd -q -3 {} -o {}.zst", p(&tar), p(&tar)));
     for input in [tar.clone(), f.dir.join("rootfs.tar.zst")] {
         let out = f.dir.join("from-tar.hup");
-        hup_ok(&[
-            "pack",
-            "--rootfs",
-            p(&input),
-            "--version",
-            "3.0",
-            "--compatible",
-            "qemu-x86_64",
-            "--key",
-            p(&f.key),
-            "--level",
-            "3",
-            "-o",
-            p(&out),
-        ]);
+        BundleBuilder::new(&input, "3.0", &f.key)
+            .compatible("qemu-x86_64")
+            .level(3)
+            .pack(&out);
         hup_ok(&["verify", p(&out), "--key", p(&f.pubkey)]);
         let json: serde_json::Value =
             serde_json::from_str(&hup_ok(&["inspect", p(&out), "--json"])).unwrap();

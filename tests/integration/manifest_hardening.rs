@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::bundle_fixture::*;
 use crate::support::*;
 use hup::bundle::sign::SecretKey;
@@ -101,19 +102,10 @@ fn control_characters_in_version_and_compatible_are_refused() {
         ("2.0.0-\u{7f}", "qemu-x86_64", "control character"),
         ("2.0.0", "qemu\tx86", "compatible"),
     ] {
-        let err = hup_err(&[
-            "pack",
-            "--rootfs",
-            p(&root),
-            "--version",
-            version,
-            "--compatible",
-            compatible,
-            "--key",
-            p(&f.key),
-            "-o",
-            p(&out.with_extension("new")),
-        ]);
+        let err = BundleBuilder::new(&root, version, &f.key)
+            .compatible(compatible)
+            .command(&out.with_extension("new"))
+            .err_line();
         assert!(err.contains(expect), "{version:?} {compatible:?}: {err}");
     }
 }
@@ -122,23 +114,12 @@ fn control_characters_in_version_and_compatible_are_refused() {
 fn a_migration_named_twice_is_refused() {
     let f = fixture();
     let out = f.dir.join("mig.hup");
-    let err = hup_err(&[
-        "pack",
-        "--rootfs",
-        p(&f.dir.join("rootfs")),
-        "--version",
-        "2.0.0",
-        "--compatible",
-        "qemu-x86_64",
-        "--migration",
-        "wifi-config-json-to-networkmanager",
-        "--migration",
-        "wifi-config-json-to-networkmanager",
-        "--key",
-        p(&f.key),
-        "-o",
-        p(&out),
-    ]);
+    let err = BundleBuilder::new(&f.dir.join("rootfs"), "2.0.0", &f.key)
+        .compatible("qemu-x86_64")
+        .migration("wifi-config-json-to-networkmanager")
+        .migration("wifi-config-json-to-networkmanager")
+        .command(&out)
+        .err_line();
     assert!(
         err.contains("migration \"wifi-config-json-to-networkmanager\" listed twice"),
         "{err}"

@@ -7,9 +7,10 @@
 use std::io::{Cursor, Read};
 use std::path::Path;
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::ext4::fsck_status;
 use crate::support::hostile_tar::*;
-use crate::support::image::{COMPATIBLE, World, part, range_sha};
+use crate::support::image::{World, part, range_sha};
 use crate::support::{p, sh};
 use tar::{EntryType, Header};
 
@@ -155,19 +156,10 @@ fn a_payload_that_decompresses_past_its_signed_size_is_stopped() {
         p(&zst)
     ));
     let honest = w.dir.join("honest.hup");
-    succeeded(&[
-        "pack",
-        "--rootfs",
-        p(&zst),
-        "--version",
-        "2.0.0",
-        "--compatible",
-        COMPATIBLE,
-        "--key",
-        p(&w.key),
-        "-o",
-        p(&honest),
-    ]);
+    BundleBuilder::new(&zst, "2.0.0", &w.key)
+        .command(&honest)
+        .watchdog(120)
+        .ok();
     let lying = w.dir.join("lying.hup");
     resign(&honest, &w.key, "rootfs", None, tar_len, &lying);
     succeeded(&["verify", p(&lying), "--key", p(&w.pubkey)]);

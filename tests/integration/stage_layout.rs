@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::device::*;
 use crate::support::runner::*;
 use hup::boot::{BootBackend, Slot};
@@ -81,26 +82,14 @@ fn pack_from(
     out: &Path,
     extra: &[&str],
 ) -> (Output, PathBuf) {
-    let boot = dev.dir.join("boot");
-    let mut args = vec![
-        "pack",
-        "--rootfs",
-        p(root),
-        "--boot",
-        p(&boot),
-        "--version",
-        version,
-        "--compatible",
-        "qemu-x86_64",
-        "--key",
-        p(&dev.key),
-        "--level",
-        "1",
-        "-o",
-        p(out),
-    ];
-    args.extend(extra);
-    (hup(&args), out.to_path_buf())
+    let o = BundleBuilder::new(root, version, &dev.key)
+        .boot(&dev.dir.join("boot"))
+        .compatible("qemu-x86_64")
+        .level(1)
+        .args(extra.iter().copied())
+        .command(out)
+        .run();
+    (o, out.to_path_buf())
 }
 
 /// A bundle of `version` with a layout, packed successfully.

@@ -8,9 +8,10 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::ext4::{assert_fsck_clean, debugfs};
 use crate::support::hostile_tar::*;
-use crate::support::image::{COMPATIBLE, World, with_ext4};
+use crate::support::image::{World, with_ext4};
 use crate::support::{make_rootfs, p, sh};
 use hup::data::fingerprint::{Fingerprint, SparseHasher};
 use tar::EntryType;
@@ -126,36 +127,17 @@ fn sparse_fingerprints_cost_the_data_not_the_holes() {
     let w = World::new();
     let big = d.file("big.tar", &tar);
     let bundle = d.path.join("big.hup");
-    succeeded(&[
-        "pack",
-        "--rootfs",
-        p(&big),
-        "--version",
-        "1.0",
-        "--compatible",
-        COMPATIBLE,
-        "--key",
-        p(&w.key),
-        "--level",
-        "1",
-        "-o",
-        p(&bundle),
-    ]);
+    BundleBuilder::new(&big, "1.0", &w.key)
+        .level(1)
+        .command(&bundle)
+        .watchdog(120)
+        .ok();
     let recorded = Fingerprint::from_json(&bundle_member(&bundle, "fingerprint.json")).unwrap();
     assert_eq!(recorded.get("big.img"), Some(e));
-    let o = bounded(&[
-        "pack",
-        "--rootfs",
-        p(&t),
-        "--version",
-        "1.0",
-        "--compatible",
-        COMPATIBLE,
-        "--key",
-        p(&w.key),
-        "-o",
-        p(&d.path.join("huge.hup")),
-    ]);
+    let o = BundleBuilder::new(&t, "1.0", &w.key)
+        .command(&d.path.join("huge.hup"))
+        .watchdog(120)
+        .run();
     assert!(!o.status.success() && o.status.code() != Some(124));
     assert!(String::from_utf8_lossy(&o.stderr).contains("beyond ext4's limit"));
     assert!(!d.path.join("huge.hup").exists());
@@ -201,21 +183,11 @@ fn a_sparse_file_written_by_apply_matches_its_record_on_the_mounted_slot() {
         "tar stored the holes"
     );
     let bundle = w.dir.join("sparse.hup");
-    succeeded(&[
-        "pack",
-        "--rootfs",
-        p(&tar),
-        "--version",
-        "2.0.0",
-        "--compatible",
-        COMPATIBLE,
-        "--key",
-        p(&w.key),
-        "--level",
-        "1",
-        "-o",
-        p(&bundle),
-    ]);
+    BundleBuilder::new(&tar, "2.0.0", &w.key)
+        .level(1)
+        .command(&bundle)
+        .watchdog(120)
+        .ok();
     succeeded(&[
         "apply",
         "--disk",
@@ -274,22 +246,11 @@ fn names_with_nul_are_refused_by_mkfs_fingerprint_and_pack() {
     );
     let w = World::new();
     let out = d.path.join("nul.hup");
-    refused(
-        &[
-            "pack",
-            "--rootfs",
-            p(&t),
-            "--version",
-            "1.0",
-            "--compatible",
-            COMPATIBLE,
-            "--key",
-            p(&w.key),
-            "-o",
-            p(&out),
-        ],
-        "the name contains a NUL byte",
-    );
+    let err = BundleBuilder::new(&t, "1.0", &w.key)
+        .command(&out)
+        .watchdog(120)
+        .err_line();
+    assert!(err.contains("the name contains a NUL byte"), "{err:?}");
     assert!(!out.exists());
 }
 

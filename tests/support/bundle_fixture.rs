@@ -2,8 +2,9 @@
 //! by one of them.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::support::bundle::BundleBuilder;
 use crate::support::*;
 
 pub struct Fixture {
@@ -13,6 +14,15 @@ pub struct Fixture {
     pub pubkey: PathBuf,
     pub other_pub: PathBuf,
     pub bundle: PathBuf,
+}
+
+/// How the fixture's bundle is packed (v2.0.0 of `rootfs/` and `boot/` in `dir`).
+pub fn fixture_bundle(dir: &Path, key: &Path) -> BundleBuilder {
+    BundleBuilder::new(&dir.join("rootfs"), "2.0.0", key)
+        .boot(&dir.join("boot"))
+        .compatible("qemu-x86_64")
+        .min_from_version("1.0.0")
+        .level(3)
 }
 
 pub fn fixture() -> Fixture {
@@ -25,26 +35,7 @@ pub fn fixture() -> Fixture {
     let boot = dir.join("boot");
     std::fs::create_dir_all(&boot).unwrap();
     std::fs::write(boot.join("vmlinuz"), vec![1u8; 5000]).unwrap();
-    let bundle = dir.join("v2.hup");
-    hup_ok(&[
-        "pack",
-        "--rootfs",
-        p(&root),
-        "--boot",
-        p(&boot),
-        "--version",
-        "2.0.0",
-        "--compatible",
-        "qemu-x86_64",
-        "--min-from-version",
-        "1.0.0",
-        "--key",
-        p(&key),
-        "--level",
-        "3",
-        "-o",
-        p(&bundle),
-    ]);
+    let bundle = fixture_bundle(&dir, &key).pack(&dir.join("v2.hup"));
     Fixture {
         _dir: tmp,
         dir,

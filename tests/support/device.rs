@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 #[allow(unused_imports)]
 pub use super::server::{Pki, Server, Shared};
 
+use super::bundle::BundleBuilder;
 use super::runner::{Hup, ok};
 use hup::boot::{BootBackend, Slot};
 use hup::fsutil::DataDir;
@@ -163,28 +164,15 @@ impl Device {
         } else {
             &self.key
         };
-        let mut args = vec![
-            "pack",
-            "--rootfs",
-            p(&root),
-            "--boot",
-            p(&boot),
-            "--version",
-            spec.version,
-            "--compatible",
-            spec.compatible,
-            "--key",
-            p(key),
-            "--level",
-            "1",
-            "-o",
-            p(&out),
-        ];
+        let mut b = BundleBuilder::new(&root, spec.version, key)
+            .boot(&boot)
+            .compatible(spec.compatible)
+            .level(1);
         if let Some(m) = spec.min_from {
-            args.extend(["--min-from-version", m]);
+            b = b.min_from_version(m);
         }
         let _ = std::fs::remove_file(&out);
-        ok(&hup(&args));
+        b.pack(&out);
         std::fs::remove_dir_all(&root).unwrap();
         std::fs::read(&out).unwrap()
     }

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::bundle::BundleBuilder;
+pub use super::bundle::COMPATIBLE;
 use super::{hup_ok, keygen, make_rootfs, p, sh};
-
-pub const COMPATIBLE: &str = "qemu-x86_64";
 
 /// Keys, bundles v1..v3 and a scratch directory.
 pub struct World {
@@ -60,26 +60,12 @@ impl World {
         std::fs::write(boot.join("vmlinuz"), format!("kernel {v}").repeat(1000)).unwrap();
         std::fs::write(boot.join("initrd"), format!("initrd {v}").repeat(500)).unwrap();
         std::fs::write(boot.join("cmdline"), "console=ttyS0").unwrap();
-        let mut args = vec![
-            "pack",
-            "--rootfs",
-            p(&root),
-            "--boot",
-            p(&boot),
-            "--version",
-            v,
-            "--compatible",
-            compatible,
-            "--key",
-            p(&self.key),
-            "--level",
-            "1",
-            "-o",
-            p(&out),
-        ];
-        args.extend_from_slice(extra);
-        hup_ok(&args);
-        out
+        BundleBuilder::new(&root, v, &self.key)
+            .boot(&boot)
+            .compatible(compatible)
+            .level(1)
+            .args(extra.iter().copied())
+            .pack(&out)
     }
 
     /// Provisions `name` with version `v` in slot A.

@@ -2,6 +2,7 @@
 //! submodules hold the fixtures and tools of each area.
 #![allow(dead_code)]
 
+pub mod bundle;
 pub mod bundle_fixture;
 pub mod device;
 pub mod disk;
