@@ -412,7 +412,7 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
 }
 
 #[test]
-fn l1_v1_device_with_wifi_config_json_migrates_to_layout_v2() {
+fn a_v1_device_with_wifi_config_json_migrates_to_layout_v2() {
     let f = staged_device();
     let mut dev = f.device.copy("layout-update").unwrap();
     let b = dev.boot(BootOpts::new("migrate-apply-v2")).unwrap();
@@ -480,18 +480,18 @@ fn cut_at(point: &str, table_after_cut: &[(&str, u64, u64)], resume: Resume) {
 }
 
 #[test]
-fn l2_power_cut_in_the_middle_of_the_backup() {
+fn a_power_cut_in_the_middle_of_the_backup_starts_the_migration_over() {
     cut_at("layout-backup-middle", &V1_LAYOUT, Resume::StartOver);
 }
 
 #[test]
-fn l3_power_cut_just_after_the_gpt_rewrite() {
+fn a_power_cut_just_after_the_gpt_rewrite_resumes_from_the_backup() {
     cut_at("layout-table", &V2_LAYOUT, Resume::FromBackup);
 }
 
 /// The layout file and the keyfile, checked without a VM.
 #[test]
-fn l0_layout_file_and_expected_keyfile() {
+fn the_layout_file_and_the_expected_keyfile_agree_with_the_test_tables() {
     let t = target_layout();
     t.validate().unwrap();
     let json = serde_json::to_value(&t).unwrap();

@@ -1,4 +1,4 @@
-//! Issue 6, scenario 6: power cuts while the initramfs applies an update (gpt backend).
+//! Power cuts while the initramfs applies an update (gpt backend).
 //!
 //! At fixed points through failpoints: `hup.failpoint=NAME` on the kernel command line arms
 //! `HUP_FAILPOINT` in the initramfs (built with `--features failpoints`); hup stops with
@@ -121,29 +121,29 @@ fn cut_at(point: &str, next_after_cut: &str) {
 }
 
 #[test]
-fn s6_power_cut_after_format() {
+fn a_power_cut_after_format_is_resumed_to_a_committed_update() {
     cut_at("format", "a");
 }
 
 #[test]
-fn s6_power_cut_in_the_middle_of_populate() {
+fn a_power_cut_in_the_middle_of_populate_is_resumed_to_a_committed_update() {
     cut_at("populate-middle", "a");
 }
 
 #[test]
-fn s6_power_cut_just_before_the_boot_switch() {
+fn a_power_cut_just_before_the_boot_switch_is_resumed_to_a_committed_update() {
     // `boot-files` is the last step before `switch-boot` (`migrations` runs before
     // `format`: `populate` copies the migrated keyfiles into the slot).
     cut_at("boot-files", "a");
 }
 
 #[test]
-fn s6_power_cut_right_after_the_boot_switch() {
+fn a_power_cut_right_after_the_boot_switch_is_resumed_to_a_committed_update() {
     cut_at("switch-boot", "b");
 }
 
 #[test]
-fn s6_an_apply_cut_again_and_again_is_given_up_and_v1_runs_on() {
+fn an_apply_cut_again_and_again_is_given_up_and_v1_runs_on() {
     let f = staged_device();
     let mut dev = f.device.copy("powercut-every-time").unwrap();
     for n in 1..=3 {
@@ -224,7 +224,7 @@ const CUT_MARKERS: [&str; 6] = [
 const CUT_DELAY_MS: u64 = 400;
 
 #[test]
-fn s6_power_cuts_at_random_times() {
+fn power_cuts_at_random_times_end_committed_or_with_v1_running() {
     let f = staged_device();
     let mut dev = f.device.copy("powercut-random").unwrap();
     let mut rng = Rng::new();

@@ -1,4 +1,4 @@
-//! Issue 6, scenarios 4 and 5 on the gpt backend: an update that never confirms itself
+//! Rollbacks on the gpt backend: an update that never confirms itself
 //! (runs, but never `hup mark-good`), and one that cannot boot at all (no /sbin/init). In
 //! both the device ends up running the previous version by itself, and `hup status` there
 //! says rolled back, with the reason and the apply log.
@@ -91,7 +91,7 @@ pub fn run_all_tries(
 }
 
 #[test]
-fn s4_v3_never_marks_good_and_the_device_runs_v2_again() {
+fn an_update_that_never_marks_itself_good_rolls_back_after_its_tries() {
     let a = artifacts::get();
     a.bundle(&OsSpec::gpt("v3-never-healthy", "3", &["--never-healthy"]));
     let url = artifacts::server().guest_url("bundles/v3-never-healthy.hup");
@@ -143,7 +143,7 @@ fn s4_v3_never_marks_good_and_the_device_runs_v2_again() {
 }
 
 #[test]
-fn s5_a_version_that_cannot_boot_falls_back_by_itself() {
+fn an_update_that_cannot_boot_falls_back_to_the_old_slot_in_the_same_boot() {
     let a = artifacts::get();
     let v1 = a.bundle(&OsSpec::gpt("v1", "1", &[]));
     a.bundle(&OsSpec::gpt("v2-cannot-boot", "2", &["--cannot-boot"]));

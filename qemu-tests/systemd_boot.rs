@@ -1,5 +1,5 @@
-//! Issue 6, scenario 7: scenarios 2 (update) and 4 (rollback of an update that never
-//! confirms itself) on OVMF + systemd-boot. The devices are provisioned with
+//! The update and the rollback of an update that never confirms itself, on OVMF +
+//! systemd-boot. The devices are provisioned with
 //! `--boot-backend systemd-boot`; each bundle's boot payload holds `vmlinuz`, `initrd` (the
 //! initramfs with the systemd-boot configuration) and `cmdline`, which the apply writes to
 //! `/hup/<slot>/` on the ESP with the entry `hup-<slot>+N-0.conf`. systemd-boot counts the
@@ -29,7 +29,7 @@ fn sb_bundle(device: &str, name: &str, version: &str, flags: &[&str]) -> std::pa
 }
 
 #[test]
-fn s7_systemd_boot_update_to_v2() {
+fn a_systemd_boot_update_boots_the_new_slot_committed() {
     const DEV: &str = "sb-update";
     let v1 = sb_bundle(DEV, "v1", "1", &[]);
     sb_bundle(DEV, "v2", "2", &[]);
@@ -82,7 +82,7 @@ fn s7_systemd_boot_update_to_v2() {
 }
 
 #[test]
-fn s7_systemd_boot_never_healthy_update_rolls_back() {
+fn a_systemd_boot_update_that_never_marks_itself_good_rolls_back() {
     const DEV: &str = "sb-rollback";
     let v1 = sb_bundle(DEV, "v1", "1", &[]);
     sb_bundle(DEV, "v2-never-healthy", "2", &["--never-healthy"]);

@@ -1,12 +1,12 @@
-//! Issue 6, scenarios 1-3 on the gpt backend (direct kernel boot):
+//! Updates on the gpt backend (direct kernel boot):
 //! 1. a device provisioned with v1 (`hup provision`) boots v1 in slot A;
 //! 2. in v1, `hup stage http://10.0.2.2:PORT/.../v2.hup`, reboot: the initramfs applies, v2
 //!    boots in slot B and marks itself good, status says committed, the user's files on
 //!    the data partition are intact;
 //! 3. v2 -> v3 lands in slot A.
 //!
-//! Scenarios 1 and 2 are the first boots of one device ([`v2_device`]), which later
-//! scenarios copy as their starting point.
+//! 1 and 2 are the first boots of one device ([`v2_device`]), which other tests copy as
+//! their starting point.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +34,7 @@ pub struct Updated {
 
 static V2: Cached<Updated> = Cached::new("updating a device from v1 to v2 failed");
 
-/// The device of scenarios 1 and 2, built on first use.
+/// The device updated from v1 to v2 (points 1 and 2 above), built on first use.
 pub fn v2_device() -> &'static Updated {
     V2.get(build_v2)
 }
@@ -121,7 +121,7 @@ pub fn expect_same_data(before: &BTreeMap<String, String>, b: &Boot) {
 }
 
 #[test]
-fn s1_provisioned_device_boots_v1() {
+fn a_provisioned_device_boots_v1_in_slot_a_and_marks_it_good() {
     let u = v2_device();
     let b = &u.v1;
     b.expect("hup: booting slot a from /dev/vda2 (hup-root-a)");
@@ -145,7 +145,7 @@ fn s1_provisioned_device_boots_v1() {
 }
 
 #[test]
-fn s2_stage_over_http_then_v2_boots_in_slot_b_committed_with_data_intact() {
+fn an_update_staged_over_http_boots_in_slot_b_committed_with_data_intact() {
     let u = v2_device();
     // v1 staged v2 from the harness's HTTP server.
     u.v1.expect("HUP-STAGE rc=0");
@@ -190,7 +190,7 @@ fn s2_stage_over_http_then_v2_boots_in_slot_b_committed_with_data_intact() {
 }
 
 #[test]
-fn s3_v2_to_v3_lands_in_slot_a() {
+fn the_next_update_lands_in_slot_a_again() {
     let a = artifacts::get();
     a.bundle(&OsSpec::gpt("v3", "3", &[]));
     let url = artifacts::server().guest_url("bundles/v3.hup");
