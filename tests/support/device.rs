@@ -1,6 +1,7 @@
-//! Helpers for the stage_* and status_* tests: a small HTTP/1.1 server on 127.0.0.1 (Range
-//! requests, ETag/If-Range, a cut-off switch, throttling, optional TLS), and a device
-//! fixture (keys, system.json, a GPT disk image, state.json, bundles made with `hup pack`).
+//! Helpers for the stage_* and status_* tests: a device fixture (keys, system.json, a GPT
+//! disk image, state.json, bundles made with `hup pack`), and the HTTP/1.1 test server
+//! ([`super::server`]: Range requests, ETag/If-Range, a cut-off switch, throttling,
+//! optional TLS).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,11 @@
-//! The integration tests' support: run the real binary, make keys and trees; the
-//! submodules hold the fixtures and tools of each area.
+//! The integration tests' support. Every run of the real binary goes through
+//! [`runner::Hup`] (the helpers below are one-line shorthands for it), and every bundle a
+//! test packs through [`bundle::BundleBuilder`]. The other submodules hold the fixtures of
+//! each area: `image` (keys, bundles v1..v3, provisioned images, ext4 listings), `device`
+//! (a running device's config, data directory and disk for stage/status), `server` (the
+//! HTTP/TLS test server), `disk` and `gpt_edit` (real tools on images, a GPT editor),
+//! `ext4` and `tars` (debugfs readback, e2fsck), `hostile_tar` (hand-made tar members),
+//! `layout` (v1 images and loop mounts for layout migrations), `bundle_fixture`.
 #![allow(dead_code)]
 
 pub mod bundle;
