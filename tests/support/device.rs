@@ -102,10 +102,9 @@ impl Device {
         let dir = tmp.path().to_path_buf();
         let keys = dir.join("keys");
         std::fs::create_dir_all(&keys).unwrap();
-        let run = |args: &[&str]| ok(&hup(args));
-        run(&["keygen", "-o", p(&dir.join("release"))]);
-        run(&["keygen", "-o", p(&dir.join("other"))]);
-        std::fs::copy(dir.join("release.pub"), keys.join("release.pub")).unwrap();
+        let (key, public) = super::keygen(&dir, "release");
+        let (other_key, _) = super::keygen(&dir, "other");
+        std::fs::copy(&public, keys.join("release.pub")).unwrap();
         let config = dir.join("system.json");
         let cfg = serde_json::json!({
             "compatible": "qemu-x86_64",
@@ -128,8 +127,8 @@ impl Device {
             .unwrap();
         Device {
             _tmp: tmp,
-            key: dir.join("release.key"),
-            other_key: dir.join("other.key"),
+            key,
+            other_key,
             dir,
             config,
             data,
