@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 
+use crate::fixture::Cached;
 use crate::http;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -42,14 +43,11 @@ pub struct Artifacts {
     bundles: Mutex<HashMap<String, std::result::Result<PathBuf, String>>>,
 }
 
-static ARTIFACTS: OnceLock<std::result::Result<Artifacts, String>> = OnceLock::new();
+static ARTIFACTS: Cached<Artifacts> = Cached::new("building the QEMU test artifacts failed");
 
 /// The artifacts, built on first use; panics (failing the test) if they cannot be built.
 pub fn get() -> &'static Artifacts {
-    match ARTIFACTS.get_or_init(|| build().map_err(|e| format!("{e:#}"))) {
-        Ok(a) => a,
-        Err(e) => panic!("building the QEMU test artifacts failed: {e}"),
-    }
+    ARTIFACTS.get(build)
 }
 
 /// The test HTTP server (serving `<work>/http`).

@@ -7,8 +7,8 @@
 //! every boot is kept as `target/qemu-logs/<device>/<NN>-<label>.log`.
 //!
 //! The guest prints markers the assertions use (scripts/mk-test-os): `HUP-OS-UP`,
-//! `HUP-MARK-GOOD rc=`, `HUP-STATUS <json>`; the scripts below add `HUP-DATA-SUM`,
-//! `HUP-STAGE rc=` and `HUP-LOG|`.
+//! `HUP-MARK-GOOD rc=`, `HUP-STATUS <json>` (read as the typed [`Status`]); the parts of a
+//! [`Script`] add `HUP-DATA-SUM`, `HUP-STAGE rc=` and `HUP-LOG|`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,9 +16,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use hup::stage::status::Status;
 
 use crate::artifacts::{self, run};
+use crate::script::Script;
 use crate::vm::{self, Vm, VmConfig};
 
 /// Which boot backend the device is provisioned with.
@@ -49,7 +50,7 @@ pub struct BootOpts {
     /// Names the log file.
     pub label: String,
     /// The test script the OS runs this boot (None: one that powers off at once).
-    pub script: Option<String>,
+    pub script: Option<Script>,
     /// `hup.failpoint=NAME` (gpt backend only: the command line is the harness's).
     pub failpoint: Option<String>,
     /// Kill QEMU `delay` after the console printed `marker` (a power cut).
@@ -69,8 +70,8 @@ impl BootOpts {
         }
     }
 
-    pub fn script(mut self, s: &str) -> BootOpts {
-        self.script = Some(s.to_string());
+    pub fn script(mut self, s: Script) -> BootOpts {
+        self.script = Some(s);
         self
     }
 
@@ -189,10 +190,10 @@ impl Device {
         let a = artifacts::get();
         let server = artifacts::server();
         self.boots += 1;
-        let script = opts
-            .script
-            .clone()
-            .unwrap_or_else(|| "echo HUP-NO-SCRIPT\npoweroff\n".to_string());
+        let script = opts.script.as_ref().map_or_else(
+            || "echo HUP-NO-SCRIPT\npoweroff\n".to_string(),
+            |s| s.text().to_string(),
+        );
         server.put(&self.script_rel(), script.as_bytes())?;
         let name = format!("{}/{:02}-{}", self.name, self.boots, opts.label);
         let mut cfg = match (&self.vars, self.backend) {
@@ -249,7 +250,7 @@ impl Device {
     }
 
     /// `hup status --disk IMAGE --json` on the host: the boot backend's view of the image.
-    pub fn host_status(&self) -> Result<Value> {
+    pub fn host_status(&self) -> Result<Status> {
         let a = artifacts::get();
         let mut cmd = Command::new(&a.hup);
         cmd.args(["status", "--json", "--disk"]).arg(&self.disk);
@@ -392,7 +393,7 @@ impl Boot {
     }
 
     /// Every `HUP-STATUS <json>` the guest printed, in order.
-    pub fn statuses(&self) -> Vec<Value> {
+    pub fn statuses(&self) -> Vec<Status> {
         self.lines()
             .filter_map(|l| l.split_once("HUP-STATUS ").map(|(_, j)| j))
             .map(|j| {
@@ -404,7 +405,7 @@ impl Boot {
     }
 
     /// The last `HUP-STATUS` the guest printed.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> Status {
         self.statuses().pop().unwrap_or_else(|| {
             panic!(
                 "boot {} ({}): no HUP-STATUS line:\n{}",
@@ -429,7 +430,7 @@ impl Boot {
             .collect()
     }
 
-    /// Lines `HUP-LOG|<file>|<line>` printed by [`scripts::print_apply_logs`]: file -> text.
+    /// Lines `HUP-LOG|<file>|<line>` printed by [`Script::print_apply_logs`]: file -> text.
     pub fn printed_logs(&self) -> BTreeMap<String, String> {
         let mut m: BTreeMap<String, String> = BTreeMap::new();
         for l in self.lines() {
@@ -451,65 +452,12 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// `v[path]` for a `/`-separated path of object keys, e.g. `"booted/slot"`.
-pub fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('/').fold(v, |v, k| &v[k])
-}
-
-/// `v[path]` as a string (`""` when missing or not a string).
-pub fn s<'a>(v: &'a Value, path: &str) -> &'a str {
-    get(v, path).as_str().unwrap_or("")
-}
-
-/// The boot backend's state of `slot` in a status document.
-pub fn boot_slot<'a>(status: &'a Value, slot: &str) -> &'a Value {
-    status["boot"]["slots"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["slot"] == slot))
-        .unwrap_or(&Value::Null)
-}
-
-/// Shell snippets for the guest's test scripts (busybox sh; `DATA` is the data mount).
-pub mod scripts {
-    /// Files the user keeps on the data partition, written by v1 and checked after each
-    /// update: their checksums are printed as `HUP-DATA-SUM`.
-    pub const WRITE_USER_DATA: &str = r#"
-mkdir -p "$DATA/userdata/deep/er"
-dd if=/dev/urandom of="$DATA/userdata/blob" bs=64k count=32 2>/dev/null
-echo "written by $HUP_OS_VERSION in slot $HUP_SLOT" > "$DATA/userdata/note.txt"
-dd if=/dev/urandom of="$DATA/userdata/deep/er/small" bs=1k count=3 2>/dev/null
-ln -sf ../note.txt "$DATA/userdata/deep/link"
-sync
-"#;
-
-    /// Prints `HUP-DATA-SUM <sha256>  <file>` for the user's files.
-    pub const PRINT_USER_DATA: &str = r#"
-(cd "$DATA/userdata" && sha256sum blob note.txt deep/er/small deep/link) | sed 's/^/HUP-DATA-SUM /'
-"#;
-
-    /// Prints every apply log as `HUP-LOG|<path>|<line>`.
-    pub const PRINT_APPLY_LOGS: &str = r#"
-for f in "$DATA"/hup/log/apply-*.log; do
-    [ -f "$f" ] && sed "s#^#HUP-LOG|$f|#" "$f"
-done
-"#;
-
-    /// `hup stage URL`, then `HUP-STAGE rc=N` and the status.
-    pub fn stage(url: &str) -> String {
-        format!("hup stage '{url}' 2>&1\necho \"HUP-STAGE rc=$?\"\n/etc/hup-test/status\nsync\n")
-    }
-
-    /// The human-readable `hup status`, then the JSON one.
-    pub const STATUS: &str = "hup status 2>&1\n/etc/hup-test/status\n";
-
-    pub const REBOOT: &str = "sync\nreboot\n";
-    pub const POWEROFF: &str = "sync\npoweroff\n";
-}
-
 /// Sanity check of the harness helpers that need no VM.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::{boot_slot, booted};
+    use hup::boot::{Slot, SlotStatus};
 
     #[test]
     fn parses_guest_markers() {
@@ -517,7 +465,7 @@ mod tests {
             label: "x".into(),
             out: "junk\r\nHUP-OS-UP version=2 slot=b uptime=3.10\r\n\
                   HUP-DATA-SUM abc  blob\r\nHUP-DATA-SUM def  deep/link\r\n\
-                  HUP-STATUS {\"booted\": {\"slot\": \"b\"},\"boot\": {\"slots\": [{\"slot\": \"b\", \"status\": \"good\"}]}}\r\n\
+                  HUP-STATUS {\"status_version\": 1, \"booted\": {\"slot\": \"b\", \"booted\": true, \"next_boot\": true}, \"slots\": [], \"boot\": {\"backend\": \"gpt\", \"slots\": [{\"slot\": \"b\", \"status\": \"good\", \"successful\": true}]}, \"errors\": []}\r\n\
                   HUP-LOG|/mnt/data/hup/log/apply-1.log|1 hup: step format: start\r\n"
                 .into(),
             killed: false,
@@ -529,8 +477,8 @@ mod tests {
         assert_eq!(sums["blob"], "abc");
         assert_eq!(sums["deep/link"], "def");
         let st = b.status();
-        assert_eq!(s(&st, "booted/slot"), "b");
-        assert_eq!(boot_slot(&st, "b")["status"], "good");
+        assert_eq!(booted(&st).slot, Slot::B);
+        assert_eq!(boot_slot(&st, Slot::B).status, SlotStatus::Good);
         assert_eq!(
             b.printed_logs()["/mnt/data/hup/log/apply-1.log"],
             "1 hup: step format: start\n"

@@ -14,13 +14,16 @@
 //! with the data intact. Every scenario starts from a copy of one staged v1 device.
 
 use std::process::Command;
-use std::sync::OnceLock;
 
 use anyhow::{Context, Result, ensure};
+use hup::boot::{Slot, SlotStatus};
 use serde_json::Value;
 
 use crate::artifacts::{self, OsSpec, run};
-use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts, tail};
+use crate::device::{Backend, Boot, BootOpts, Device, tail};
+use crate::fixture::Cached;
+use crate::script::Script;
+use crate::status::{boot_slot, next, other};
 use crate::update::{expect_applied, expect_committed, expect_same_data};
 
 const MIB: u64 = 1 << 20;
@@ -97,28 +100,26 @@ fn target_layout() -> hup::layout::TargetLayout {
     }
 }
 
-static BUNDLE: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+static BUNDLE: Cached<String> = Cached::new("packing the layout v2 bundle");
 
 /// The guest URL of v2 with layout version 2 and the WiFi migration, packed on first use.
 fn layout_bundle_url() -> String {
-    let r = BUNDLE.get_or_init(|| {
-        let a = artifacts::get();
-        let file = a.work.join("layout-v2.json");
-        let json = serde_json::to_vec_pretty(&target_layout()).map_err(|e| e.to_string())?;
-        std::fs::write(&file, json).map_err(|e| format!("writing {}: {e}", file.display()))?;
-        let args = [
-            "--layout".to_string(),
-            file.display().to_string(),
-            "--migration".to_string(),
-            MIGRATION.to_string(),
-        ];
-        a.bundle_with(&OsSpec::gpt("v2-layout", "2", &[]), &args);
-        Ok(artifacts::server().guest_url("bundles/v2-layout.hup"))
-    });
-    match r {
-        Ok(u) => u.clone(),
-        Err(e) => panic!("packing the layout v2 bundle: {e}"),
-    }
+    BUNDLE
+        .get(|| {
+            let a = artifacts::get();
+            let file = a.work.join("layout-v2.json");
+            let json = serde_json::to_vec_pretty(&target_layout())?;
+            std::fs::write(&file, json).with_context(|| format!("writing {}", file.display()))?;
+            let args = [
+                "--layout".to_string(),
+                file.display().to_string(),
+                "--migration".to_string(),
+                MIGRATION.to_string(),
+            ];
+            a.bundle_with(&OsSpec::gpt("v2-layout", "2", &[]), &args);
+            Ok(artifacts::server().guest_url("bundles/v2-layout.hup"))
+        })
+        .clone()
 }
 
 /// The keyfile the migration makes of [`config_json`], computed on the host with the
@@ -157,13 +158,10 @@ struct Staged {
     parts: Vec<hup::disk::Part>,
 }
 
-static STAGED: OnceLock<std::result::Result<Staged, String>> = OnceLock::new();
+static STAGED: Cached<Staged> = Cached::new("staging the layout v2 bundle on a v1 device failed");
 
 fn staged_device() -> &'static Staged {
-    match STAGED.get_or_init(|| build_staged().map_err(|e| format!("{e:#}"))) {
-        Ok(s) => s,
-        Err(e) => panic!("staging the layout v2 bundle on a v1 device failed: {e}"),
-    }
+    STAGED.get(build_staged)
 }
 
 fn build_staged() -> Result<Staged> {
@@ -175,13 +173,18 @@ fn build_staged() -> Result<Staged> {
         "cat > \"$DATA/config.json\" <<'EOF'\n{}EOF\nsync\n",
         config_json()
     );
-    let b = dev.boot(BootOpts::new("v1-stage-v2-layout").script(&format!(
-        "{}{WRITE_BULK}{write_config}{}{PRINT_BULK}{}{}",
-        scripts::WRITE_USER_DATA,
-        scripts::PRINT_USER_DATA,
-        scripts::stage(&url),
-        scripts::POWEROFF
-    )))?;
+    let b = dev.boot(
+        BootOpts::new("v1-stage-v2-layout").script(
+            Script::new()
+                .write_user_data()
+                .sh(WRITE_BULK)
+                .sh(&write_config)
+                .print_user_data()
+                .sh(PRINT_BULK)
+                .stage(&url)
+                .poweroff(),
+        ),
+    )?;
     b.expect_os("1", "a");
     b.expect("HUP-STAGE rc=0");
     ensure!(
@@ -195,7 +198,10 @@ fn build_staged() -> Result<Staged> {
         b.log.display()
     );
     let st = b.status();
-    ensure!(s(&st, "staged/version") == "2", "v2 is not staged: {st:#}");
+    ensure!(
+        st.staged.as_ref().map(|s| s.version.as_str()) == Some("2"),
+        "v2 is not staged: {st:#?}"
+    );
     let parts = partitions(&dev)?;
     expect_layout(&parts, &V1_LAYOUT, "the provisioned device");
     Ok(Staged {
@@ -248,7 +254,7 @@ fn expect_gpt_clean(dev: &Device) {
 }
 
 /// The v2 OS's test script: status, the user's files, both keyfiles with their modes.
-fn v2_script() -> String {
+fn v2_script() -> Script {
     let keyfiles = format!(
         r#"
 for w in slot data; do
@@ -267,12 +273,13 @@ done
     let log = format!(
         "grep -l '{COMPLETE}' \"$DATA\"/hup/log/boot-*.log | sed 's/^/HUP-MIGRATION-LOG /'\n"
     );
-    format!(
-        "{}{}{PRINT_BULK}{keyfiles}{log}{}",
-        scripts::STATUS,
-        scripts::PRINT_USER_DATA,
-        scripts::POWEROFF
-    )
+    Script::new()
+        .status()
+        .print_user_data()
+        .sh(PRINT_BULK)
+        .sh(&keyfiles)
+        .sh(&log)
+        .poweroff()
 }
 
 /// The lines the v2 script printed with `prefix` (without it).
@@ -312,12 +319,10 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
     let st = b.status();
     expect_committed(&st, "2", "b");
     // `hup status` on the device shows the migration.
-    assert_eq!(s(&st, "layout_migration/phase"), "completed", "{st:#}");
-    assert!(
-        st["layout_migration"]["backup_bytes"].as_u64() > Some(8 << 20),
-        "{st:#}"
-    );
-    assert_eq!(s(&st, "other/version"), "1", "{st:#}");
+    let lm = st.layout_migration.as_ref();
+    assert_eq!(lm.map(|l| l.phase.as_str()), Some("completed"), "{st:#?}");
+    assert!(lm.map(|l| l.backup_bytes) > Some(8 << 20), "{st:#?}");
+    assert_eq!(other(&st).version.as_deref(), Some("1"), "{st:#?}");
     expect_same_data(&f.v1.data_sums(), b);
     assert_eq!(
         bulk_sums(b),
@@ -390,9 +395,9 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
         "the migration's input changed"
     );
     let hs = dev.host_status().unwrap();
-    assert_eq!(hs["boot"]["next"], "b", "{hs:#}");
-    assert_eq!(boot_slot(&hs, "b")["status"], "good", "{hs:#}");
-    assert_eq!(boot_slot(&hs, "a")["status"], "good", "{hs:#}");
+    assert_eq!(next(&hs), Some(Slot::B), "{hs:#?}");
+    assert_eq!(boot_slot(&hs, Slot::B).status, SlotStatus::Good, "{hs:#?}");
+    assert_eq!(boot_slot(&hs, Slot::A).status, SlotStatus::Good, "{hs:#?}");
     let state: Value =
         serde_json::from_slice(&dev.read_file("hup-data", "/hup/state.json").unwrap())
             .expect("state.json is JSON");
@@ -407,13 +412,13 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
 }
 
 #[test]
-fn l1_v1_device_with_wifi_config_json_migrates_to_layout_v2() {
+fn a_v1_device_with_wifi_config_json_migrates_to_layout_v2() {
     let f = staged_device();
     let mut dev = f.device.copy("layout-update").unwrap();
     let b = dev.boot(BootOpts::new("migrate-apply-v2")).unwrap();
     expect_migrated_then_applied(&b);
     expect_applied(&b, "2", "b");
-    let b = dev.boot(BootOpts::new("v2").script(&v2_script())).unwrap();
+    let b = dev.boot(BootOpts::new("v2").script(v2_script())).unwrap();
     expect_v2_device(f, &dev, &b);
 }
 
@@ -452,8 +457,8 @@ fn cut_at(point: &str, table_after_cut: &[(&str, u64, u64)], resume: Resume) {
         (_, r) => panic!("{}: backup header after the cut: {r:?}", dev.name),
     }
     let hs = dev.host_status().unwrap();
-    assert_eq!(hs["boot"]["next"], "a", "{hs:#}");
-    assert_eq!(boot_slot(&hs, "a")["status"], "good", "{hs:#}");
+    assert_eq!(next(&hs), Some(Slot::A), "{hs:#?}");
+    assert_eq!(boot_slot(&hs, Slot::A).status, SlotStatus::Good, "{hs:#?}");
 
     let b = dev.boot(BootOpts::new("resume")).unwrap();
     expect_migrated_then_applied(&b);
@@ -470,23 +475,23 @@ fn cut_at(point: &str, table_after_cut: &[(&str, u64, u64)], resume: Resume) {
     }
     b.expect("layout: formatting hup-data and restoring the backup");
     b.expect("rebooting: 2 written to slot b, trying it next");
-    let b = dev.boot(BootOpts::new("v2").script(&v2_script())).unwrap();
+    let b = dev.boot(BootOpts::new("v2").script(v2_script())).unwrap();
     expect_v2_device(f, &dev, &b);
 }
 
 #[test]
-fn l2_power_cut_in_the_middle_of_the_backup() {
+fn a_power_cut_in_the_middle_of_the_backup_starts_the_migration_over() {
     cut_at("layout-backup-middle", &V1_LAYOUT, Resume::StartOver);
 }
 
 #[test]
-fn l3_power_cut_just_after_the_gpt_rewrite() {
+fn a_power_cut_just_after_the_gpt_rewrite_resumes_from_the_backup() {
     cut_at("layout-table", &V2_LAYOUT, Resume::FromBackup);
 }
 
 /// The layout file and the keyfile, checked without a VM.
 #[test]
-fn l0_layout_file_and_expected_keyfile() {
+fn the_layout_file_and_the_expected_keyfile_agree_with_the_test_tables() {
     let t = target_layout();
     t.validate().unwrap();
     let json = serde_json::to_value(&t).unwrap();

@@ -3,7 +3,8 @@
 //! Harness: [`vm`] (launch with a hard timeout, serial log per boot under
 //! `target/qemu-logs/`, waiting for markers; direct kernel boot or OVMF), [`disk`] (test
 //! images without root), [`artifacts`] (static hup, key, kernel, initramfs, test OS
-//! bundles; built once per run), [`http`] (the file server the guests download from),
+//! bundles; built once per run), [`fixture`] (what is built once per run and shared),
+//! [`http`] (the file server the guests download from),
 //! [`device`] (a provisioned image booted again and again, with the guest's markers
 //! parsed). Scenarios live in their own modules; `update`, `rollback`, `powercut` and
 //! `systemd_boot` are issue 6's, `layout` issue 7's (docs/layout-migration.md), `refund`
@@ -12,7 +13,10 @@
 mod artifacts;
 mod device;
 mod disk;
+mod fixture;
 mod http;
+mod script;
+mod status;
 mod vm;
 
 mod fallback;

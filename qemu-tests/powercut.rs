@@ -1,4 +1,4 @@
-//! Issue 6, scenario 6: power cuts while the initramfs applies an update (gpt backend).
+//! Power cuts while the initramfs applies an update (gpt backend).
 //!
 //! At fixed points through failpoints: `hup.failpoint=NAME` on the kernel command line arms
 //! `HUP_FAILPOINT` in the initramfs (built with `--features failpoints`); hup stops with
@@ -8,13 +8,19 @@
 //! completes the update or keeps running the old version; it is never unbootable, and the
 //! user's files on the data partition are intact.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Result;
 
+use hup::boot::{Slot, SlotStatus};
+use hup::model::state::Outcome;
+use hup::stage::status::Status;
+
 use crate::artifacts::{self, OsSpec};
-use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts};
+use crate::device::{Backend, Boot, BootOpts, Device};
+use crate::fixture::Cached;
+use crate::script::Script;
+use crate::status::{boot_slot, booted, last_result, next, slot};
 use crate::update::{expect_committed, expect_same_data};
 
 /// A v1 device with v2 staged, powered off before the apply.
@@ -23,13 +29,10 @@ struct Staged {
     v1: Boot,
 }
 
-static STAGED: OnceLock<std::result::Result<Staged, String>> = OnceLock::new();
+static STAGED: Cached<Staged> = Cached::new("staging v2 on a v1 device failed");
 
 fn staged_device() -> &'static Staged {
-    match STAGED.get_or_init(|| build_staged().map_err(|e| format!("{e:#}"))) {
-        Ok(s) => s,
-        Err(e) => panic!("staging v2 on a v1 device failed: {e}"),
-    }
+    STAGED.get(build_staged)
 }
 
 fn build_staged() -> Result<Staged> {
@@ -38,13 +41,15 @@ fn build_staged() -> Result<Staged> {
     a.bundle(&OsSpec::gpt("v2", "2", &[]));
     let url = artifacts::server().guest_url("bundles/v2.hup");
     let mut dev = Device::provision("powercut-staged", &v1, Backend::Gpt)?;
-    let b = dev.boot(BootOpts::new("v1-stage-v2").script(&format!(
-        "{}{}{}{}",
-        scripts::WRITE_USER_DATA,
-        scripts::PRINT_USER_DATA,
-        scripts::stage(&url),
-        scripts::POWEROFF
-    )))?;
+    let b = dev.boot(
+        BootOpts::new("v1-stage-v2").script(
+            Script::new()
+                .write_user_data()
+                .print_user_data()
+                .stage(&url)
+                .poweroff(),
+        ),
+    )?;
     b.expect_os("1", "a");
     b.expect("HUP-STAGE rc=0");
     anyhow::ensure!(b.data_sums().len() == 4, "v1 printed no checksums");
@@ -52,27 +57,26 @@ fn build_staged() -> Result<Staged> {
 }
 
 /// The script of an OS boot after the cuts: status, the user's files, power off.
-fn check_script() -> String {
-    format!(
-        "{}{}{}",
-        scripts::STATUS,
-        scripts::PRINT_USER_DATA,
-        scripts::POWEROFF
-    )
+fn check_script() -> Script {
+    Script::new().status().print_user_data().poweroff()
 }
 
 /// The device right after a cut, seen from the host: something is bootable and the boot
 /// loader will start a slot that is good or still has tries.
-fn expect_bootable(dev: &Device) -> serde_json::Value {
+fn expect_bootable(dev: &Device) -> Status {
     let st = dev.host_status().unwrap();
-    let next = s(&st, "boot/next").to_string();
-    assert!(next == "a" || next == "b", "nothing boots next: {st:#}");
-    let health = boot_slot(&st, &next)["status"].as_str().unwrap_or("");
+    let next = next(&st).unwrap_or_else(|| panic!("nothing boots next: {st:#?}"));
+    let health = boot_slot(&st, next).status;
     assert!(
-        health == "good" || health == "trying",
-        "slot {next} is {health}: {st:#}"
+        health == SlotStatus::Good || health == SlotStatus::Trying,
+        "slot {} is {health:?}: {st:#?}",
+        next.name()
     );
-    assert_eq!(boot_slot(&st, "a")["status"], "good", "slot a lost: {st:#}");
+    assert_eq!(
+        boot_slot(&st, Slot::A).status,
+        SlotStatus::Good,
+        "slot a lost: {st:#?}"
+    );
     st
 }
 
@@ -91,7 +95,7 @@ fn cut_at(point: &str, next_after_cut: &str) {
     b.expect("Kernel panic");
     assert!(b.os_up().is_none(), "an OS came up despite the cut");
     let st = expect_bootable(&dev);
-    assert_eq!(st["boot"]["next"], next_after_cut, "{st:#}");
+    assert_eq!(next(&st), Some(slot(next_after_cut)), "{st:#?}");
 
     // The next boot resumes the journaled apply and reboots into v2.
     let b = dev.boot(BootOpts::new("resume")).unwrap();
@@ -106,7 +110,7 @@ fn cut_at(point: &str, next_after_cut: &str) {
         b.expect("step populate: done before, skipping");
     }
     let b = dev
-        .boot(BootOpts::new("v2").script(&check_script()))
+        .boot(BootOpts::new("v2").script(check_script()))
         .unwrap();
     b.expect("hup: booting slot b from /dev/vda3 (hup-root-b)");
     b.expect_os("2", "b");
@@ -117,29 +121,29 @@ fn cut_at(point: &str, next_after_cut: &str) {
 }
 
 #[test]
-fn s6_power_cut_after_format() {
+fn a_power_cut_after_format_is_resumed_to_a_committed_update() {
     cut_at("format", "a");
 }
 
 #[test]
-fn s6_power_cut_in_the_middle_of_populate() {
+fn a_power_cut_in_the_middle_of_populate_is_resumed_to_a_committed_update() {
     cut_at("populate-middle", "a");
 }
 
 #[test]
-fn s6_power_cut_just_before_the_boot_switch() {
+fn a_power_cut_just_before_the_boot_switch_is_resumed_to_a_committed_update() {
     // `boot-files` is the last step before `switch-boot` (`migrations` runs before
     // `format`: `populate` copies the migrated keyfiles into the slot).
     cut_at("boot-files", "a");
 }
 
 #[test]
-fn s6_power_cut_right_after_the_boot_switch() {
+fn a_power_cut_right_after_the_boot_switch_is_resumed_to_a_committed_update() {
     cut_at("switch-boot", "b");
 }
 
 #[test]
-fn s6_an_apply_cut_again_and_again_is_given_up_and_v1_runs_on() {
+fn an_apply_cut_again_and_again_is_given_up_and_v1_runs_on() {
     let f = staged_device();
     let mut dev = f.device.copy("powercut-every-time").unwrap();
     for n in 1..=3 {
@@ -153,21 +157,25 @@ fn s6_an_apply_cut_again_and_again_is_given_up_and_v1_runs_on() {
     // The 4th run gives the update up (a bundle whose apply keeps crashing the device must
     // not loop forever) and v1 boots in the same boot.
     let b = dev
-        .boot(BootOpts::new("v1").script(&check_script()))
+        .boot(BootOpts::new("v1").script(check_script()))
         .unwrap();
     b.expect("the apply was interrupted 3 times");
     b.expect("hup: booting slot a from /dev/vda2 (hup-root-a)");
     b.expect_os("1", "a");
     let st = b.status();
-    assert_eq!(s(&st, "booted/health"), "good", "{st:#}");
-    assert_eq!(s(&st, "last_result/outcome"), "failed", "{st:#}");
-    assert_eq!(s(&st, "last_result/version"), "2", "{st:#}");
+    assert_eq!(booted(&st).health, Some(SlotStatus::Good), "{st:#?}");
+    assert_eq!(last_result(&st).outcome, Outcome::Failed, "{st:#?}");
+    assert_eq!(last_result(&st).version, "2", "{st:#?}");
     assert!(
-        s(&st, "last_result/reason").contains("interrupted 3 times"),
-        "{st:#}"
+        last_result(&st)
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("interrupted 3 times"),
+        "{st:#?}"
     );
-    assert!(st["staged"].is_null() && st["applying"].is_null(), "{st:#}");
-    assert_eq!(st["boot"]["next"], "a", "{st:#}");
+    assert!(st.staged.is_none() && st.applying.is_none(), "{st:#?}");
+    assert_eq!(next(&st), Some(Slot::A), "{st:#?}");
     expect_same_data(&f.v1.data_sums(), &b);
     dev.fsck("hup-data").unwrap();
 }
@@ -216,7 +224,7 @@ const CUT_MARKERS: [&str; 6] = [
 const CUT_DELAY_MS: u64 = 400;
 
 #[test]
-fn s6_power_cuts_at_random_times() {
+fn power_cuts_at_random_times_end_committed_or_with_v1_running() {
     let f = staged_device();
     let mut dev = f.device.copy("powercut-random").unwrap();
     let mut rng = Rng::new();
@@ -226,7 +234,7 @@ fn s6_power_cuts_at_random_times() {
     let mut applied = false;
     let mut up = None;
     for n in 1..=cuts + 3 {
-        let mut opts = BootOpts::new(&format!("boot{n}")).script(&check_script());
+        let mut opts = BootOpts::new(&format!("boot{n}")).script(check_script());
         if cut < cuts && !applied {
             // The first cut comes early enough that it always lands inside the apply.
             let marker = if cut == 0 {
@@ -268,12 +276,12 @@ fn s6_power_cuts_at_random_times() {
         (v, slot) if v == "2" && slot == "b" => expect_committed(&st, "2", "b"),
         (v, slot) if v == "1" && slot == "a" => {
             // The update did not complete: v1 runs on, good, and says why.
-            assert_eq!(s(&st, "booted/health"), "good", "{st:#}");
-            let staged = s(&st, "staged/version");
-            let outcome = s(&st, "last_result/outcome");
+            assert_eq!(booted(&st).health, Some(SlotStatus::Good), "{st:#?}");
+            let staged = st.staged.as_ref().map(|s| s.version.as_str());
+            let outcome = st.last_result.as_ref().map(|l| l.outcome);
             assert!(
-                staged == "2" || outcome == "failed",
-                "v1 runs but v2 is neither staged nor failed: {st:#}"
+                staged == Some("2") || outcome == Some(Outcome::Failed),
+                "v1 runs but v2 is neither staged nor failed: {st:#?}"
             );
         }
         other => panic!("unexpected OS {other:?} after the cuts"),

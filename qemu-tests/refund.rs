@@ -4,22 +4,26 @@
 //! clean reboots give the try back (tries left stay at 3, the refund budget goes 3 -> 0),
 //! after that every boot counts, and once the tries are used up the device runs v1 again.
 
+use hup::boot::Slot;
+use hup::model::state::Outcome;
+use hup::stage::status::Status;
+
 use crate::artifacts::{self, OsSpec};
-use crate::device::{Backend, BootOpts, Device, boot_slot, s, scripts};
+use crate::device::{Backend, BootOpts, Device};
 use crate::rollback::{MAX_TRIES, expect_rolled_back};
+use crate::script::Script;
+use crate::status::{boot_slot, booted, last_result, next};
 use crate::update::expect_applied;
 
 /// Refunds each trial gets (`REFUND_BUDGET` of the gpt backend).
 const REFUND_BUDGET: u64 = 3;
 
 /// (tries_left, refunds_left) of slot b in a status document.
-fn slot_b(st: &serde_json::Value) -> (u64, u64) {
-    let b = boot_slot(st, "b");
+fn slot_b(st: &Status) -> (u64, u64) {
+    let b = boot_slot(st, Slot::B);
     (
-        b["tries_left"].as_u64().unwrap_or_else(|| panic!("{st:#}")),
-        b["refunds_left"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{st:#}")),
+        b.tries_left.unwrap_or_else(|| panic!("{st:#?}")).into(),
+        b.refunds_left.unwrap_or_else(|| panic!("{st:#?}")).into(),
     )
 }
 
@@ -35,11 +39,7 @@ fn clean_reboots_of_a_trial_are_refunded_three_times_then_count() {
     let url = artifacts::server().guest_url("bundles/v2-refund.hup");
     let mut dev = Device::provision("refund-on-shutdown", &v1, Backend::Gpt).unwrap();
     let b = dev
-        .boot(BootOpts::new("v1-stage-v2").script(&format!(
-            "{}{}",
-            scripts::stage(&url),
-            scripts::REBOOT
-        )))
+        .boot(BootOpts::new("v1-stage-v2").script(Script::new().stage(&url).reboot()))
         .unwrap();
     b.expect_os("1", "a");
     b.expect("HUP-STAGE rc=0");
@@ -58,16 +58,16 @@ fn clean_reboots_of_a_trial_are_refunded_three_times_then_count() {
     let mut refunds = REFUND_BUDGET;
     for n in 1..=REFUND_BUDGET + MAX_TRIES {
         let b = dev
-            .boot(BootOpts::new(&format!("v2-clean-reboot{n}")).script(scripts::REBOOT))
+            .boot(BootOpts::new(&format!("v2-clean-reboot{n}")).script(Script::new().reboot()))
             .unwrap();
         b.expect_os("2", "b");
         b.expect("HUP-OS-UNHEALTHY version=2 slot=b");
         b.expect_not("HUP-MARK-GOOD");
         // During the boot: one try used.
         let st = b.status();
-        assert_eq!(s(&st, "booted/slot"), "b", "{st:#}");
-        assert_eq!(slot_b(&st), (tries - 1, refunds), "boot {n}: {st:#}");
-        assert_eq!(s(&st, "last_result/outcome"), "applied", "{st:#}");
+        assert_eq!(booted(&st).slot, Slot::B, "{st:#?}");
+        assert_eq!(slot_b(&st), (tries - 1, refunds), "boot {n}: {st:#?}");
+        assert_eq!(last_result(&st).outcome, Outcome::Applied, "{st:#?}");
         // At its clean shutdown: given back, or counted once the budget is used up.
         if refunds > 0 {
             refunds -= 1;
@@ -81,20 +81,17 @@ fn clean_reboots_of_a_trial_are_refunded_three_times_then_count() {
         }
         b.expect("HUP-REFUND rc=0");
         let host = dev.host_status().unwrap();
-        assert_eq!(slot_b(&host), (tries, refunds), "after boot {n}: {host:#}");
-        let next = if tries > 0 { "b" } else { "a" };
-        assert_eq!(host["boot"]["next"], next, "after boot {n}: {host:#}");
+        assert_eq!(slot_b(&host), (tries, refunds), "after boot {n}: {host:#?}");
+        let want = if tries > 0 { Slot::B } else { Slot::A };
+        assert_eq!(next(&host), Some(want), "after boot {n}: {host:#?}");
     }
     assert_eq!((tries, refunds), (0, 0));
 
     // The tries are used up: the initramfs boots v1 and the rollback is recorded.
     let b = dev
-        .boot(BootOpts::new("v1-again").script(&format!(
-            "{}{}{}",
-            scripts::STATUS,
-            scripts::PRINT_APPLY_LOGS,
-            scripts::POWEROFF
-        )))
+        .boot(
+            BootOpts::new("v1-again").script(Script::new().status().print_apply_logs().poweroff()),
+        )
         .unwrap();
     b.expect("hup: booting slot a from /dev/vda2 (hup-root-a)");
     b.expect_os("1", "a");

@@ -1,10 +1,16 @@
-//! Issue 6, scenarios 4 and 5 on the gpt backend: an update that never confirms itself
+//! Rollbacks on the gpt backend: an update that never confirms itself
 //! (runs, but never `hup mark-good`), and one that cannot boot at all (no /sbin/init). In
 //! both the device ends up running the previous version by itself, and `hup status` there
 //! says rolled back, with the reason and the apply log.
 
+use hup::boot::{Slot, SlotStatus};
+use hup::model::state::Outcome;
+use hup::stage::status::Status;
+
 use crate::artifacts::{self, OsSpec};
-use crate::device::{Backend, Boot, BootOpts, Device, boot_slot, s, scripts};
+use crate::device::{Backend, Boot, BootOpts, Device};
+use crate::script::Script;
+use crate::status::{boot_slot, booted, last_result, next, other, slot};
 use crate::update::{expect_applied, expect_same_data, v2_device};
 
 /// max_tries of initramfs/system.json.
@@ -12,22 +18,26 @@ pub const MAX_TRIES: u64 = 3;
 
 /// Asserts what the previous version's status says after a rollback of `version` in
 /// `slot`, and that the apply log it names was printed by the guest and is complete.
-pub fn expect_rolled_back(b: &Boot, version: &str, slot: &str, reason_has: &str) {
+pub fn expect_rolled_back(b: &Boot, version: &str, slot_name: &str, reason_has: &str) {
     let st = b.status();
-    let other = if slot == "a" { "b" } else { "a" };
-    assert_eq!(s(&st, "booted/slot"), other, "{st:#}");
-    assert_eq!(s(&st, "booted/health"), "good", "{st:#}");
-    assert_eq!(s(&st, "last_result/outcome"), "rolled-back", "{st:#}");
-    assert_eq!(s(&st, "last_result/version"), version, "{st:#}");
-    assert_eq!(s(&st, "last_result/slot"), slot, "{st:#}");
-    let reason = s(&st, "last_result/reason");
-    assert!(reason.contains(reason_has), "reason {reason:?}: {st:#}");
-    assert_ne!(s(&st, "other/health"), "good", "{st:#}");
-    assert_ne!(st["boot"]["next"], slot, "{st:#}");
-    assert!(st["staged"].is_null() && st["applying"].is_null(), "{st:#}");
+    let slot = slot(slot_name);
+    assert_eq!(booted(&st).slot, slot.other(), "{st:#?}");
+    assert_eq!(booted(&st).health, Some(SlotStatus::Good), "{st:#?}");
+    assert_eq!(last_result(&st).outcome, Outcome::RolledBack, "{st:#?}");
+    assert_eq!(last_result(&st).version, version, "{st:#?}");
+    assert_eq!(last_result(&st).slot, slot, "{st:#?}");
+    let reason = last_result(&st).reason.as_deref().unwrap_or("");
+    assert!(reason.contains(reason_has), "reason {reason:?}: {st:#?}");
+    assert_ne!(
+        st.other.as_ref().and_then(|o| o.health),
+        Some(SlotStatus::Good),
+        "{st:#?}"
+    );
+    assert_ne!(next(&st), Some(slot), "{st:#?}");
+    assert!(st.staged.is_none() && st.applying.is_none(), "{st:#?}");
     // The log named by the status was readable in the guest and holds the whole apply.
-    let log = s(&st, "last_result/log");
-    assert!(log.starts_with("/mnt/data/hup/log/apply-"), "{st:#}");
+    let log = last_result(&st).log.as_deref().unwrap_or("");
+    assert!(log.starts_with("/mnt/data/hup/log/apply-"), "{st:#?}");
     let logs = b.printed_logs();
     let text = logs
         .get(log)
@@ -40,23 +50,55 @@ pub fn expect_rolled_back(b: &Boot, version: &str, slot: &str, reason_has: &str)
     }
     // The human-readable form says it too.
     b.expect(&format!(
-        "last update: rolled-back: {version} on slot {slot}"
+        "last update: rolled-back: {version} on slot {slot_name}"
     ));
 }
 
+/// Boots `slot_name`, where `version` runs and never marks itself good, through all its
+/// tries: [`MAX_TRIES`] boots (`v<version>-try<n>`) that print the status and reboot. Each
+/// must come up in that slot and say it is unhealthy; while tries are left the slot is
+/// `trying` and boots next, after the last one it is `bad` and the other slot boots next.
+/// `each(n, boot, status)` checks what the caller adds.
+pub fn run_all_tries(
+    dev: &mut Device,
+    version: &str,
+    slot_name: &str,
+    mut each: impl FnMut(u64, &Boot, &Status),
+) {
+    let slot = slot(slot_name);
+    for n in 1..=MAX_TRIES {
+        let b = dev
+            .boot(
+                BootOpts::new(&format!("v{version}-try{n}"))
+                    .script(Script::new().status().reboot()),
+            )
+            .unwrap();
+        b.expect_os(version, slot_name);
+        b.expect(&format!(
+            "HUP-OS-UNHEALTHY version={version} slot={slot_name}"
+        ));
+        let st = b.status();
+        each(n, &b, &st);
+        if n < MAX_TRIES {
+            assert_eq!(booted(&st).health, Some(SlotStatus::Trying), "{st:#?}");
+            assert_eq!(next(&st), Some(slot), "{st:#?}");
+        } else {
+            // This boot used the last try: the next one falls back.
+            assert_eq!(booted(&st).health, Some(SlotStatus::Bad), "{st:#?}");
+            assert_eq!(next(&st), Some(slot.other()), "{st:#?}");
+        }
+    }
+}
+
 #[test]
-fn s4_v3_never_marks_good_and_the_device_runs_v2_again() {
+fn an_update_that_never_marks_itself_good_rolls_back_after_its_tries() {
     let a = artifacts::get();
     a.bundle(&OsSpec::gpt("v3-never-healthy", "3", &["--never-healthy"]));
     let url = artifacts::server().guest_url("bundles/v3-never-healthy.hup");
     let u = v2_device();
     let mut dev = u.device.copy("rollback-never-healthy").unwrap();
     let b = dev
-        .boot(BootOpts::new("v2-stage-v3").script(&format!(
-            "{}{}",
-            scripts::stage(&url),
-            scripts::REBOOT
-        )))
+        .boot(BootOpts::new("v2-stage-v3").script(Script::new().stage(&url).reboot()))
         .unwrap();
     b.expect_os("2", "b");
     b.expect("HUP-STAGE rc=0");
@@ -64,41 +106,29 @@ fn s4_v3_never_marks_good_and_the_device_runs_v2_again() {
     expect_applied(&b, "3", "a");
 
     // v3 boots once per try, never marks itself good, and reboots.
-    for n in 1..=MAX_TRIES {
-        let b = dev
-            .boot(BootOpts::new(&format!("v3-try{n}")).script(&format!(
-                "{}{}",
-                scripts::STATUS,
-                scripts::REBOOT
-            )))
-            .unwrap();
-        b.expect_os("3", "a");
-        b.expect("HUP-OS-UNHEALTHY version=3 slot=a");
+    run_all_tries(&mut dev, "3", "a", |n, b, st| {
         b.expect_not("HUP-MARK-GOOD");
-        let st = b.status();
-        assert_eq!(s(&st, "booted/slot"), "a", "{st:#}");
-        assert_eq!(st["booted"]["tries_left"], MAX_TRIES - n, "{st:#}");
-        if n < MAX_TRIES {
-            assert_eq!(s(&st, "booted/health"), "trying", "{st:#}");
-            assert_eq!(st["boot"]["next"], "a", "{st:#}");
-        } else {
-            // This boot used the last try: the next one falls back.
-            assert_eq!(s(&st, "booted/health"), "bad", "{st:#}");
-            assert_eq!(st["boot"]["next"], "b", "{st:#}");
-        }
-        assert_eq!(s(&st, "last_result/outcome"), "applied", "{st:#}");
-        assert_eq!(s(&st, "other/version"), "2", "{st:#}");
-    }
+        assert_eq!(booted(st).slot, Slot::A, "{st:#?}");
+        assert_eq!(
+            booted(st).tries_left.map(u64::from),
+            Some(MAX_TRIES - n),
+            "{st:#?}"
+        );
+        assert_eq!(last_result(st).outcome, Outcome::Applied, "{st:#?}");
+        assert_eq!(other(st).version.as_deref(), Some("2"), "{st:#?}");
+    });
 
     // The tries are used up: the initramfs boots v2 by itself and records the rollback.
     let b = dev
-        .boot(BootOpts::new("v2-again").script(&format!(
-            "{}{}{}{}",
-            scripts::STATUS,
-            scripts::PRINT_APPLY_LOGS,
-            scripts::PRINT_USER_DATA,
-            scripts::POWEROFF
-        )))
+        .boot(
+            BootOpts::new("v2-again").script(
+                Script::new()
+                    .status()
+                    .print_apply_logs()
+                    .print_user_data()
+                    .poweroff(),
+            ),
+        )
         .unwrap();
     b.expect("hup: booting slot b from /dev/vda3 (hup-root-b)");
     b.expect("hup: warn: rolled back:");
@@ -106,27 +136,29 @@ fn s4_v3_never_marks_good_and_the_device_runs_v2_again() {
     b.expect("HUP-MARK-GOOD rc=0");
     expect_rolled_back(&b, "3", "a", "did not confirm itself");
     let st = b.status();
-    assert_eq!(s(&st, "booted/version"), "2", "{st:#}");
-    assert_eq!(boot_slot(&st, "a")["tries_left"], 0, "{st:#}");
+    assert_eq!(booted(&st).version.as_deref(), Some("2"), "{st:#?}");
+    assert_eq!(boot_slot(&st, Slot::A).tries_left, Some(0), "{st:#?}");
     expect_same_data(&u.v1.data_sums(), &b);
     dev.fsck("hup-data").unwrap();
 }
 
 #[test]
-fn s5_a_version_that_cannot_boot_falls_back_by_itself() {
+fn an_update_that_cannot_boot_falls_back_to_the_old_slot_in_the_same_boot() {
     let a = artifacts::get();
     let v1 = a.bundle(&OsSpec::gpt("v1", "1", &[]));
     a.bundle(&OsSpec::gpt("v2-cannot-boot", "2", &["--cannot-boot"]));
     let url = artifacts::server().guest_url("bundles/v2-cannot-boot.hup");
     let mut dev = Device::provision("rollback-cannot-boot", &v1, Backend::Gpt).unwrap();
     let b = dev
-        .boot(BootOpts::new("v1-stage-v2").script(&format!(
-            "{}{}{}{}",
-            scripts::WRITE_USER_DATA,
-            scripts::PRINT_USER_DATA,
-            scripts::stage(&url),
-            scripts::REBOOT
-        )))
+        .boot(
+            BootOpts::new("v1-stage-v2").script(
+                Script::new()
+                    .write_user_data()
+                    .print_user_data()
+                    .stage(&url)
+                    .reboot(),
+            ),
+        )
         .unwrap();
     b.expect_os("1", "a");
     b.expect("HUP-STAGE rc=0");
@@ -136,13 +168,15 @@ fn s5_a_version_that_cannot_boot_falls_back_by_itself() {
 
     // Slot B is tried first, has no /sbin/init, is given up, and slot A boots in the same boot.
     let b = dev
-        .boot(BootOpts::new("fallback-v1").script(&format!(
-            "{}{}{}{}",
-            scripts::STATUS,
-            scripts::PRINT_APPLY_LOGS,
-            scripts::PRINT_USER_DATA,
-            scripts::POWEROFF
-        )))
+        .boot(
+            BootOpts::new("fallback-v1").script(
+                Script::new()
+                    .status()
+                    .print_apply_logs()
+                    .print_user_data()
+                    .poweroff(),
+            ),
+        )
         .unwrap();
     b.expect("hup: error: slot b: root /dev/vda3 (hup-root-b): the root has no /sbin/init");
     b.expect("slot b could not boot: marked bad");
@@ -151,13 +185,13 @@ fn s5_a_version_that_cannot_boot_falls_back_by_itself() {
     b.expect_os("1", "a");
     expect_rolled_back(&b, "2", "b", "slot b (2) could not be booted");
     let st = b.status();
-    assert_eq!(boot_slot(&st, "b")["status"], "bad", "{st:#}");
-    assert_eq!(s(&st, "booted/version"), "1", "{st:#}");
+    assert_eq!(boot_slot(&st, Slot::B).status, SlotStatus::Bad, "{st:#?}");
+    assert_eq!(booted(&st).version.as_deref(), Some("1"), "{st:#?}");
     expect_same_data(&sums, &b);
 
     // And it stays that way: the next boot goes straight to slot A.
     let b = dev
-        .boot(BootOpts::new("v1-again").script(scripts::POWEROFF))
+        .boot(BootOpts::new("v1-again").script(Script::new().poweroff()))
         .unwrap();
     b.expect("hup: booting slot a from /dev/vda2 (hup-root-a)");
     b.expect_not("hup: error:");

@@ -1,13 +1,17 @@
-//! Issue 6, scenario 7: scenarios 2 (update) and 4 (rollback of an update that never
-//! confirms itself) on OVMF + systemd-boot. The devices are provisioned with
+//! The update and the rollback of an update that never confirms itself, on OVMF +
+//! systemd-boot. The devices are provisioned with
 //! `--boot-backend systemd-boot`; each bundle's boot payload holds `vmlinuz`, `initrd` (the
 //! initramfs with the systemd-boot configuration) and `cmdline`, which the apply writes to
 //! `/hup/<slot>/` on the ESP with the entry `hup-<slot>+N-0.conf`. systemd-boot counts the
 //! tries by renaming the entry. Each device has its own copy of the OVMF variables.
 
+use hup::boot::{Slot, SlotStatus};
+
 use crate::artifacts::{self, OsSpec};
-use crate::device::{Backend, BootOpts, Device, boot_slot, s, scripts};
-use crate::rollback::{MAX_TRIES, expect_rolled_back};
+use crate::device::{Backend, BootOpts, Device};
+use crate::rollback::{MAX_TRIES, expect_rolled_back, run_all_tries};
+use crate::script::Script;
+use crate::status::{backend, boot_slot};
 use crate::update::{expect_applied, expect_committed, expect_same_data};
 
 /// A systemd-boot test OS bundle for `device` (its `cmdline` points at the device's script).
@@ -25,7 +29,7 @@ fn sb_bundle(device: &str, name: &str, version: &str, flags: &[&str]) -> std::pa
 }
 
 #[test]
-fn s7_systemd_boot_update_to_v2() {
+fn a_systemd_boot_update_boots_the_new_slot_committed() {
     const DEV: &str = "sb-update";
     let v1 = sb_bundle(DEV, "v1", "1", &[]);
     sb_bundle(DEV, "v2", "2", &[]);
@@ -33,20 +37,26 @@ fn s7_systemd_boot_update_to_v2() {
     let mut dev = Device::provision(DEV, &v1, Backend::SystemdBoot).unwrap();
 
     let b = dev
-        .boot(BootOpts::new("v1-stage-v2").script(&format!(
-            "{}{}{}{}",
-            scripts::WRITE_USER_DATA,
-            scripts::PRINT_USER_DATA,
-            scripts::stage(&url),
-            scripts::REBOOT
-        )))
+        .boot(
+            BootOpts::new("v1-stage-v2").script(
+                Script::new()
+                    .write_user_data()
+                    .print_user_data()
+                    .stage(&url)
+                    .reboot(),
+            ),
+        )
         .unwrap();
     b.expect_os("1", "a");
     b.expect("HUP-MARK-GOOD rc=0");
     b.expect("HUP-STAGE rc=0");
     let st = &b.statuses()[0];
-    assert_eq!(s(st, "boot/backend"), "systemd-boot", "{st:#}");
-    assert_eq!(boot_slot(st, "a")["entry"], "hup-a.conf", "{st:#}");
+    assert_eq!(backend(st), "systemd-boot", "{st:#?}");
+    assert_eq!(
+        boot_slot(st, Slot::A).entry.as_deref(),
+        Some("hup-a.conf"),
+        "{st:#?}"
+    );
     let sums = b.data_sums();
 
     let b = dev.boot(BootOpts::new("apply-v2")).unwrap();
@@ -54,26 +64,25 @@ fn s7_systemd_boot_update_to_v2() {
     b.expect("boot files: 3 files into hup/b");
 
     let b = dev
-        .boot(BootOpts::new("v2").script(&format!(
-            "{}{}{}",
-            scripts::STATUS,
-            scripts::PRINT_USER_DATA,
-            scripts::POWEROFF
-        )))
+        .boot(BootOpts::new("v2").script(Script::new().status().print_user_data().poweroff()))
         .unwrap();
     b.expect_os("2", "b");
     b.expect("HUP-MARK-GOOD rc=0");
     let st = b.status();
     expect_committed(&st, "2", "b");
     // mark-good renamed the counted entry to a plain one; slot a stays the fallback.
-    assert_eq!(boot_slot(&st, "b")["entry"], "hup-b.conf", "{st:#}");
-    assert_eq!(boot_slot(&st, "a")["status"], "good", "{st:#}");
+    assert_eq!(
+        boot_slot(&st, Slot::B).entry.as_deref(),
+        Some("hup-b.conf"),
+        "{st:#?}"
+    );
+    assert_eq!(boot_slot(&st, Slot::A).status, SlotStatus::Good, "{st:#?}");
     expect_same_data(&sums, &b);
     dev.fsck("hup-data").unwrap();
 }
 
 #[test]
-fn s7_systemd_boot_never_healthy_update_rolls_back() {
+fn a_systemd_boot_update_that_never_marks_itself_good_rolls_back() {
     const DEV: &str = "sb-rollback";
     let v1 = sb_bundle(DEV, "v1", "1", &[]);
     sb_bundle(DEV, "v2-never-healthy", "2", &["--never-healthy"]);
@@ -81,13 +90,15 @@ fn s7_systemd_boot_never_healthy_update_rolls_back() {
     let mut dev = Device::provision(DEV, &v1, Backend::SystemdBoot).unwrap();
 
     let b = dev
-        .boot(BootOpts::new("v1-stage-v2").script(&format!(
-            "{}{}{}{}",
-            scripts::WRITE_USER_DATA,
-            scripts::PRINT_USER_DATA,
-            scripts::stage(&url),
-            scripts::REBOOT
-        )))
+        .boot(
+            BootOpts::new("v1-stage-v2").script(
+                Script::new()
+                    .write_user_data()
+                    .print_user_data()
+                    .stage(&url)
+                    .reboot(),
+            ),
+        )
         .unwrap();
     b.expect_os("1", "a");
     b.expect("HUP-STAGE rc=0");
@@ -95,44 +106,37 @@ fn s7_systemd_boot_never_healthy_update_rolls_back() {
     let b = dev.boot(BootOpts::new("apply-v2")).unwrap();
     expect_applied(&b, "2", "b");
 
-    for n in 1..=MAX_TRIES {
-        let b = dev
-            .boot(BootOpts::new(&format!("v2-try{n}")).script(&format!(
-                "{}{}",
-                scripts::STATUS,
-                scripts::REBOOT
-            )))
-            .unwrap();
-        b.expect_os("2", "b");
-        b.expect("HUP-OS-UNHEALTHY version=2 slot=b");
-        let st = b.status();
+    // No try left after the last: systemd-boot sorts the entry last, slot a boots next.
+    run_all_tries(&mut dev, "2", "b", |n, _, st| {
         // systemd-boot renamed the entry before starting the kernel.
         let entry = format!("hup-b+{}-{n}.conf", MAX_TRIES - n);
-        assert_eq!(boot_slot(&st, "b")["entry"], entry.as_str(), "{st:#}");
-        if n < MAX_TRIES {
-            assert_eq!(s(&st, "booted/health"), "trying", "{st:#}");
-            assert_eq!(st["boot"]["next"], "b", "{st:#}");
-        } else {
-            // No try left: systemd-boot sorts the entry last, slot a boots next.
-            assert_eq!(s(&st, "booted/health"), "bad", "{st:#}");
-            assert_eq!(st["boot"]["next"], "a", "{st:#}");
-        }
-    }
+        assert_eq!(
+            boot_slot(st, Slot::B).entry.as_deref(),
+            Some(entry.as_str()),
+            "{st:#?}"
+        );
+    });
 
     let b = dev
-        .boot(BootOpts::new("v1-again").script(&format!(
-            "{}{}{}{}",
-            scripts::STATUS,
-            scripts::PRINT_APPLY_LOGS,
-            scripts::PRINT_USER_DATA,
-            scripts::POWEROFF
-        )))
+        .boot(
+            BootOpts::new("v1-again").script(
+                Script::new()
+                    .status()
+                    .print_apply_logs()
+                    .print_user_data()
+                    .poweroff(),
+            ),
+        )
         .unwrap();
     b.expect_os("1", "a");
     b.expect("hup: warn: rolled back:");
     expect_rolled_back(&b, "2", "b", "did not confirm itself");
     let st = b.status();
-    assert_eq!(boot_slot(&st, "a")["entry"], "hup-a.conf", "{st:#}");
+    assert_eq!(
+        boot_slot(&st, Slot::A).entry.as_deref(),
+        Some("hup-a.conf"),
+        "{st:#?}"
+    );
     expect_same_data(&sums, &b);
     dev.fsck("hup-data").unwrap();
 }

@@ -1,0 +1,46 @@
+//! The integration tests, one binary: each module was a test file of its own and keeps its
+//! tests' names (`cargo test --test integration disk_hardening::`). They run the real `hup`
+//! binary and the library on real images; the shared runner and fixtures are in
+//! `tests/support/`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod apply;
+mod apply_base;
+// Needs the `failpoints` feature (scripts/test enables it).
+#[cfg(feature = "failpoints")]
+mod apply_failpoints;
+mod apply_layout;
+mod boot_gpt;
+mod boot_payload_hardening;
+mod boot_systemd;
+mod bundle;
+mod bundle_refusals;
+mod disk_esp;
+mod disk_gpt_repair;
+mod disk_hardening;
+mod disk_layout;
+mod docs_bad_inputs;
+mod ext4_api;
+mod ext4_diff;
+mod ext4_dir_xattrs;
+mod ext4_inputs;
+mod ext4_malicious;
+mod fingerprint_check;
+mod fuzz_regressions;
+mod init_mkinitramfs;
+mod init_test_os;
+mod layout_migrate;
+mod layout_refuse;
+mod manifest_hardening;
+mod migrate_wifi;
+mod payload_bounds;
+mod refund_try;
+mod stage_hardening;
+mod stage_http;
+mod stage_layout;
+mod stage_refusals;
+mod status_cmds;
+mod status_schema;
+mod tar_hardening;
