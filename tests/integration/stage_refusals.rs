@@ -159,8 +159,13 @@ fn bundles_that_do_not_fit_this_device_are_refused_early() {
         let path = format!("/{name}.hup");
         srv.put(&path, bytes.clone());
         srv.reset_counters();
-        // Slow enough that an early refusal is visible in the bytes served.
-        srv.set_throttle(Some(std::time::Duration::from_millis(20)));
+        // The server sends the first 64 KiB and then nothing for 5 s: hup must refuse from
+        // what it has, or it fails with a timeout instead of the expected message.
+        assert!(
+            bytes.len() > 2 * 64 * 1024,
+            "{name}: the bundle is too small to tell"
+        );
+        srv.set_stall(Some(64 * 1024));
         fails(&dev.stage(&srv.url(&path), &[]), 1, needle);
         assert!(
             srv.served() < bytes.len() as u64,
@@ -168,6 +173,7 @@ fn bundles_that_do_not_fit_this_device_are_refused_early() {
             srv.served(),
             bytes.len()
         );
+        srv.set_stall(None);
         intact(&dev, &v2);
         // The same from a local file (the final checks, not only the early ones).
         let f = dev.file(&format!("{name}.hup"), &bytes);
