@@ -4,8 +4,8 @@ use argh::FromArgs;
 
 use crate::fsutil::DataDir;
 use crate::model::config::{SYSTEM_JSON, SystemConfig};
-use crate::stage::device;
-use crate::stage::status::{Inputs, gather, render};
+use crate::device;
+use crate::device::status::{Inputs, gather, render};
 
 /// Show the booted and other slot, the staged bundle, the last update and the boot state.
 #[derive(FromArgs)]

@@ -7,10 +7,7 @@
 //! after a bounded wait.
 
 pub mod bootlog;
-pub mod cmdline;
-pub mod cpio;
 pub mod devices;
-pub mod image;
 pub mod modules;
 pub mod pending;
 pub mod slot;
@@ -24,7 +21,8 @@ use nix::mount::MsFlags;
 
 use crate::model::config::{SYSTEM_JSON, SystemConfig};
 use crate::sys::mount::{mount, umount};
-use cmdline::Cmdline;
+use crate::boot::cmdline::{self, Cmdline};
+use crate::initramfs::image;
 use devices::Devices;
 use slot::Slot;
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use nix::mount::MsFlags;
 
 use super::bootlog;
-use super::cmdline::Cmdline;
+use crate::boot::cmdline::Cmdline;
 use super::devices::Devices;
 use super::slot::Slot;
 use crate::apply::BaseRoot;

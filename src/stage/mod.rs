@@ -10,16 +10,12 @@
 //! bundle may require), [`store`] (atomic move, state.json).
 
 pub mod checks;
-pub mod device;
 mod download;
 pub mod http;
 pub mod layout;
-pub mod lock;
-pub mod mark;
 pub mod pace;
 mod progress;
 pub mod source;
-pub mod status;
 pub mod store;
 mod stream;
 mod tarscan;
@@ -31,7 +27,7 @@ use anyhow::{Context, Result};
 
 use crate::error::Exit;
 use crate::model::manifest::Manifest;
-use device::Device;
+use crate::device::{self, Device, lock};
 use source::Source;
 use stream::{Captured, EarlyCheck};
 

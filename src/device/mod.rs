@@ -5,6 +5,10 @@
 //! command line and sysfs; tests and host use override the pieces (`--config`,
 //! `--data-dir`, `--disk`, and the environment variable [`BOOTED_SLOT_ENV`]).
 
+pub mod lock;
+pub mod mark;
+pub mod status;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{SlotReport, Status};
 use crate::boot::SlotStatus;
-use crate::stage::progress::human;
+use crate::size::human;
 
 /// `2024-05-01 12:00:00 UTC` for Unix seconds.
 pub fn utc(secs: u64) -> String {

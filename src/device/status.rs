@@ -14,7 +14,7 @@ mod render;
 
 pub use render::{render, utc};
 
-use super::device::Booted;
+use super::Booted;
 use crate::boot::{self, BootState, Slot, SlotStatus};
 use crate::fsutil::DataDir;
 use crate::model::config::{Labels, SystemConfig};
