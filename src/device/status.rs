@@ -360,3 +360,6 @@ fn index(s: Slot) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod golden_tests;
