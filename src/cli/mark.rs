@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::device::{Device, DeviceArgs};
 use crate::device::mark::{Marked, Refund};
+use crate::device::{Device, DeviceArgs};
 
 /// Commit the booted slot: the OS runs this once it is healthy after an update.
 #[derive(FromArgs)]

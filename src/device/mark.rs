@@ -16,8 +16,8 @@
 use anyhow::{Context, Result, bail};
 
 use super::lock;
-use crate::device::{self, Booted, Device};
 use crate::boot::{BootBackend, Slot, SlotStatus};
+use crate::device::{self, Booted, Device};
 use crate::fsutil::now;
 use crate::model::state::{LastResult, Outcome, State};
 

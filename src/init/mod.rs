@@ -19,10 +19,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::mount::MsFlags;
 
-use crate::model::config::{SYSTEM_JSON, SystemConfig};
-use crate::sys::mount::{mount, umount};
 use crate::boot::cmdline::{self, Cmdline};
 use crate::initramfs::image;
+use crate::model::config::{SYSTEM_JSON, SystemConfig};
+use crate::sys::mount::{mount, umount};
 use devices::Devices;
 use slot::Slot;
 

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 
-use crate::boot::cmdline::Cmdline;
 use super::devices::Devices;
+use crate::boot::cmdline::Cmdline;
 use crate::model::config::SystemConfig;
 
 /// The slot type of the boot backends.

@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+use crate::device::{self, Device, lock};
 use crate::error::Exit;
 use crate::model::manifest::Manifest;
-use crate::device::{self, Device, lock};
 use source::Source;
 use stream::{Captured, EarlyCheck};
 
