@@ -1,8 +1,13 @@
-//! The human-readable form of [`Status`] (the text form may change; scripts use `--json`).
+//! The human-readable form of a [`Status`] (the text form may change; scripts use `--json`):
+//! one function per section, each writing its lines to an [`io::Write`]. A line is a key
+//! padded to 13 columns and its value; continuation lines have an empty key.
 
-use std::fmt::Write as _;
+use std::io::{self, Write};
 
-use super::{SlotReport, Status};
+use super::report::{
+    ApplyingReport, BootReport, LastResultReport, LayoutMigrationReport, PartitionTableReport,
+    SlotReport, StagedReport, Status,
+};
 use crate::boot::SlotStatus;
 use crate::size::human;
 
@@ -45,132 +50,179 @@ fn slot_line(s: &SlotReport) -> String {
     format!("slot {}, {version}, {}{next}", s.slot, health(s))
 }
 
-/// The human-readable form.
-pub fn render(st: &Status) -> String {
-    let mut o = String::new();
-    let mut line = |k: &str, v: &str| {
-        let _ = writeln!(o, "{k:<13}{v}");
-    };
+/// The human-readable form of `st`, section by section.
+pub fn render(st: &Status, w: &mut impl Write) -> io::Result<()> {
+    slots(w, st)?;
+    staged(w, st.staged.as_ref())?;
+    if let Some(a) = &st.applying {
+        applying(w, a)?;
+    }
+    last_result(w, st.last_result.as_ref())?;
+    if let Some(m) = &st.layout_migration {
+        layout_migration(w, m)?;
+    }
+    if let Some(b) = &st.boot {
+        boot(w, b)?;
+    }
+    if let Some(t) = &st.partition_table {
+        warnings(w, t)?;
+    }
+    errors(w, &st.errors)
+}
+
+/// One line: the key padded to 13 columns, then the value.
+fn line(w: &mut impl Write, key: &str, value: &str) -> io::Result<()> {
+    writeln!(w, "{key:<13}{value}")
+}
+
+/// `booted:` and `other:`, or `slot a:` and `slot b:` when the booted slot is unknown.
+fn slots(w: &mut impl Write, st: &Status) -> io::Result<()> {
     match (&st.booted, &st.other) {
         (Some(b), Some(x)) => {
-            line("booted:", &slot_line(b));
-            line("other:", &slot_line(x));
+            line(w, "booted:", &slot_line(b))?;
+            line(w, "other:", &slot_line(x))
         }
         _ => {
             for s in &st.slots {
-                line(&format!("slot {}:", s.slot), &slot_line(s));
+                line(w, &format!("slot {}:", s.slot), &slot_line(s))?;
             }
+            Ok(())
         }
     }
-    match &st.staged {
-        Some(s) => {
-            line(
-                "staged:",
-                &format!(
-                    "{} ({}, sha256 {}), staged {}",
-                    s.version,
-                    human(s.size),
-                    &s.sha256[..s.sha256.len().min(16)],
-                    utc(s.staged_at)
-                ),
-            );
-            line("", &s.path);
-        }
-        None => line("staged:", "nothing"),
+}
+
+fn staged(w: &mut impl Write, staged: Option<&StagedReport>) -> io::Result<()> {
+    let Some(s) = staged else {
+        return line(w, "staged:", "nothing");
+    };
+    line(
+        w,
+        "staged:",
+        &format!(
+            "{} ({}, sha256 {}), staged {}",
+            s.version,
+            human(s.size),
+            &s.sha256[..s.sha256.len().min(16)],
+            utc(s.staged_at)
+        ),
+    )?;
+    line(w, "", &s.path)
+}
+
+fn applying(w: &mut impl Write, a: &ApplyingReport) -> io::Result<()> {
+    let done = if a.completed.is_empty() {
+        "nothing done yet".into()
+    } else {
+        format!("done: {}", a.completed.join(", "))
+    };
+    let running = a
+        .running
+        .as_deref()
+        .map(|r| format!("; interrupted in {r}"))
+        .unwrap_or_default();
+    line(
+        w,
+        "applying:",
+        &format!("{} into slot {} ({done}{running})", a.version, a.target),
+    )?;
+    line(w, "", &format!("log: {}", a.log))
+}
+
+fn last_result(w: &mut impl Write, last: Option<&LastResultReport>) -> io::Result<()> {
+    let Some(l) = last else {
+        return line(w, "last update:", "none recorded");
+    };
+    let outcome = serde_json::to_value(l.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    line(
+        w,
+        "last update:",
+        &format!("{outcome}: {} on slot {}, {}", l.version, l.slot, utc(l.at)),
+    )?;
+    if let Some(r) = &l.reason {
+        line(w, "", &format!("reason: {r}"))?;
     }
-    if let Some(a) = &st.applying {
-        let done = if a.completed.is_empty() {
-            "nothing done yet".into()
-        } else {
-            format!("done: {}", a.completed.join(", "))
-        };
-        let running = a
-            .running
-            .as_deref()
-            .map(|r| format!("; interrupted in {r}"))
-            .unwrap_or_default();
+    if let Some(g) = &l.log {
+        line(w, "", &format!("log: {g}"))?;
+    }
+    Ok(())
+}
+
+fn layout_migration(w: &mut impl Write, m: &LayoutMigrationReport) -> io::Result<()> {
+    let phases: Vec<String> = m
+        .phases
+        .iter()
+        .map(|p| format!("{} {:.2} s", p.phase, p.ms as f64 / 1000.0))
+        .collect();
+    line(
+        w,
+        "layout:",
+        &format!(
+            "migration to layout {} for {}: {}, {}",
+            m.layout_version,
+            m.version,
+            m.phase,
+            utc(m.completed_at.unwrap_or(m.started_at))
+        ),
+    )?;
+    if m.backup_bytes > 0 || !phases.is_empty() {
         line(
-            "applying:",
-            &format!("{} into slot {} ({done}{running})", a.version, a.target),
-        );
-        line("", &format!("log: {}", a.log));
-    }
-    match &st.last_result {
-        Some(l) => {
-            let outcome = serde_json::to_value(l.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            line(
-                "last update:",
-                &format!("{outcome}: {} on slot {}, {}", l.version, l.slot, utc(l.at)),
-            );
-            if let Some(r) = &l.reason {
-                line("", &format!("reason: {r}"));
-            }
-            if let Some(g) = &l.log {
-                line("", &format!("log: {g}"));
-            }
-        }
-        None => line("last update:", "none recorded"),
-    }
-    if let Some(m) = &st.layout_migration {
-        let phases: Vec<String> = m
-            .phases
-            .iter()
-            .map(|p| format!("{} {:.2} s", p.phase, p.ms as f64 / 1000.0))
-            .collect();
-        line(
-            "layout:",
+            w,
+            "",
             &format!(
-                "migration to layout {} for {}: {}, {}",
-                m.layout_version,
-                m.version,
-                m.phase,
-                utc(m.completed_at.unwrap_or(m.started_at))
+                "backup {} ({} entries); {}",
+                human(m.backup_bytes),
+                m.entries,
+                phases.join(", ")
             ),
-        );
-        if m.backup_bytes > 0 || !phases.is_empty() {
-            line(
-                "",
-                &format!(
-                    "backup {} ({} entries); {}",
-                    human(m.backup_bytes),
-                    m.entries,
-                    phases.join(", ")
-                ),
-            );
-        }
+        )?;
     }
-    if let Some(b) = &st.boot {
-        let next = b
-            .next
-            .map_or_else(|| "none".into(), |s| format!("slot {s}"));
+    Ok(())
+}
+
+fn boot(w: &mut impl Write, b: &BootReport) -> io::Result<()> {
+    let next = b
+        .next
+        .map_or_else(|| "none".into(), |s| format!("slot {s}"));
+    line(
+        w,
+        "boot:",
+        &format!("{} backend, next boot: {next}", b.backend),
+    )?;
+    for s in &b.slots {
+        let mut parts = vec![format!("{:?}", s.status).to_lowercase()];
+        if let Some(p) = s.priority {
+            parts.push(format!("priority {p}"));
+        }
+        if let Some(t) = s.tries_left {
+            parts.push(format!("tries left {t}"));
+        }
+        if let Some(e) = &s.entry {
+            parts.push(format!("entry {e}"));
+        }
+        line(w, "", &format!("slot {}: {}", s.slot, parts.join(", ")))?;
+    }
+    Ok(())
+}
+
+/// One `warning:` line per problem of the partition table.
+fn warnings(w: &mut impl Write, t: &PartitionTableReport) -> io::Result<()> {
+    for p in &t.problems {
         line(
-            "boot:",
-            &format!("{} backend, next boot: {next}", b.backend),
-        );
-        for s in &b.slots {
-            let mut parts = vec![format!("{:?}", s.status).to_lowercase()];
-            if let Some(p) = s.priority {
-                parts.push(format!("priority {p}"));
-            }
-            if let Some(t) = s.tries_left {
-                parts.push(format!("tries left {t}"));
-            }
-            if let Some(e) = &s.entry {
-                parts.push(format!("entry {e}"));
-            }
-            line("", &format!("slot {}: {}", s.slot, parts.join(", ")));
-        }
+            w,
+            "warning:",
+            &format!("partition table of {}: {p}", t.disk),
+        )?;
     }
-    if let Some(t) = &st.partition_table {
-        for p in &t.problems {
-            line("warning:", &format!("partition table of {}: {p}", t.disk));
-        }
+    Ok(())
+}
+
+/// One `error:` line per piece that could not be read.
+fn errors(w: &mut impl Write, errors: &[String]) -> io::Result<()> {
+    for e in errors {
+        line(w, "error:", e)?;
     }
-    for e in &st.errors {
-        line("error:", e);
-    }
-    o
+    Ok(())
 }
