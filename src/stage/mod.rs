@@ -236,7 +236,7 @@ fn requirements(
             .base_root
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("/"));
-        layout::check_base(&root, booted)?;
+        crate::data::fingerprint::check_base(&root, booted)?;
     }
     Ok(plan)
 }
