@@ -27,7 +27,7 @@ impl Cancel {
         // cancel, so cancel refuses (exit 3) while one runs.
         let _download = crate::device::lock::download(&dev.data, "hup cancel")?;
         let _lock = crate::device::lock::acquire(&dev.data, "hup cancel")?;
-        let c = crate::stage::store::cancel(&dev.data)?;
+        let c = crate::device::staged::cancel(&dev.data)?;
         match &c.staged {
             Some(s) => println!(
                 "dropped the staged bundle {} (sha256 {})",

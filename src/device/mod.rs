@@ -7,6 +7,7 @@
 
 pub mod lock;
 pub mod mark;
+pub mod staged;
 pub mod status;
 
 use std::path::{Path, PathBuf};

@@ -118,7 +118,7 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
     );
 
     let name = format!("{}.part", source.file_name());
-    for old in store::clean_staging(data, &name)? {
+    for old in device::staged::clean_staging(data, &name)? {
         log::info!(
             "removed {old} left in {} by an earlier run",
             data.staging_dir().display()
@@ -191,7 +191,7 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
         store::commit(data, &mut state, &part, &summary, &bundle.manifest.version)?
     };
     Ok(StageReport {
-        path: store::staged_path(data),
+        path: device::staged::staged_path(data),
         staged,
         signed_by: bundle.signed_by.unwrap_or_default(),
         payloads: bundle.manifest.payloads.len(),
@@ -220,7 +220,7 @@ fn requirements(
             )
         })?;
         // The staged bundle this one replaces is not backed up; the download becomes it.
-        let replaced = store::staged_path(&dev.data);
+        let replaced = device::staged::staged_path(&dev.data);
         plan = layout::check_layout(
             disk,
             target,
