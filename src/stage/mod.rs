@@ -13,6 +13,7 @@ pub mod checks;
 mod download;
 pub mod http;
 pub mod layout;
+pub mod origin;
 pub mod pace;
 mod progress;
 pub mod source;
