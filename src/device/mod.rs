@@ -1,5 +1,8 @@
-//! The device a command acts on: its configuration, hup's data directory, the disk, the
-//! booted slot and the running version.
+//! The running OS's services: the device a command acts on (this file: its configuration,
+//! hup's data directory, the disk, the booted slot and the running version), the locks of
+//! `DATA/hup/` ([`lock`]), the OS's verdict on its slot ([`mark`]: mark-good, mark-bad,
+//! refund-try), the staged bundle's place and `hup cancel` ([`staged`]), and `hup status`
+//! ([`status`]). `crate::stage` builds on these; nothing here imports it.
 //!
 //! On a device everything is found from `/etc/hup/system.json`, `/run/hup/`, the kernel
 //! command line and sysfs; tests and host use override the pieces (`--config`,

@@ -1,13 +1,15 @@
 //! Online staging (docs/staging.md): download a bundle, verify it, check it fits this
 //! device, and store it in `DATA/hup/staged/` for the initramfs to apply at the next boot.
-//! Also the commands around it: `hup status`, `hup mark-good`, `hup mark-bad`, `hup cancel`.
+//! The running device itself (config, booted slot, locks, where the staged bundle lives) is
+//! [`crate::device`]; this module imports it, never the other way round.
 //!
-//! The pieces, in the order a `hup stage` uses them: [`device`] (config, booted slot,
-//! running version, disk), [`lock`] (one command at a time), [`source`] and [`http`] (file
-//! or URL, resumable), `download` (retries, progress, free space), `stream` (hashing and
-//! tar-following while downloading), [`verify`] (signature and digests), [`checks`]
-//! (compatible, version, sizes), [`layout`] (the partition layout and the unmodified base a
-//! bundle may require), [`store`] (atomic move, state.json).
+//! The pieces, in the order a `hup stage` uses them: [`crate::device`] (config, booted slot,
+//! running version, disk), [`crate::device::lock`] (one command at a time), [`source`] and
+//! [`http`] (file or URL, resumable, both an [`origin::Origin`]), `download` (retries,
+//! progress, free space), `stream` (hashing and tar-following while downloading),
+//! [`verify`] (signature and digests), [`checks`] (compatible, version, sizes), [`layout`]
+//! (the partition layout a bundle may require; its unmodified base is checked by
+//! [`crate::data::fingerprint::check_base`]), [`store`] (atomic move, state.json).
 
 pub mod checks;
 mod download;
