@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use hup::stage::http::{HttpOrigin, parse_content_range};
-use hup::stage::source::Origin;
+use hup::stage::origin::Origin;
 use libfuzzer_sys::fuzz_target;
 
 static RESPONSE: Mutex<Vec<u8>> = Mutex::new(Vec::new());

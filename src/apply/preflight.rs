@@ -147,6 +147,6 @@ fn check_base(ctx: &Context, current: Slot) -> Result<()> {
     })?;
     let label = current.label(&ctx.config.labels);
     base.with_root(label, &mut |root| {
-        crate::stage::layout::check_base(root, current)
+        crate::data::fingerprint::check_base(root, current)
     })
 }

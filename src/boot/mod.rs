@@ -8,6 +8,7 @@
 //! cached between calls, so several processes (or a reboot in between) see the same truth.
 
 mod bls;
+pub mod cmdline;
 pub mod gpt;
 pub mod systemd_boot;
 

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::stage::device::{Device, DeviceArgs};
+use crate::device::{Device, DeviceArgs};
 
 /// Drop the staged bundle (and any partial download): nothing is applied at the next boot.
 #[derive(FromArgs)]
@@ -25,9 +25,9 @@ impl Cancel {
         })?;
         // The download lock first: a running `hup stage` would store its bundle after this
         // cancel, so cancel refuses (exit 3) while one runs.
-        let _download = crate::stage::lock::download(&dev.data, "hup cancel")?;
-        let _lock = crate::stage::lock::acquire(&dev.data, "hup cancel")?;
-        let c = crate::stage::store::cancel(&dev.data)?;
+        let _download = crate::device::lock::download(&dev.data, "hup cancel")?;
+        let _lock = crate::device::lock::acquire(&dev.data, "hup cancel")?;
+        let c = crate::device::staged::cancel(&dev.data)?;
         match &c.staged {
             Some(s) => println!(
                 "dropped the staged bundle {} (sha256 {})",

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::boot::Slot;
 use crate::data::fingerprint::{self as fp, DEFAULT_IGNORE, Diff, EMBED_PATH};
+use crate::device;
 use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
-use crate::stage::device;
 
 /// Fingerprints of root filesystems: record one, or check a slot against its record.
 #[derive(FromArgs)]

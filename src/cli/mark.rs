@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::stage::device::{Device, DeviceArgs};
-use crate::stage::mark::{Marked, Refund};
+use crate::device::mark::{Marked, Refund};
+use crate::device::{Device, DeviceArgs};
 
 /// Commit the booted slot: the OS runs this once it is healthy after an update.
 #[derive(FromArgs)]
@@ -79,7 +79,7 @@ fn describe(m: &Marked) -> String {
 impl MarkGood {
     pub fn run(self) -> anyhow::Result<()> {
         let dev = device(self.config, self.data_dir, self.disk)?;
-        let m = crate::stage::mark::mark_good(&dev)?;
+        let m = crate::device::mark::mark_good(&dev)?;
         println!("marked good: {}", describe(&m));
         Ok(())
     }
@@ -88,7 +88,7 @@ impl MarkGood {
 impl MarkBad {
     pub fn run(self) -> anyhow::Result<()> {
         let dev = device(self.config, self.data_dir, self.disk)?;
-        let m = crate::stage::mark::mark_bad(&dev)?;
+        let m = crate::device::mark::mark_bad(&dev)?;
         println!(
             "marked bad: {}; the next boot starts slot {}",
             describe(&m),
@@ -121,7 +121,7 @@ fn describe_refund(r: &Refund) -> String {
 impl RefundTry {
     pub fn run(self) -> anyhow::Result<()> {
         let dev = device(self.config, self.data_dir, self.disk)?;
-        let r = crate::stage::mark::refund_try(&dev)?;
+        let r = crate::device::mark::refund_try(&dev)?;
         println!("{}", describe_refund(&r));
         Ok(())
     }

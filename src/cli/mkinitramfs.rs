@@ -35,13 +35,13 @@ impl Mkinitramfs {
             Some(p) => p,
             None => std::env::current_exe().context("finding the running hup executable")?,
         };
-        let opts = crate::init::image::Options {
+        let opts = crate::initramfs::image::Options {
             hup,
             modules_from: self.modules_from,
             modules: self.modules,
             config: self.config,
             keys: self.keys,
         };
-        crate::init::image::write(&opts, &self.output)
+        crate::initramfs::image::write(&opts, &self.output)
     }
 }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-use crate::stage::device::{Device, DeviceArgs};
+use crate::device::{Device, DeviceArgs};
 use crate::stage::{StageOptions, human};
 
 /// Download, verify and store an update bundle; it is applied at the next boot.

@@ -2,10 +2,10 @@ use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 
+use crate::device;
+use crate::device::status::{Inputs, gather, render};
 use crate::fsutil::DataDir;
 use crate::model::config::{SYSTEM_JSON, SystemConfig};
-use crate::stage::device;
-use crate::stage::status::{Inputs, gather, render};
 
 /// Show the booted and other slot, the staged bundle, the last update and the boot state.
 #[derive(FromArgs)]
@@ -32,7 +32,7 @@ impl Status {
         if self.json {
             println!("{}", serde_json::to_string_pretty(&st)?);
         } else {
-            print!("{}", render(&st));
+            render(&st, &mut std::io::stdout().lock())?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ mod scan;
 mod sparse;
 mod tap;
 
-pub use check::{MissingFingerprint, TreeCheck, check_root, check_tree};
+pub use check::{MissingFingerprint, TreeCheck, check_base, check_root, check_tree};
 pub use compare::{Change, DEFAULT_IGNORE, Diff, IgnoreSet, compare};
 pub use embed::{EMBED_PATH, EmbedReader, Embedded, ExtraFile, embed, embed_with};
 pub use scan::{DirScan, fingerprint_of_dir, fingerprint_of_tar, scan_dir, scan_dir_for};

@@ -7,10 +7,7 @@
 //! after a bounded wait.
 
 pub mod bootlog;
-pub mod cmdline;
-pub mod cpio;
 pub mod devices;
-pub mod image;
 pub mod modules;
 pub mod pending;
 pub mod slot;
@@ -22,9 +19,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::mount::MsFlags;
 
+use crate::boot::cmdline::{self, Cmdline};
 use crate::model::config::{SYSTEM_JSON, SystemConfig};
+use crate::model::initramfs::{MODULES_DIR, MODULES_LIST};
 use crate::sys::mount::{mount, umount};
-use cmdline::Cmdline;
 use devices::Devices;
 use slot::Slot;
 
@@ -145,10 +143,7 @@ impl Init {
     /// Everything up to the exec of the OS's init; returns only with an error.
     fn boot(&mut self) -> Result<std::convert::Infallible> {
         self.export_failpoint();
-        modules::load_all(
-            Path::new(image::MODULES_LIST),
-            Path::new(image::MODULES_DIR),
-        );
+        modules::load_all(Path::new(MODULES_LIST), Path::new(MODULES_DIR));
         mount_efivars();
         if self.cmdline.shell {
             run_shell("hup.shell");

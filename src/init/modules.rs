@@ -4,7 +4,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-use super::image::parse_module_list;
+use crate::model::initramfs::parse_module_list;
 use crate::sys::kmod::{LoadError, finit_module};
 
 /// What happened to each module.

@@ -7,11 +7,11 @@ use anyhow::{Context, Result};
 use nix::mount::MsFlags;
 
 use super::bootlog;
-use super::cmdline::Cmdline;
 use super::devices::Devices;
 use super::slot::Slot;
 use crate::apply::BaseRoot;
 use crate::apply::layout::DataMount;
+use crate::boot::cmdline::Cmdline;
 use crate::disk::Part;
 use crate::fsutil::DataDir;
 use crate::model::config::SystemConfig;

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 
-use super::cmdline::Cmdline;
 use super::devices::Devices;
+use crate::boot::cmdline::Cmdline;
 use crate::model::config::SystemConfig;
 
 /// The slot type of the boot backends.
@@ -188,7 +188,7 @@ mod tests {
         let mut sb = SystemdBoot {
             efivars: t.path().to_path_buf(),
         };
-        let cmdline = super::super::cmdline::parse("hup.slot=b");
+        let cmdline = crate::boot::cmdline::parse("hup.slot=b");
         let ctx = ChooseContext {
             config: &config,
             cmdline: &cmdline,
@@ -205,7 +205,7 @@ mod tests {
             v,
         )
         .unwrap();
-        let empty = super::super::cmdline::parse("");
+        let empty = crate::boot::cmdline::parse("");
         let ctx = ChooseContext {
             cmdline: &empty,
             ..ctx

@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
 
+use super::origin::{OpenError, Origin};
 use super::pace::{Pace, Watch};
 use super::progress::{Progress, human};
-use super::source::{OpenError, Origin};
 use super::stream::{CHUNK, EarlyCheck, Pipeline, Summary};
 
 /// Attempts in a row that bring no new byte before the download gives up.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
-use super::source::{OpenError, Opened, Origin};
+use super::origin::{OpenError, Opened, Origin};
 
 /// TCP (and TLS) connection setup limit.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1,20 +1,21 @@
 //! The stage-time checks of what a bundle requires of the device beyond sizes and versions
 //! (docs/staging.md): the partition layout it names (`manifest.layout`: reachable from this
 //! disk, and the data survives the migration) and an unmodified running system
-//! (`manifest.requires_unmodified_base`). `hup inspect --disk` shows the same plan.
+//! (`manifest.requires_unmodified_base`, checked by
+//! [`check_base`](crate::data::fingerprint::check_base)). `hup inspect --disk` shows the
+//! same plan.
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::boot::Slot;
 use crate::data::backup::Source;
-use crate::data::fingerprint::{MissingFingerprint, check_root};
 use crate::disk::Disk;
 use crate::layout::{Plan, PlanError, TargetLayout};
 use crate::model::config::Labels;
 
-use super::human;
+use crate::size::human;
 
 /// What migrating a disk to a target layout would take.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,37 +91,4 @@ pub fn check_layout(
         );
     }
     Ok(Some(plan))
-}
-
-/// The `requires_unmodified_base` check: the running slot `slot`, mounted at `root` (`/` on a
-/// device), must be identical to the fingerprint embedded in it, as `hup fingerprint check`
-/// compares it.
-pub fn check_base(root: &Path, slot: Slot) -> Result<()> {
-    let what = if root == Path::new("/") {
-        format!("slot {slot}")
-    } else {
-        format!("slot {slot} (at {})", root.display())
-    };
-    let diff = match check_root(root, &[]) {
-        Ok(d) => d,
-        Err(e) => {
-            if let Some(m) = e.downcast_ref::<MissingFingerprint>() {
-                bail!(
-                    "bundle requires an unmodified base system, but {what} has no recorded \
-                     fingerprint to compare with ({} does not exist)",
-                    m.path.display()
-                );
-            }
-            return Err(e).with_context(|| format!("checking {what} against its fingerprint"));
-        }
-    };
-    if !diff.is_empty() {
-        bail!(
-            "bundle requires an unmodified base system; {what} differs from its fingerprint: {} \
-             (run `hup fingerprint check` for the list)",
-            diff.counts()
-        );
-    }
-    log::info!("{what} is identical to its fingerprint");
-    Ok(())
 }

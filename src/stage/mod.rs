@@ -1,25 +1,24 @@
 //! Online staging (docs/staging.md): download a bundle, verify it, check it fits this
 //! device, and store it in `DATA/hup/staged/` for the initramfs to apply at the next boot.
-//! Also the commands around it: `hup status`, `hup mark-good`, `hup mark-bad`, `hup cancel`.
+//! The running device itself (config, booted slot, locks, where the staged bundle lives) is
+//! [`crate::device`]; this module imports it, never the other way round.
 //!
-//! The pieces, in the order a `hup stage` uses them: [`device`] (config, booted slot,
-//! running version, disk), [`lock`] (one command at a time), [`source`] and [`http`] (file
-//! or URL, resumable), `download` (retries, progress, free space), `stream` (hashing and
-//! tar-following while downloading), [`verify`] (signature and digests), [`checks`]
-//! (compatible, version, sizes), [`layout`] (the partition layout and the unmodified base a
-//! bundle may require), [`store`] (atomic move, state.json).
+//! The pieces, in the order a `hup stage` uses them: [`crate::device`] (config, booted slot,
+//! running version, disk), [`crate::device::lock`] (one command at a time), [`source`] and
+//! [`http`] (file or URL, resumable, both an [`origin::Origin`]), `download` (retries,
+//! progress, free space), `stream` (hashing and tar-following while downloading),
+//! [`verify`] (signature and digests), [`checks`] (compatible, version, sizes), [`layout`]
+//! (the partition layout a bundle may require; its unmodified base is checked by
+//! [`crate::data::fingerprint::check_base`]), [`store`] (atomic move, state.json).
 
 pub mod checks;
-pub mod device;
 mod download;
 pub mod http;
 pub mod layout;
-pub mod lock;
-pub mod mark;
+pub mod origin;
 pub mod pace;
 mod progress;
 pub mod source;
-pub mod status;
 pub mod store;
 mod stream;
 mod tarscan;
@@ -29,9 +28,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+use crate::device::{self, Device, lock};
 use crate::error::Exit;
 use crate::model::manifest::Manifest;
-use device::Device;
 use source::Source;
 use stream::{Captured, EarlyCheck};
 
@@ -122,7 +121,7 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
     );
 
     let name = format!("{}.part", source.file_name());
-    for old in store::clean_staging(data, &name)? {
+    for old in device::staged::clean_staging(data, &name)? {
         log::info!(
             "removed {old} left in {} by an earlier run",
             data.staging_dir().display()
@@ -195,7 +194,7 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
         store::commit(data, &mut state, &part, &summary, &bundle.manifest.version)?
     };
     Ok(StageReport {
-        path: store::staged_path(data),
+        path: device::staged::staged_path(data),
         staged,
         signed_by: bundle.signed_by.unwrap_or_default(),
         payloads: bundle.manifest.payloads.len(),
@@ -224,7 +223,7 @@ fn requirements(
             )
         })?;
         // The staged bundle this one replaces is not backed up; the download becomes it.
-        let replaced = store::staged_path(&dev.data);
+        let replaced = device::staged::staged_path(&dev.data);
         plan = layout::check_layout(
             disk,
             target,
@@ -240,7 +239,7 @@ fn requirements(
             .base_root
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("/"));
-        layout::check_base(&root, booted)?;
+        crate::data::fingerprint::check_base(&root, booted)?;
     }
     Ok(plan)
 }

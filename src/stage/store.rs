@@ -1,24 +1,23 @@
-//! The staged bundle on the data partition: free-space checks, the atomic move from
-//! `staging/` into `staged/`, its record in state.json, and `hup cancel`.
+//! Storing the staged bundle on the data partition: free-space checks, the atomic move from
+//! `staging/` into `staged/` and its record in state.json. Where it lives, and `hup
+//! cancel`, are in [`crate::device::staged`].
 //!
 //! Order of a commit: the verified `staging/NAME.part` is fsynced (by the download), renamed
 //! over `staged/bundle.hup` (atomic: the previous staged bundle stays whole until this
 //! instant), both directories are fsynced, then state.json records it (atomic write).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
 use super::download::discard;
 use super::stream::Summary;
-use crate::error::Exit;
+use crate::device::staged::{STAGED_FILE, staged_path};
 use crate::fsutil::{DataDir, now, sync_dir};
 use crate::model::state::{Staged, State};
 
 /// Free space kept on the data partition beyond the bundle itself.
 pub const SPACE_MARGIN: u64 = 16 << 20;
-/// The staged bundle's file name in `DATA/hup/staged/`.
-pub const STAGED_FILE: &str = "bundle.hup";
 
 /// Bytes available to unprivileged writers on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Result<u64> {
@@ -41,11 +40,6 @@ pub fn ensure_space(dir: &Path, bundle: u64) -> Result<()> {
     Ok(())
 }
 
-/// Where the staged bundle lives.
-pub fn staged_path(data: &DataDir) -> PathBuf {
-    data.staged_dir().join(STAGED_FILE)
-}
-
 /// The manifest bytes of the staged bundle, if one is staged and readable.
 pub fn staged_manifest(data: &DataDir, state: &State) -> Option<Vec<u8>> {
     let staged = state.staged.as_ref()?;
@@ -60,30 +54,6 @@ pub fn is_staged(data: &DataDir, state: &State, sha256: &str) -> bool {
     state.staged.as_ref().is_some_and(|s| {
         s.sha256.eq_ignore_ascii_case(sha256) && data.staged_dir().join(&s.file).is_file()
     })
-}
-
-/// Removes what earlier runs left in `staging/`, except the files of `keep` (`NAME.part`
-/// and `NAME.part.meta`). Runs under the download lock, so nothing else is writing there.
-pub fn clean_staging(data: &DataDir, keep: &str) -> Result<Vec<String>> {
-    let dir = data.staging_dir();
-    let mut removed = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    let keep_meta = format!("{keep}.meta");
-    for e in entries {
-        let e = e.with_context(|| format!("reading {}", dir.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == keep || name == keep_meta || !e.path().is_file() {
-            continue;
-        }
-        std::fs::remove_file(e.path())
-            .with_context(|| format!("removing {}", e.path().display()))?;
-        removed.push(name);
-    }
-    Ok(removed)
 }
 
 /// Moves the verified `part` into `staged/` and records it in `state` (saved). The previous
@@ -125,58 +95,11 @@ pub fn commit(
     Ok(staged)
 }
 
-/// What `hup cancel` removed.
-#[derive(Debug, Default)]
-pub struct Cancelled {
-    pub staged: Option<Staged>,
-    /// Partial downloads removed from `staging/`.
-    pub partial: Vec<String>,
-}
-
-/// Drops the staged bundle (file and record) and any partial download;
-/// [`Exit::NothingToDo`] when there is neither.
-pub fn cancel(data: &DataDir) -> Result<Cancelled> {
-    let mut out = Cancelled {
-        partial: clean_staging(data, "")?,
-        ..Cancelled::default()
-    };
-    let state_exists = data.state_path().exists();
-    let mut state = if state_exists {
-        Some(data.load_state()?)
-    } else {
-        None
-    };
-    let mut files: Vec<PathBuf> = vec![staged_path(data)];
-    if let Some(s) = state.as_ref().and_then(|s| s.staged.as_ref()) {
-        files.push(data.staged_dir().join(&s.file));
-    }
-    let mut removed_file = false;
-    for f in files {
-        match std::fs::remove_file(&f) {
-            Ok(()) => removed_file = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
-        }
-    }
-    if removed_file {
-        sync_dir(&data.staged_dir())?;
-    }
-    if let Some(st) = state.as_mut()
-        && let Some(old) = st.staged.take()
-    {
-        data.save_state(st)?;
-        out.staged = Some(old);
-    }
-    if out.staged.is_none() && out.partial.is_empty() && !removed_file {
-        return Err(Exit::NothingToDo("nothing is staged".into()).into());
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::boot::Slot;
+    use crate::device::staged::{cancel, clean_staging};
 
     fn summary(content: &[u8]) -> Summary {
         Summary {

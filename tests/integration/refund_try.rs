@@ -202,7 +202,7 @@ fn gpt_refund_after_mark_good_or_mark_bad_and_its_errors() {
 
     // The lock is taken as by mark-good: another holder makes it exit 3, changing nothing.
     {
-        let _held = hup::stage::lock::acquire(&DataDir::new(&dev.data), "test").unwrap();
+        let _held = hup::device::lock::acquire(&DataDir::new(&dev.data), "test").unwrap();
         let (code, err) = failed(&dev.cmd("refund-try", "b"));
         assert_eq!(code, 3, "{err}");
         assert!(err.contains("holds") && err.contains("lock"), "{err}");

@@ -188,12 +188,12 @@ fn cancel_drops_the_staged_bundle_and_locks_are_exclusive() {
     // While a download runs, cancel and another stage exit 3; while another hup holds the
     // state lock longer than the wait, mark-good exits 3.
     let held =
-        hup::stage::lock::download(&DataDir::new(&dev.data), "hup stage test-holder").unwrap();
+        hup::device::lock::download(&DataDir::new(&dev.data), "hup stage test-holder").unwrap();
     let e = fails(&dev.cmd("cancel", &[], &[]), 3, "locked");
     assert!(e.contains("hup stage test-holder"), "{e}");
     fails(&dev.stage(p(&f), &[]), 3, "locked");
     drop(held);
-    let held = hup::stage::lock::acquire(&DataDir::new(&dev.data), "hup test-holder").unwrap();
+    let held = hup::device::lock::acquire(&DataDir::new(&dev.data), "hup test-holder").unwrap();
     let wait = [("HUP_LOCK_WAIT_MS", "200")];
     fails(&dev.cmd("mark-good", &[], &wait), 3, "locked");
     drop(held);

@@ -1,14 +1,16 @@
-//! Checking a root tree against its recorded fingerprint: `hup fingerprint check`, `hup
-//! stage` of a bundle with `requires_unmodified_base`, and the apply preflight.
+//! Checking a root tree against its recorded fingerprint: `hup fingerprint check`, and
+//! [`check_base`], the `requires_unmodified_base` check of `hup stage` and the apply
+//! preflight.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::Fingerprint;
 use super::compare::{DEFAULT_IGNORE, Diff, compare};
 use super::embed::EMBED_PATH;
 use super::scan::scan_dir_for;
+use crate::boot::Slot;
 
 /// The recorded fingerprint to compare with does not exist (a system not installed by hup,
 /// or installed before hup recorded fingerprints).
@@ -59,6 +61,39 @@ pub fn check_root(root: &Path, extra_ignore: &[String]) -> Result<Diff> {
     let mut ignore: Vec<&str> = DEFAULT_IGNORE.to_vec();
     ignore.extend(extra_ignore.iter().map(String::as_str));
     Ok(check_tree(root, &root.join(EMBED_PATH), &ignore)?.diff)
+}
+
+/// The `requires_unmodified_base` check: the running slot `slot`, mounted at `root` (`/` on a
+/// device), must be identical to the fingerprint embedded in it, as `hup fingerprint check`
+/// compares it.
+pub fn check_base(root: &Path, slot: Slot) -> Result<()> {
+    let what = if root == Path::new("/") {
+        format!("slot {slot}")
+    } else {
+        format!("slot {slot} (at {})", root.display())
+    };
+    let diff = match check_root(root, &[]) {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(m) = e.downcast_ref::<MissingFingerprint>() {
+                bail!(
+                    "bundle requires an unmodified base system, but {what} has no recorded \
+                     fingerprint to compare with ({} does not exist)",
+                    m.path.display()
+                );
+            }
+            return Err(e).with_context(|| format!("checking {what} against its fingerprint"));
+        }
+    };
+    if !diff.is_empty() {
+        bail!(
+            "bundle requires an unmodified base system; {what} differs from its fingerprint: {} \
+             (run `hup fingerprint check` for the list)",
+            diff.counts()
+        );
+    }
+    log::info!("{what} is identical to its fingerprint");
+    Ok(())
 }
 
 impl Diff {
@@ -119,6 +154,33 @@ mod tests {
         assert_eq!(d.counts(), "1 modified, 2 added, 1 missing");
         let d = check_root(root, &["etc/c".to_string(), "etc/d".to_string()]).unwrap();
         assert_eq!(d.counts(), "1 modified, 1 missing");
+    }
+
+    /// The `requires_unmodified_base` check names the slot (and where it is mounted when
+    /// that is not `/`) and says why it refuses: no record, or the counts of differences.
+    #[test]
+    fn base_check_refuses_a_missing_or_differing_record() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("etc/hup")).unwrap();
+        std::fs::write(root.join("etc/a"), b"a").unwrap();
+        let e = check_base(root, Slot::B).unwrap_err().to_string();
+        assert!(
+            e.contains("has no recorded fingerprint")
+                && e.contains(&format!("slot b (at {})", root.display())),
+            "{e}"
+        );
+        super::super::fingerprint_of_dir(root)
+            .unwrap()
+            .save(&root.join(EMBED_PATH))
+            .unwrap();
+        check_base(root, Slot::B).unwrap();
+        std::fs::write(root.join("etc/a"), b"changed").unwrap();
+        let e = check_base(root, Slot::A).unwrap_err().to_string();
+        assert!(
+            e.contains("differs from its fingerprint: 1 modified"),
+            "{e}"
+        );
     }
 
     /// A check computes the kind of digest the record holds: a record of today's format 1

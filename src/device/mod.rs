@@ -1,9 +1,17 @@
-//! The device a command acts on: its configuration, hup's data directory, the disk, the
-//! booted slot and the running version.
+//! The running OS's services: the device a command acts on (this file: its configuration,
+//! hup's data directory, the disk, the booted slot and the running version), the locks of
+//! `DATA/hup/` ([`lock`]), the OS's verdict on its slot ([`mark`]: mark-good, mark-bad,
+//! refund-try), the staged bundle's place and `hup cancel` ([`staged`]), and `hup status`
+//! ([`status`]). `crate::stage` builds on these; nothing here imports it.
 //!
 //! On a device everything is found from `/etc/hup/system.json`, `/run/hup/`, the kernel
 //! command line and sysfs; tests and host use override the pieces (`--config`,
 //! `--data-dir`, `--disk`, and the environment variable [`BOOTED_SLOT_ENV`]).
+
+pub mod lock;
+pub mod mark;
+pub mod staged;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 
@@ -151,7 +159,7 @@ pub fn booted_slot(labels: &Labels) -> Result<Booted> {
         }
     }
     if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline")
-        && let Some(slot) = slot_from_cmdline(&cmdline)
+        && let Some(slot) = crate::boot::cmdline::parse(&cmdline).slot
     {
         return found(slot, "hup.slot= on /proc/cmdline".into());
     }
@@ -169,15 +177,6 @@ pub fn booted_slot(labels: &Labels) -> Result<Booted> {
         labels.root_a,
         labels.root_b
     )
-}
-
-/// `hup.slot=a|b` from a kernel command line (the last one counts, as for the kernel).
-pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
-    cmdline
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("hup.slot="))
-        .filter_map(Slot::parse)
-        .next_back()
 }
 
 /// PARTNAME of the block device mounted at `/` (from mountinfo's major:minor and sysfs).
@@ -243,13 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cmdline_and_mountinfo() {
-        assert_eq!(
-            slot_from_cmdline("quiet hup.slot=b console=ttyS0"),
-            Some(Slot::B)
-        );
-        assert_eq!(slot_from_cmdline("hup.slot=a hup.slot=b"), Some(Slot::B));
-        assert_eq!(slot_from_cmdline("hup.slot=c root=/dev/vda2"), None);
+    fn mountinfo_and_uevent() {
         let info = "22 1 0:21 / /proc rw - proc proc rw\n\
                     25 1 254:3 / / ro,relatime - ext4 /dev/vda3 ro\n\
                     30 25 254:4 / /mnt/data rw - ext4 /dev/vda4 rw\n";

@@ -1,7 +1,10 @@
 //! Unit tests of `hup status` gathering and rendering.
 
 use super::*;
-use crate::model::state::{LastResult, Staged};
+use crate::boot::Slot;
+use crate::device::Booted;
+use crate::fsutil::DataDir;
+use crate::model::state::{LastResult, Outcome, Staged, State};
 
 #[test]
 fn dates() {
@@ -79,7 +82,7 @@ fn from_state_without_disk() {
         Some("format")
     );
     assert!(st.boot.is_none() && st.errors.is_empty());
-    let text = render(&st);
+    let text = text(&st);
     assert!(
         text.contains("booted:      slot a, version 1.0.0"),
         "{text}"

@@ -15,9 +15,9 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::device::{self, Booted, Device};
 use super::lock;
 use crate::boot::{BootBackend, Slot, SlotStatus};
+use crate::device::{self, Booted, Device};
 use crate::fsutil::now;
 use crate::model::state::{LastResult, Outcome, State};
 

@@ -1,8 +1,11 @@
-//! The `hup.*` options of the kernel command line (`/proc/cmdline`).
+//! The `hup.*` options of the kernel command line (`/proc/cmdline`), the one parser of
+//! them: the init reads all of them; the running OS reads `hup.slot=` to tell the booted
+//! slot (crate::device::booted_slot). The systemd-boot backend writes `hup.slot=` into its
+//! boot entries.
 
 use std::time::Duration;
 
-use super::slot::Slot;
+use super::Slot;
 
 /// Options the init understands; everything else on the command line is ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +149,16 @@ mod tests {
         assert_eq!(c.rootwait, Duration::from_secs(3));
         assert_eq!(c.reboot_delay, Duration::from_secs(1));
         assert!(c.unknown.is_empty());
+    }
+
+    /// The last valid `hup.slot=` counts, as for the kernel; an invalid one is ignored.
+    #[test]
+    fn the_last_valid_slot_counts() {
+        assert_eq!(parse("quiet hup.slot=b console=ttyS0").slot, Some(Slot::B));
+        assert_eq!(parse("hup.slot=a hup.slot=b").slot, Some(Slot::B));
+        assert_eq!(parse("hup.slot=b hup.slot=c").slot, Some(Slot::B));
+        assert_eq!(parse("hup.slot=c root=/dev/vda2").slot, None);
+        assert_eq!(parse("root=/dev/vda2 \"hup.slot=a\"").slot, Some(Slot::A));
     }
 
     #[test]

@@ -18,11 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use super::cpio::Archive;
 use crate::model::config::SystemConfig;
-
-/// Where the init finds the ordered module list.
-pub const MODULES_LIST: &str = "/etc/hup/modules";
-/// Where the init finds the module files (`NAME.ko`).
-pub const MODULES_DIR: &str = "/lib/modules";
+use crate::model::initramfs::parse_module_list;
 
 /// What goes into the initramfs.
 #[derive(Debug, Clone, Default)]
@@ -134,15 +130,6 @@ fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Module names compare with `-` and `_` as the same character, like modprobe.
 fn module_key(name: &str) -> String {
     name.replace('-', "_")
-}
-
-/// Parses a module list: one name per line, blank lines and `#` comments ignored.
-pub fn parse_module_list(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// Finds `*.ko` and `*.ko.zst` under `dir` (recursively) by module name.
@@ -274,9 +261,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn module_list_parsing() {
-        let l = parse_module_list("# net\nvirtio_ring\n\n  virtio  # core\ncrc32c-intel\n");
-        assert_eq!(l, ["virtio_ring", "virtio", "crc32c-intel"]);
+    fn module_names_compare_like_modprobe() {
         assert_eq!(module_key("crc32c-intel"), "crc32c_intel");
     }
 
