@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hup::stage::status::Status;
+use hup::device::status::Status;
 
 use crate::artifacts::{self, run};
 use crate::script::Script;

@@ -14,7 +14,7 @@ use anyhow::Result;
 
 use hup::boot::{Slot, SlotStatus};
 use hup::model::state::Outcome;
-use hup::stage::status::Status;
+use hup::device::status::Status;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device};

@@ -6,7 +6,7 @@
 
 use hup::boot::Slot;
 use hup::model::state::Outcome;
-use hup::stage::status::Status;
+use hup::device::status::Status;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, BootOpts, Device};

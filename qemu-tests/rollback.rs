@@ -5,7 +5,7 @@
 
 use hup::boot::{Slot, SlotStatus};
 use hup::model::state::Outcome;
-use hup::stage::status::Status;
+use hup::device::status::Status;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device};

@@ -3,7 +3,7 @@
 //! document in the panic message when a part is missing.
 
 use hup::boot::Slot;
-use hup::stage::status::{BootSlotReport, LastResultReport, SlotReport, Status};
+use hup::device::status::{BootSlotReport, LastResultReport, SlotReport, Status};
 
 /// Slot `a` or `b`.
 pub fn slot(name: &str) -> Slot {
