@@ -103,9 +103,11 @@ impl<'a> Populator<'a> {
             self.add(&m, &mut entry)
                 .with_context(|| format!("archive member {:?}", m.show()))?;
             count += 1;
-            failpoint_middle(count, false);
+            if count == MIDDLE {
+                failpoint_middle(count);
+            }
         }
-        failpoint_middle(count, true);
+        failpoint_middle(count);
         self.write_dirs()
     }
 
@@ -441,17 +443,15 @@ fn type_name(t: u8) -> &'static str {
     }
 }
 
+/// Archive members after which the `populate-middle` failpoint stops the process.
+const MIDDLE: u64 = 64;
+
 /// With the `failpoints` feature and `HUP_FAILPOINT=populate-middle`, exits with status 99
 /// after the 64th member (or after the last one, before directories are written, in smaller
 /// archives), leaving an unfinished filesystem behind.
-#[cfg(feature = "failpoints")]
-fn failpoint_middle(count: u64, at_end: bool) {
-    if (count == 64 || at_end) && std::env::var("HUP_FAILPOINT").as_deref() == Ok("populate-middle")
-    {
-        log::warn!("failpoint populate-middle: exiting after {count} archive members");
-        std::process::exit(99);
-    }
+fn failpoint_middle(count: u64) {
+    crate::failpoint::hit_with(
+        "populate-middle",
+        format_args!("exiting after {count} archive members"),
+    );
 }
-
-#[cfg(not(feature = "failpoints"))]
-fn failpoint_middle(_count: u64, _at_end: bool) {}

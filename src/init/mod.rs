@@ -144,7 +144,7 @@ impl Init {
 
     /// Everything up to the exec of the OS's init; returns only with an error.
     fn boot(&mut self) -> Result<std::convert::Infallible> {
-        self.export_failpoint();
+        self.arm_failpoint();
         modules::load_all(
             Path::new(image::MODULES_LIST),
             Path::new(image::MODULES_DIR),
@@ -234,17 +234,16 @@ impl Init {
         anyhow::bail!("no slot could be booted")
     }
 
-    fn export_failpoint(&self) {
+    fn arm_failpoint(&self) {
         let Some(fp) = &self.cmdline.failpoint else {
             return;
         };
-        if !cfg!(feature = "failpoints") {
-            log::warn!("hup.failpoint={fp} ignored: built without the failpoints feature");
-            return;
-        }
-        match crate::sys::env::set_var_single_threaded("HUP_FAILPOINT", fp) {
+        match crate::failpoint::arm(fp) {
             Ok(()) => log::info!("failpoint {fp} armed"),
-            Err(e) => log::error!("{e:#}"),
+            Err(e @ crate::failpoint::ArmError::Disabled) => {
+                log::warn!("hup.failpoint={fp} ignored: {e}")
+            }
+            Err(e) => log::error!("{e}"),
         }
     }
 
