@@ -216,7 +216,7 @@ fn backup_with(
     let bundle_len = bundle_meta.as_ref().map_or(0, |m| m.len());
     let est = match checked {
         Some(est) => est,
-        None => plan.check_fit(&src, bundle_len)?,
+        None => plan.check_fit(&src, bundle_len)??,
     };
     log::info!(
         "layout: backing up {} ({} files, {} of tar, needs {} {}) into {}",

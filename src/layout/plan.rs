@@ -232,7 +232,8 @@ impl Plan {
 
     /// The estimate of `src` with a bundle of `bundle_size` bytes, checked: an upper bound
     /// first, measured by compressing everything (to nowhere) when the bound does not fit.
-    pub fn check_fit(&self, src: &Source, bundle_size: u64) -> Result<Estimate> {
+    /// The outer error is reading the data failing; the inner one the planner's refusal.
+    pub fn check_fit(&self, src: &Source, bundle_size: u64) -> Result<Result<Estimate, PlanError>> {
         let est = Estimate::bound(src.scan()?, bundle_size);
         let est = match self.check(&est) {
             Err(PlanError::BackupTooBig { .. }) => {
@@ -242,8 +243,7 @@ impl Plan {
             }
             _ => est,
         };
-        self.check(&est)?;
-        Ok(est)
+        Ok(self.check(&est).map(|()| est))
     }
 }
 
@@ -284,16 +284,16 @@ pub(crate) fn same_layout(a: &[Part], b: &[Part]) -> bool {
 }
 
 /// Computes the migration of `disk` to `target`; `None` when the disk has it already.
-/// Refusals are [`PlanError`]s (downcast the `anyhow::Error`).
+/// Works on the table read when `disk` was opened: the only failures are refusals.
 pub fn plan(
     disk: &Disk,
     target: &TargetLayout,
     labels: &Labels,
     active: Slot,
-) -> Result<Option<Plan>> {
+) -> Result<Option<Plan>, PlanError> {
     let name = disk.path().display().to_string();
     let current = disk.partitions();
-    let p = plan_parts(
+    plan_parts(
         &name,
         disk.size(),
         disk.sector_size(),
@@ -301,8 +301,7 @@ pub fn plan(
         target,
         labels,
         active,
-    )?;
-    Ok(p)
+    )
 }
 
 /// [`plan`] on a table in memory.
