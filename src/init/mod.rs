@@ -82,7 +82,7 @@ fn early_mounts() {
     for (src, target, fstype, flags, data) in mounts {
         let t = Path::new(target);
         let _ = std::fs::create_dir_all(t);
-        if let Err(e) = mount(src, t, fstype, false, flags, data) {
+        if let Err(e) = mount(src, t, fstype, flags, data) {
             // No logger sink yet: the kernel console is our stderr.
             eprintln!("hup: error: {e:#}");
         }
@@ -99,7 +99,6 @@ fn mount_efivars() {
         "efivarfs",
         dir,
         "efivarfs",
-        false,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     ) {
@@ -259,7 +258,7 @@ impl Init {
         let node = part.node.display().to_string();
         let r = std::fs::create_dir_all(dir)
             .with_context(|| format!("creating {DATA_MNT}"))
-            .and_then(|()| mount(&node, dir, "ext4", false, MsFlags::MS_NODEV, None));
+            .and_then(|()| mount(&node, dir, "ext4", MsFlags::MS_NODEV, None));
         match r {
             Ok(()) => {
                 self.data_mounted = true;
@@ -319,9 +318,9 @@ impl Init {
         let node = part.node.display().to_string();
         let root = PathBuf::from(ROOT_MNT);
         std::fs::create_dir_all(&root).with_context(|| format!("creating {ROOT_MNT}"))?;
-        mount(&node, &root, "ext4", true, MsFlags::empty(), None)?;
+        mount(&node, &root, "ext4", MsFlags::MS_RDONLY, None)?;
         if let Err(e) = switch::check_init(&root) {
-            let _ = umount(&root, false);
+            let _ = umount(&root);
             return Err(e.context(format!("root {node} ({label})")));
         }
         if let Err(e) = write_run_info(s, &node) {
@@ -364,7 +363,7 @@ impl Init {
     fn release_data(&mut self) {
         bootlog::detach_file();
         if self.data_mounted {
-            if let Err(e) = umount(Path::new(DATA_MNT), false) {
+            if let Err(e) = umount(Path::new(DATA_MNT)) {
                 log::warn!("{e:#}");
             }
             self.data_mounted = false;
