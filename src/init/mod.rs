@@ -44,7 +44,7 @@ pub fn run() -> ! {
         std::thread::sleep(Duration::from_secs(10));
         crate::sys::power::reboot();
     }));
-    crate::logging::init(false);
+    crate::logging::init(log::LevelFilter::Info);
     early_mounts();
     bootlog::install(Path::new("/dev/console"), Path::new("/dev/kmsg"));
     log::info!("init {} starting", env!("CARGO_PKG_VERSION"));
