@@ -2,8 +2,9 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
+use crate::size::human;
+use crate::stage::StageOptions;
 use crate::stage::device::{Device, DeviceArgs};
-use crate::stage::{StageOptions, human};
 
 /// Download, verify and store an update bundle; it is applied at the next boot.
 #[derive(FromArgs)]

@@ -13,8 +13,7 @@ use crate::data::fingerprint::{MissingFingerprint, check_root};
 use crate::disk::Disk;
 use crate::layout::{Plan, PlanError, TargetLayout};
 use crate::model::config::Labels;
-
-use super::human;
+use crate::size::human;
 
 /// What migrating a disk to a target layout would take.
 #[derive(Debug, Clone, PartialEq, Eq)]
