@@ -66,7 +66,7 @@ pub fn arm(name: &str) -> Result<(), ArmError> {
 
 /// True when the point `name` is armed (always false without the `failpoints` feature).
 #[inline]
-pub fn armed(name: &str) -> bool {
+fn armed(name: &str) -> bool {
     cfg!(feature = "failpoints") && ARMED.get(from_env) == Some(name)
 }
 
