@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use hup::boot::{Slot, SlotStatus};
-use hup::model::state::Outcome;
 use hup::device::status::Status;
+use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device};

@@ -5,8 +5,8 @@
 //! after that every boot counts, and once the tries are used up the device runs v1 again.
 
 use hup::boot::Slot;
-use hup::model::state::Outcome;
 use hup::device::status::Status;
+use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, BootOpts, Device};

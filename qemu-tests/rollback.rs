@@ -4,8 +4,8 @@
 //! says rolled back, with the reason and the apply log.
 
 use hup::boot::{Slot, SlotStatus};
-use hup::model::state::Outcome;
 use hup::device::status::Status;
+use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device};

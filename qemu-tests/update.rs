@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use hup::boot::{Slot, SlotStatus};
-use hup::model::state::Outcome;
 use hup::device::status::Status;
+use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device};

@@ -51,15 +51,14 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-/// Installs the logger; the level comes from `HUP_LOG` unless `verbose` asks for debug.
-pub fn init(verbose: bool) {
+/// Installs the logger; the level comes from `HUP_LOG`, else it is `default`.
+pub fn init(default: log::LevelFilter) {
     let level = match std::env::var("HUP_LOG").ok().as_deref() {
         Some("error") => log::LevelFilter::Error,
         Some("warn") => log::LevelFilter::Warn,
         Some("debug") => log::LevelFilter::Debug,
         Some("trace") => log::LevelFilter::Trace,
-        _ if verbose => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Info,
+        _ => default,
     };
     if log::set_logger(&Logger).is_ok() {
         log::set_max_level(level);

@@ -1,4 +1,5 @@
-//! Size arguments: bytes, or a number with a K/M/G/T suffix (powers of 1024).
+//! Sizes: parsing arguments (bytes, or a number with a K/M/G/T suffix, powers of 1024) and
+//! writing them in messages ([`human`], and [`mib`] for partition tables).
 
 use anyhow::{Context, Result, bail};
 
@@ -23,7 +24,10 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .with_context(|| format!("size {s:?} is too large"))
 }
 
-/// `1536` -> `1.5 KiB`: sizes in messages.
+const MIB: u64 = 1 << 20;
+
+/// `1536` -> `1.5 KiB`: sizes in messages, in the largest unit that keeps the number at
+/// least 1, with one decimal (whole bytes below 1 KiB).
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -39,6 +43,16 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// `256 MiB`, `1.5 MiB`, `2048 MiB`: sizes and places on a partition table (1 MiB aligned),
+/// always in MiB, without a decimal when whole.
+pub fn mib(bytes: u64) -> String {
+    if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    }
+}
+
 /// argh adapter for size options.
 pub fn from_arg(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| format!("{e:#}"))
@@ -46,7 +60,7 @@ pub fn from_arg(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{MIB, human, mib, parse_size};
 
     #[test]
     fn sizes() {
@@ -59,5 +73,27 @@ mod tests {
         assert!(parse_size("M").is_err());
         assert!(parse_size("12X").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn human_picks_the_unit() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1024), "1.0 KiB");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(36 * MIB), "36.0 MiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(5 << 40), "5.0 TiB");
+        assert_eq!(human(5 << 50), "5120.0 TiB");
+    }
+
+    #[test]
+    fn mib_stays_in_mib() {
+        assert_eq!(mib(0), "0 MiB");
+        assert_eq!(mib(32 * MIB), "32 MiB");
+        assert_eq!(mib(3 << 30), "3072 MiB");
+        assert_eq!(mib(MIB + MIB / 2), "1.5 MiB");
+        assert_eq!(mib(33 * MIB + 1), "33.0 MiB");
+        assert_eq!(mib(512), "0.0 MiB");
     }
 }

@@ -104,7 +104,7 @@ fn migrate_inner(
     let bundle = super::preflight::check(ctx, &state, &bundle_path, current, current.other())?;
     let mut src = Source::new(mount.dir())?;
     src.exclude(&bundle_path)?;
-    let est = plan.check_fit(&src, staged.size)?;
+    let est = plan.check_fit(&src, staged.size)??;
     log::info!(
         "layout: the backup needs {} {} of the {} region",
         if est.exact { "exactly" } else { "at most" },

@@ -14,7 +14,7 @@ pub struct Cmdline {
     pub debug: bool,
     /// `hup.shell`: run /bin/sh (if the initramfs has one) before choosing a slot, and on a fatal error.
     pub shell: bool,
-    /// `hup.failpoint=NAME`: exported as `HUP_FAILPOINT` (builds with the `failpoints` feature).
+    /// `hup.failpoint=NAME`: armed like `HUP_FAILPOINT` (builds with the `failpoints` feature).
     pub failpoint: Option<String>,
     /// `hup.slot=a|b`: the slot of the boot entry (systemd-boot backend).
     pub slot: Option<Slot>,

@@ -156,13 +156,18 @@ impl GptBackend {
         }
     }
 
-    fn read(&self, read_only: bool) -> Result<Pair> {
-        let disk = if read_only {
-            Disk::open_read_only(&self.disk)
-        } else {
-            Disk::open(&self.disk)
-        }
-        .context("gpt boot backend")?;
+    /// Both slots' attributes, from the disk opened read-only.
+    fn read(&self) -> Result<Pair> {
+        self.pair(Disk::open_read_only(&self.disk))
+    }
+
+    /// [`Self::read`], with the disk opened for [`Self::write`].
+    fn read_for_write(&self) -> Result<Pair> {
+        self.pair(Disk::open(&self.disk))
+    }
+
+    fn pair(&self, disk: Result<Disk>) -> Result<Pair> {
+        let disk = disk.context("gpt boot backend")?;
         let (a, b) = disk.distinct_partitions(&self.labels.root_a, &self.labels.root_b)?;
         let words = [a.attrs, b.attrs];
         Ok(Pair {
@@ -182,14 +187,14 @@ impl GptBackend {
 
     /// The decoded bits of both slots (A, B).
     pub fn attrs(&self) -> Result<[SlotAttrs; 2]> {
-        Ok(self.read(true)?.attrs)
+        Ok(self.read()?.attrs)
     }
 
     /// Chooses the slot to boot now (the initramfs calls this once per boot). A slot on trial
     /// uses one try here, before it boots; a trial whose tries are used up is not chosen, so
     /// the other (good) slot boots. Also repairs a damaged GPT copy.
     pub fn choose(&self) -> Result<Choice> {
-        let pair = self.read(false)?;
+        let pair = self.read_for_write()?;
         let mut new = pair.attrs;
         let (slot, rescue) = pick(&pair.attrs);
         let chosen = &mut new[slot.index()];
@@ -230,12 +235,12 @@ impl BootBackend for GptBackend {
     }
 
     fn active(&self) -> Result<Slot> {
-        Ok(pick(&self.read(true)?.attrs).0)
+        Ok(pick(&self.read()?.attrs).0)
     }
 
     fn set_try_next(&self, slot: Slot, tries: u8) -> Result<()> {
         check_tries(tries, MAX_TRIES)?;
-        let pair = self.read(false)?;
+        let pair = self.read_for_write()?;
         let mut new = pair.attrs;
         new[slot.index()] = SlotAttrs {
             priority: PRIO_FIRST,
@@ -252,7 +257,7 @@ impl BootBackend for GptBackend {
     }
 
     fn mark_good(&self, slot: Slot) -> Result<()> {
-        let pair = self.read(false)?;
+        let pair = self.read_for_write()?;
         let mut new = pair.attrs;
         new[slot.index()] = SlotAttrs {
             priority: PRIO_FIRST,
@@ -276,7 +281,7 @@ impl BootBackend for GptBackend {
     }
 
     fn mark_bad(&self, slot: Slot) -> Result<()> {
-        let pair = self.read(false)?;
+        let pair = self.read_for_write()?;
         let mut new = pair.attrs;
         new[slot.index()] = SlotAttrs::default();
         if !new[slot.other().index()].bootable() {
@@ -287,7 +292,7 @@ impl BootBackend for GptBackend {
     }
 
     fn state(&self) -> Result<BootState> {
-        let attrs = self.read(true)?.attrs;
+        let attrs = self.read()?.attrs;
         let slots = Slot::ALL
             .iter()
             .map(|s| {
@@ -313,7 +318,7 @@ impl BootBackend for GptBackend {
     }
 
     fn refund_try(&self, slot: Slot) -> Result<bool> {
-        let pair = self.read(false)?;
+        let pair = self.read_for_write()?;
         let mut new = pair.attrs;
         let a = &mut new[slot.index()];
         if a.successful || a.priority == 0 || a.refunds == 0 || a.tries >= MAX_TRIES {

@@ -88,15 +88,19 @@ impl SystemdBootBackend {
         }
     }
 
-    /// Opens the ESP (the partition labelled `labels.boot`).
-    pub fn open_esp(&self, read_only: bool) -> Result<Esp> {
-        let disk = if read_only {
-            Disk::open_read_only(&self.disk)
-        } else {
-            Disk::open(&self.disk)
-        }
-        .context("systemd-boot backend")?;
-        Esp::open(disk.open_partition(&self.labels.boot)?)
+    /// Opens the ESP (the partition labelled `labels.boot`) for writing.
+    pub fn open_esp(&self) -> Result<Esp> {
+        Self::esp_on(Disk::open(&self.disk), &self.labels.boot)
+    }
+
+    /// [`Self::open_esp`], read-only.
+    pub fn open_esp_read_only(&self) -> Result<Esp> {
+        Self::esp_on(Disk::open_read_only(&self.disk), &self.labels.boot)
+    }
+
+    fn esp_on(disk: Result<Disk>, label: &str) -> Result<Esp> {
+        let disk = disk.context("systemd-boot backend")?;
+        Esp::open(disk.open_partition(label)?)
     }
 
     /// Reads the entries; with several files for one slot (an interrupted update) the one
@@ -178,7 +182,7 @@ impl SystemdBootBackend {
         initrd: Payload,
         cmdline: &str,
     ) -> Result<()> {
-        let esp = self.open_esp(false)?;
+        let esp = self.open_esp()?;
         let dir = slot_dir(slot);
         let (kpath, ipath) = (format!("{dir}/vmlinuz"), format!("{dir}/initrd"));
         let (ktmp, itmp) = (format!("{kpath}.new"), format!("{ipath}.new"));
@@ -217,7 +221,7 @@ impl SystemdBootBackend {
     /// [`SystemdBootBackend::install`], the entry is `hup-<slot>+0-0.conf`: installed, not to be
     /// booted until `set_try_next` or `mark_good`.
     pub fn install_entry(&self, slot: Slot, cmdline: &str) -> Result<()> {
-        let esp = self.open_esp(false)?;
+        let esp = self.open_esp()?;
         let entries = self.entries(&esp)?;
         if let Some((old, _)) = entries.get(slot) {
             esp.remove(&old.path())?;
@@ -285,7 +289,7 @@ impl SystemdBootBackend {
     pub fn install_loader(&self, efi_binary: &Path) -> Result<()> {
         let bin = std::fs::read(efi_binary)
             .with_context(|| format!("reading the EFI loader {}", efi_binary.display()))?;
-        let esp = self.open_esp(false)?;
+        let esp = self.open_esp()?;
         let old = esp.entry(LOADER_PATH)?.map_or(0, |e| esp.allocation(e.len));
         esp.ensure_room(
             (esp.allocation(bin.len() as u64) + 4 * esp.cluster_size()).saturating_sub(old),
@@ -301,7 +305,7 @@ impl SystemdBootBackend {
 
     /// The entry file names in `loader/entries/`, sorted.
     pub fn entry_files(&self) -> Result<Vec<String>> {
-        let esp = self.open_esp(true)?;
+        let esp = self.open_esp_read_only()?;
         if !esp.exists(ENTRIES_DIR)? {
             return Ok(Vec::new());
         }
@@ -346,7 +350,7 @@ impl BootBackend for SystemdBootBackend {
     }
 
     fn active(&self) -> Result<Slot> {
-        let esp = self.open_esp(true)?;
+        let esp = self.open_esp_read_only()?;
         let entries = self.entries(&esp)?;
         self.next(&esp, &entries)?.with_context(|| {
             format!(
@@ -358,7 +362,7 @@ impl BootBackend for SystemdBootBackend {
 
     fn set_try_next(&self, slot: Slot, tries: u8) -> Result<()> {
         check_tries(tries, MAX_TRIES)?;
-        let esp = self.open_esp(false)?;
+        let esp = self.open_esp()?;
         let entries = self.entries(&esp)?;
         self.prefer(
             &esp,
@@ -372,7 +376,7 @@ impl BootBackend for SystemdBootBackend {
     }
 
     fn mark_good(&self, slot: Slot) -> Result<()> {
-        let esp = self.open_esp(false)?;
+        let esp = self.open_esp()?;
         let entries = self.entries(&esp)?;
         let (name, body) = self.require(&entries, slot)?;
         let other_max = entries.get(slot.other()).map_or(0, |(_, b)| b.version);
@@ -401,7 +405,7 @@ impl BootBackend for SystemdBootBackend {
     }
 
     fn mark_bad(&self, slot: Slot) -> Result<()> {
-        let esp = self.open_esp(false)?;
+        let esp = self.open_esp()?;
         let entries = self.entries(&esp)?;
         if let Some((name, body)) = entries.get(slot) {
             let done = name.counter.map_or(0, |(_, d)| d);
@@ -423,7 +427,7 @@ impl BootBackend for SystemdBootBackend {
     }
 
     fn state(&self) -> Result<BootState> {
-        let esp = self.open_esp(true)?;
+        let esp = self.open_esp_read_only()?;
         let entries = self.entries(&esp)?;
         let next = self.next(&esp, &entries)?;
         let slots = Slot::ALL
@@ -465,7 +469,7 @@ impl BootBackend for SystemdBootBackend {
     }
 
     fn refund_try(&self, slot: Slot) -> Result<bool> {
-        let esp = self.open_esp(false)?;
+        let esp = self.open_esp()?;
         let entries = self.entries(&esp)?;
         let Some((name, body)) = entries.get(slot) else {
             return Ok(false);

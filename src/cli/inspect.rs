@@ -128,7 +128,7 @@ fn print_layout(l: &TargetLayout) {
     println!("layout:        version {}", l.version);
     for p in &l.partitions {
         let size = match p.size {
-            Some(b) => format!("{b} bytes ({})", crate::stage::human(b)),
+            Some(b) => format!("{b} bytes ({})", crate::size::human(b)),
             None => "rest of the disk".into(),
         };
         println!("  {:<16} {:<30} type {}", p.label, size, p.type_guid);

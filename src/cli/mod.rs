@@ -49,7 +49,11 @@ enum Command {
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn run() -> i32 {
     let args: Hup = argh::from_env();
-    crate::logging::init(args.verbose);
+    crate::logging::init(if args.verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    });
     let result = match args.command {
         Command::Keygen(c) => c.run(),
         Command::Pack(c) => c.run(),

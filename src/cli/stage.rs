@@ -3,7 +3,8 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use crate::device::{Device, DeviceArgs};
-use crate::stage::{StageOptions, human};
+use crate::size::human;
+use crate::stage::StageOptions;
 
 /// Download, verify and store an update bundle; it is applied at the next boot.
 #[derive(FromArgs)]

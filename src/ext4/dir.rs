@@ -27,13 +27,27 @@ pub struct Tree {
 }
 
 impl Tree {
-    pub fn add_dir(&mut self, ino: u32, parent: u32, dirty: bool) {
+    /// Adds a directory the populator created: its blocks are written at the end.
+    pub fn add_dir(&mut self, ino: u32, parent: u32) {
         self.dirs.insert(
             ino,
             Dir {
                 parent,
                 entries: HashMap::new(),
-                dirty,
+                dirty: true,
+            },
+        );
+    }
+
+    /// Adds a directory formatting wrote already (the root, /lost+found): clean until an
+    /// entry is added.
+    pub fn add_formatted_dir(&mut self, ino: u32, parent: u32) {
+        self.dirs.insert(
+            ino,
+            Dir {
+                parent,
+                entries: HashMap::new(),
+                dirty: false,
             },
         );
     }

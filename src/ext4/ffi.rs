@@ -82,6 +82,15 @@ pub(super) fn cpath(path: &Path) -> Result<CString> {
         .with_context(|| format!("path {} contains a NUL byte", path.display()))
 }
 
+/// How much of an inode [`Fs::write_inode`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InodeWrite {
+    /// All 256 bytes: a new inode (its in-inode extended attribute area is cleared).
+    Whole,
+    /// Only the fixed 160 bytes, keeping the in-inode extended attributes.
+    KeepXattrs,
+}
+
 /// An open filesystem.
 pub struct Fs {
     pub(super) fs: sys::ext2_filsys,
@@ -279,11 +288,13 @@ impl Fs {
         Ok(buf)
     }
 
-    /// Writes an inode (with its checksum). `fresh`: all 256 bytes, for a new inode;
-    /// otherwise only the fixed 160 bytes, keeping the in-inode extended attributes.
-    pub fn write_inode(&mut self, ino: u32, inode: &InodeBuf, fresh: bool) -> Result<()> {
+    /// Writes an inode (with its checksum), as much of it as `what` says.
+    pub fn write_inode(&mut self, ino: u32, inode: &InodeBuf, what: InodeWrite) -> Result<()> {
         let mut copy = inode.clone();
-        let len = if fresh { INODE_SIZE } else { LARGE_INODE_SIZE };
+        let len = match what {
+            InodeWrite::Whole => INODE_SIZE,
+            InodeWrite::KeepXattrs => LARGE_INODE_SIZE,
+        };
         // SAFETY: copy holds INODE_SIZE >= len bytes; the library reads len bytes from it.
         let code = unsafe {
             sys::ext2fs_write_inode_full(

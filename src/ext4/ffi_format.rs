@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use libe2fs_sys as sys;
 
-use super::ffi::{Fs, check, cpath};
+use super::ffi::{Fs, InodeWrite, check, cpath};
 use super::format::Plan;
 use super::inode::{INODE_SIZE, InodeBuf};
 
@@ -156,7 +156,7 @@ impl Fs {
     fn write_reserved_inodes(&mut self) -> Result<()> {
         let zero = InodeBuf([0; INODE_SIZE]);
         for ino in 1..sys::EXT2_GOOD_OLD_FIRST_INO {
-            self.write_inode(ino, &zero, true)?;
+            self.write_inode(ino, &zero, InodeWrite::Whole)?;
         }
         Ok(())
     }

@@ -31,7 +31,9 @@ pub fn inode_ratio(size: u64) -> u64 {
     if size < 512 << 20 { 4096 } else { 16384 }
 }
 
-pub fn plan(size: u64, opts: &MkfsOptions, zeroed: bool) -> Result<Plan> {
+/// The filesystem `opts` describe on `size` bytes; `zeroed` is false until the caller has
+/// wiped the target and knows better.
+pub fn plan(size: u64, opts: &MkfsOptions) -> Result<Plan> {
     if size < MIN_SIZE {
         bail!(
             "filesystem size {size} bytes is too small (at least {} MiB)",
@@ -72,7 +74,7 @@ pub fn plan(size: u64, opts: &MkfsOptions, zeroed: bool) -> Result<Plan> {
         label,
         uuid,
         hash_seed: *uuid::Uuid::new_v4().as_bytes(),
-        zeroed,
+        zeroed: false,
     })
 }
 
@@ -89,18 +91,18 @@ mod tests {
     #[test]
     fn defaults_follow_mke2fs() {
         let o = MkfsOptions::default();
-        let p = plan(1 << 30, &o, true).unwrap();
+        let p = plan(1 << 30, &o).unwrap();
         assert_eq!(p.blocks, 262144);
         assert_eq!(p.inodes, 65536);
         assert_eq!(p.reserved_blocks, 13107);
-        let small = plan(64 << 20, &o, true).unwrap();
+        let small = plan(64 << 20, &o).unwrap();
         assert_eq!(small.inodes, 16384);
-        assert!(plan(8 << 20, &o, true).is_err());
+        assert!(plan(8 << 20, &o).is_err());
         let long = MkfsOptions {
             label: Some("x".repeat(17)),
             ..Default::default()
         };
-        assert!(plan(1 << 30, &long, true).is_err());
+        assert!(plan(1 << 30, &long).is_err());
         assert_eq!(
             parse_uuid("01234567-89ab-cdef-0123-456789abcdef").unwrap()[..2],
             [0x01, 0x23]

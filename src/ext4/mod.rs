@@ -66,7 +66,7 @@ fn guarded<T>(t: &Target, work: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Formats `dest` as an empty ext4 filesystem (root directory and lost+found). On success
 /// the filesystem is complete and clean.
 pub fn format(dest: &Dest, opts: &MkfsOptions) -> Result<()> {
-    let plan = format::plan(dest.size(), opts, false)?;
+    let plan = format::plan(dest.size(), opts)?;
     let t = Target::open(dest)?;
     let zeroed = t.wipe()?;
     let plan = format::Plan { zeroed, ..plan };
@@ -118,7 +118,7 @@ pub fn mkfs_from_tar(
     tar: impl Read + Send + 'static,
 ) -> Result<Stats> {
     let start = Instant::now();
-    let plan = format::plan(dest.size(), opts, false)?;
+    let plan = format::plan(dest.size(), opts)?;
     let t = Target::open(dest)?;
     let zeroed = t.wipe()?;
     let plan = format::Plan { zeroed, ..plan };
@@ -154,7 +154,7 @@ pub fn mkfs_image(
     from: &Path,
 ) -> Result<Stats> {
     let (size, create) = image_size(target, size)?;
-    format::plan(size, opts, false)?;
+    format::plan(size, opts)?;
     let input: Box<dyn Read + Send> = if from.as_os_str() == "-" {
         Box::new(std::io::stdin())
     } else {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::data::{self, Allocator, BUF_SIZE, Blocks, FileWriter};
 use super::dir::{self, Hasher};
-use super::ffi::{Fs, is_no_space};
+use super::ffi::{Fs, InodeWrite, is_no_space};
 use super::inode::{self, EXTENTS_FL, INDEX_FL, InodeBuf, Meta, Timestamp, ft};
 use super::path::{components, show};
 use super::source::{Kind, Member};
@@ -70,8 +70,8 @@ impl<'a> Populator<'a> {
             )
         })?;
         let mut tree = dir::Tree::default();
-        tree.add_dir(ROOT, ROOT, false);
-        tree.add_dir(lpf, ROOT, false);
+        tree.add_formatted_dir(ROOT, ROOT);
+        tree.add_formatted_dir(lpf, ROOT);
         tree.insert(ROOT, b"lost+found", lpf, ft::DIR)?;
         if let Some(root) = tree.dirs.get_mut(&ROOT) {
             root.dirty = false;
@@ -103,9 +103,11 @@ impl<'a> Populator<'a> {
             self.add(&m, &mut entry)
                 .with_context(|| format!("archive member {:?}", m.show()))?;
             count += 1;
-            failpoint_middle(count, false);
+            if count == MIDDLE {
+                failpoint_middle(count);
+            }
         }
-        failpoint_middle(count, true);
+        failpoint_middle(count);
         self.write_dirs()
     }
 
@@ -209,8 +211,8 @@ impl<'a> Populator<'a> {
         let mut i = self.fresh_inode(&meta);
         i.set_links(2);
         i.set_empty_extents();
-        self.fs.write_inode(ino, &i, true)?;
-        self.tree.add_dir(ino, parent, true);
+        self.fs.write_inode(ino, &i, InodeWrite::Whole)?;
+        self.tree.add_dir(ino, parent);
         self.tree.insert(parent, name, ino, ft::DIR)?;
         Ok(ino)
     }
@@ -218,7 +220,7 @@ impl<'a> Populator<'a> {
     fn update_dir(&mut self, ino: u32, m: &Member) -> Result<()> {
         let mut i = self.fs.read_inode(ino)?;
         i.set_meta(&self.meta(m, inode::S_IFDIR));
-        self.fs.write_inode(ino, &i, false)?;
+        self.fs.write_inode(ino, &i, InodeWrite::KeepXattrs)?;
         self.set_xattrs(ino, m)
     }
 
@@ -237,13 +239,13 @@ impl<'a> Populator<'a> {
         ino: u32,
         mut i: InodeBuf,
         blocks: &Blocks,
-        fresh: bool,
+        what: InodeWrite,
     ) -> Result<()> {
         let mut tree = self.alloc.tree(self.fs, blocks)?;
         i.i_block_mut().copy_from_slice(&tree.root);
         i.set_flags(i.flags() | EXTENTS_FL);
         i.set_sectors((blocks.count + tree.blocks.len() as u64) * 8);
-        self.fs.write_inode(ino, &i, fresh)?;
+        self.fs.write_inode(ino, &i, what)?;
         data::write_tree(self.fs, &mut tree, ino)
     }
 
@@ -268,7 +270,7 @@ impl<'a> Populator<'a> {
         let blocks = w.finish()?;
         let mut i = self.fresh_inode(&meta);
         i.set_size(size);
-        self.finish_inode(ino, i, &blocks, true)?;
+        self.finish_inode(ino, i, &blocks, InodeWrite::Whole)?;
         self.set_xattrs(ino, m)?;
         self.stats.files += 1;
         self.stats.bytes += size;
@@ -287,7 +289,7 @@ impl<'a> Populator<'a> {
         if to.len() < 60 {
             // fast symlink: the target lives in i_block
             i.i_block_mut()[..to.len()].copy_from_slice(to);
-            self.fs.write_inode(ino, &i, true)?;
+            self.fs.write_inode(ino, &i, InodeWrite::Whole)?;
         } else {
             let mut block = vec![0u8; 4096];
             block[..to.len()].copy_from_slice(to);
@@ -296,7 +298,7 @@ impl<'a> Populator<'a> {
             self.alloc.alloc(self.fs, 0, 1, &mut blocks, |_, p, _, _| {
                 target.write_blocks(p, &block)
             })?;
-            self.finish_inode(ino, i, &blocks, true)?;
+            self.finish_inode(ino, i, &blocks, InodeWrite::Whole)?;
         }
         self.set_xattrs(ino, m)?;
         self.stats.symlinks += 1;
@@ -319,7 +321,7 @@ impl<'a> Populator<'a> {
         } else {
             self.stats.fifos += 1;
         }
-        self.fs.write_inode(ino, &i, true)?;
+        self.fs.write_inode(ino, &i, InodeWrite::Whole)?;
         self.set_xattrs(ino, m)?;
         Ok((ino, inode::file_type(fmt)))
     }
@@ -347,7 +349,7 @@ impl<'a> Populator<'a> {
             bail!("{:?} already has {LINK_MAX} links", show(to));
         }
         i.set_links(i.links() + 1);
-        self.fs.write_inode(ino, &i, false)?;
+        self.fs.write_inode(ino, &i, InodeWrite::KeepXattrs)?;
         self.tree.insert(parent, name, ino, ftype)?;
         self.stats.hardlinks += 1;
         Ok(())
@@ -409,7 +411,7 @@ impl<'a> Populator<'a> {
         } else {
             flags & !INDEX_FL
         });
-        self.finish_inode(ino, i, &blocks, false)
+        self.finish_inode(ino, i, &blocks, InodeWrite::KeepXattrs)
     }
 }
 
@@ -441,17 +443,15 @@ fn type_name(t: u8) -> &'static str {
     }
 }
 
+/// Archive members after which the `populate-middle` failpoint stops the process.
+const MIDDLE: u64 = 64;
+
 /// With the `failpoints` feature and `HUP_FAILPOINT=populate-middle`, exits with status 99
 /// after the 64th member (or after the last one, before directories are written, in smaller
 /// archives), leaving an unfinished filesystem behind.
-#[cfg(feature = "failpoints")]
-fn failpoint_middle(count: u64, at_end: bool) {
-    if (count == 64 || at_end) && std::env::var("HUP_FAILPOINT").as_deref() == Ok("populate-middle")
-    {
-        log::warn!("failpoint populate-middle: exiting after {count} archive members");
-        std::process::exit(99);
-    }
+fn failpoint_middle(count: u64) {
+    crate::failpoint::hit_with(
+        "populate-middle",
+        format_args!("exiting after {count} archive members"),
+    );
 }
-
-#[cfg(not(feature = "failpoints"))]
-fn failpoint_middle(_count: u64, _at_end: bool) {}

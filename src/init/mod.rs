@@ -42,7 +42,7 @@ pub fn run() -> ! {
         std::thread::sleep(Duration::from_secs(10));
         crate::sys::power::reboot();
     }));
-    crate::logging::init(false);
+    crate::logging::init(log::LevelFilter::Info);
     early_mounts();
     bootlog::install(Path::new("/dev/console"), Path::new("/dev/kmsg"));
     log::info!("init {} starting", env!("CARGO_PKG_VERSION"));
@@ -80,7 +80,7 @@ fn early_mounts() {
     for (src, target, fstype, flags, data) in mounts {
         let t = Path::new(target);
         let _ = std::fs::create_dir_all(t);
-        if let Err(e) = mount(src, t, fstype, false, flags, data) {
+        if let Err(e) = mount(src, t, fstype, flags, data) {
             // No logger sink yet: the kernel console is our stderr.
             eprintln!("hup: error: {e:#}");
         }
@@ -97,7 +97,6 @@ fn mount_efivars() {
         "efivarfs",
         dir,
         "efivarfs",
-        false,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     ) {
@@ -142,7 +141,7 @@ impl Init {
 
     /// Everything up to the exec of the OS's init; returns only with an error.
     fn boot(&mut self) -> Result<std::convert::Infallible> {
-        self.export_failpoint();
+        self.arm_failpoint();
         modules::load_all(Path::new(MODULES_LIST), Path::new(MODULES_DIR));
         mount_efivars();
         if self.cmdline.shell {
@@ -229,17 +228,16 @@ impl Init {
         anyhow::bail!("no slot could be booted")
     }
 
-    fn export_failpoint(&self) {
+    fn arm_failpoint(&self) {
         let Some(fp) = &self.cmdline.failpoint else {
             return;
         };
-        if !cfg!(feature = "failpoints") {
-            log::warn!("hup.failpoint={fp} ignored: built without the failpoints feature");
-            return;
-        }
-        match crate::sys::env::set_var_single_threaded("HUP_FAILPOINT", fp) {
+        match crate::failpoint::arm(fp) {
             Ok(()) => log::info!("failpoint {fp} armed"),
-            Err(e) => log::error!("{e:#}"),
+            Err(e @ crate::failpoint::ArmError::Disabled) => {
+                log::warn!("hup.failpoint={fp} ignored: {e}")
+            }
+            Err(e) => log::error!("{e}"),
         }
     }
 
@@ -255,7 +253,7 @@ impl Init {
         let node = part.node.display().to_string();
         let r = std::fs::create_dir_all(dir)
             .with_context(|| format!("creating {DATA_MNT}"))
-            .and_then(|()| mount(&node, dir, "ext4", false, MsFlags::MS_NODEV, None));
+            .and_then(|()| mount(&node, dir, "ext4", MsFlags::MS_NODEV, None));
         match r {
             Ok(()) => {
                 self.data_mounted = true;
@@ -315,9 +313,9 @@ impl Init {
         let node = part.node.display().to_string();
         let root = PathBuf::from(ROOT_MNT);
         std::fs::create_dir_all(&root).with_context(|| format!("creating {ROOT_MNT}"))?;
-        mount(&node, &root, "ext4", true, MsFlags::empty(), None)?;
+        mount(&node, &root, "ext4", MsFlags::MS_RDONLY, None)?;
         if let Err(e) = switch::check_init(&root) {
-            let _ = umount(&root, false);
+            let _ = umount(&root);
             return Err(e.context(format!("root {node} ({label})")));
         }
         if let Err(e) = write_run_info(s, &node) {
@@ -360,7 +358,7 @@ impl Init {
     fn release_data(&mut self) {
         bootlog::detach_file();
         if self.data_mounted {
-            if let Err(e) = umount(Path::new(DATA_MNT), false) {
+            if let Err(e) = umount(Path::new(DATA_MNT)) {
                 log::warn!("{e:#}");
             }
             self.data_mounted = false;

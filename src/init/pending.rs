@@ -116,9 +116,9 @@ impl BaseRoot for InitBase<'_> {
         let dir = Path::new(BASE_MNT);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {BASE_MNT}"))?;
         let node = part.node.display().to_string();
-        mount(&node, dir, "ext4", true, MsFlags::empty(), None)?;
+        mount(&node, dir, "ext4", MsFlags::MS_RDONLY, None)?;
         let r = f(dir);
-        umount(dir, false)?;
+        umount(dir)?;
         r
     }
 }
@@ -142,7 +142,7 @@ impl DataMount for InitDataMount {
     }
 
     fn unmount(&mut self) -> Result<()> {
-        umount(&self.dir, false)?;
+        umount(&self.dir)?;
         self.mounted = false;
         Ok(())
     }
@@ -150,7 +150,7 @@ impl DataMount for InitDataMount {
     fn mount(&mut self, _disk: &Path, part: &Part) -> Result<()> {
         wait_for_size(&self.node, part.len)?;
         let node = self.node.display().to_string();
-        mount(&node, &self.dir, "ext4", false, MsFlags::MS_NODEV, None)?;
+        mount(&node, &self.dir, "ext4", MsFlags::MS_NODEV, None)?;
         self.mounted = true;
         match bootlog::attach_file(&self.dir.join("hup/log")) {
             Ok(p) => log::info!(

@@ -119,7 +119,7 @@ fn enter_inner(
     carry: &[Carry],
     env: &[(&str, &str)],
 ) -> Result<std::convert::Infallible> {
-    use crate::sys::mount::{move_mount, switch_root, umount};
+    use crate::sys::mount::{move_mount, switch_root, umount_lazy};
     let rootfs_dev = std::fs::metadata("/").context("stat /")?.dev();
     let new_dev = std::fs::metadata(new_root)
         .with_context(|| format!("stat {}", new_root.display()))?
@@ -138,7 +138,7 @@ fn enter_inner(
                 c.to,
                 c.from.display()
             );
-            if let Err(e) = umount(c.from, true) {
+            if let Err(e) = umount_lazy(c.from) {
                 log::warn!("{e:#}");
             }
         }

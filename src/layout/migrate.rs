@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use super::plan::{Estimate, Plan, current_attrs, human, restore_inodes, same_layout};
+use super::plan::{Estimate, Plan, current_attrs, restore_inodes, same_layout};
 use super::region::{self, ALIGN, FORMAT, PAYLOAD_START, Phase, Record, RegionWriter};
 use super::table;
 use crate::data::backup::{ExtraFile, Source, restore_stream};
@@ -18,6 +18,7 @@ use crate::disk::{Disk, Part};
 use crate::ext4;
 use crate::failpoint;
 use crate::model::config::Labels;
+use crate::size::mib;
 
 const CHUNK: usize = 4 << 20;
 
@@ -74,14 +75,14 @@ pub fn normalize(disk: &Disk, plan: &Plan) -> Result<bool> {
             "slots {} and {} are smaller than the {} copy",
             src.label,
             dst.label,
-            human(n.len)
+            mib(n.len)
         );
     }
     log::info!(
         "layout: copying slot {} ({}, {}) into slot {} ({})",
         n.from,
         src.label,
-        human(n.len),
+        mib(n.len),
         n.to,
         dst.label
     );
@@ -216,16 +217,16 @@ fn backup_with(
     let bundle_len = bundle_meta.as_ref().map_or(0, |m| m.len());
     let est = match checked {
         Some(est) => est,
-        None => plan.check_fit(&src, bundle_len)?,
+        None => plan.check_fit(&src, bundle_len)??,
     };
     log::info!(
         "layout: backing up {} ({} files, {} of tar, needs {} {}) into {}",
         data_dir.display(),
         est.scan.entries,
-        human(est.scan.tar_bytes),
+        mib(est.scan.tar_bytes),
         if est.exact { "exactly" } else { "at most" },
-        human(est.needed),
-        human(plan.region.len)
+        mib(est.needed),
+        mib(plan.region.len)
     );
     let old_data = disk.partition(&plan.labels.data)?;
     let (fs_uuid, fs_label) = ext4_identity(disk, &old_data)?;
@@ -297,8 +298,8 @@ fn backup_with(
     region::write(disk, &mut rec)?;
     log::info!(
         "layout: backup complete: {} of data, {} bundle",
-        human(rec.data.len),
-        human(bundle_len)
+        mib(rec.data.len),
+        mib(bundle_len)
     );
     failpoint::hit("layout-backup");
     Ok(rec)

@@ -39,14 +39,8 @@ pub fn plan_bundle(
     labels: &crate::model::config::Labels,
     active: crate::boot::Slot,
 ) -> Result<Option<Plan>> {
-    plan(disk, target, labels, active).map_err(|e| match e.downcast::<PlanError>() {
-        Ok(refusal) => {
-            anyhow::anyhow!("bundle needs a partition layout this device cannot reach: {refusal}")
-        }
-        Err(e) => e.context(format!(
-            "planning the layout migration of {}",
-            disk.path().display()
-        )),
+    plan(disk, target, labels, active).map_err(|refusal| {
+        anyhow::anyhow!("bundle needs a partition layout this device cannot reach: {refusal}")
     })
 }
 

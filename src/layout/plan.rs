@@ -13,6 +13,7 @@ use crate::boot::Slot;
 use crate::data::backup::{Scan, Source};
 use crate::disk::{Disk, Part};
 use crate::model::config::Labels;
+use crate::size::mib;
 
 const MIB: u64 = 1 << 20;
 /// The GPT entry array hup and sgdisk write: 128 entries of 128 bytes.
@@ -22,21 +23,12 @@ const MIN_REGION: u64 = 2 * MIB;
 /// Bits 48-63 of a GPT entry's attributes belong to the partition type (the gpt boot state).
 const TYPE_BITS: u64 = 0xFFFF << 48;
 
-/// "256 MiB", "1.5 MiB": sizes in messages.
-pub(crate) fn human(bytes: u64) -> String {
-    if bytes.is_multiple_of(MIB) {
-        format!("{} MiB", bytes / MIB)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / MIB as f64)
-    }
-}
-
 fn range(start: u64, len: u64) -> String {
     format!(
         "{}..{} ({})",
-        human(start),
-        human(start.saturating_add(len)),
-        human(len)
+        mib(start),
+        mib(start.saturating_add(len)),
+        mib(len)
     )
 }
 
@@ -51,7 +43,7 @@ pub enum PlanError {
         label: String,
         role: &'static str,
     },
-    #[error("the disk ({}) is too small for the target layout: partition {label:?} would end at {}", human(*.size), human(*.end))]
+    #[error("the disk ({}) is too small for the target layout: partition {label:?} would end at {}", mib(*.size), mib(*.end))]
     DiskTooSmall { label: String, end: u64, size: u64 },
     #[error("partition {label:?} is not in the target layout: its content would be lost")]
     DropsPartition { label: String },
@@ -67,14 +59,14 @@ pub enum PlanError {
         "neither root slot keeps its start in the target layout (slot a: {a}, slot b: {b}): the active slot would move"
     )]
     ActiveSlotMoves { a: String, b: String },
-    #[error("slot {from} ({}) does not fit into slot {to} ({}), where it has to move to keep its start", human(*.len), human(*.room))]
+    #[error("slot {from} ({}) does not fit into slot {to} ({}), where it has to move to keep its start", mib(*.len), mib(*.room))]
     NormalizeTooBig {
         from: Slot,
         to: Slot,
         len: u64,
         room: u64,
     },
-    #[error("partition {label:?} would shrink to {}, below the {} of the active system it holds", human(*.after), human(*.content))]
+    #[error("partition {label:?} would shrink to {}, below the {} of the active system it holds", mib(*.after), mib(*.content))]
     SlotShrinks {
         label: String,
         content: u64,
@@ -89,9 +81,9 @@ pub enum PlanError {
         spare: String,
         spare_range: String,
     },
-    #[error("the backup needs {} but the backup region holds {}: nothing was changed", human(*.needed), human(*.capacity))]
+    #[error("the backup needs {} but the backup region holds {}: nothing was changed", mib(*.needed), mib(*.capacity))]
     BackupTooBig { needed: u64, capacity: u64 },
-    #[error("the data takes {} but the new data partition {label:?} holds about {}", human(*.needed), human(*.room))]
+    #[error("the data takes {} but the new data partition {label:?} holds about {}", mib(*.needed), mib(*.room))]
     DataTooBig {
         label: String,
         needed: u64,
@@ -232,7 +224,8 @@ impl Plan {
 
     /// The estimate of `src` with a bundle of `bundle_size` bytes, checked: an upper bound
     /// first, measured by compressing everything (to nowhere) when the bound does not fit.
-    pub fn check_fit(&self, src: &Source, bundle_size: u64) -> Result<Estimate> {
+    /// The outer error is reading the data failing; the inner one the planner's refusal.
+    pub fn check_fit(&self, src: &Source, bundle_size: u64) -> Result<Result<Estimate, PlanError>> {
         let est = Estimate::bound(src.scan()?, bundle_size);
         let est = match self.check(&est) {
             Err(PlanError::BackupTooBig { .. }) => {
@@ -242,8 +235,7 @@ impl Plan {
             }
             _ => est,
         };
-        self.check(&est)?;
-        Ok(est)
+        Ok(self.check(&est).map(|()| est))
     }
 }
 
@@ -284,16 +276,16 @@ pub(crate) fn same_layout(a: &[Part], b: &[Part]) -> bool {
 }
 
 /// Computes the migration of `disk` to `target`; `None` when the disk has it already.
-/// Refusals are [`PlanError`]s (downcast the `anyhow::Error`).
+/// Works on the table read when `disk` was opened: the only failures are refusals.
 pub fn plan(
     disk: &Disk,
     target: &TargetLayout,
     labels: &Labels,
     active: Slot,
-) -> Result<Option<Plan>> {
+) -> Result<Option<Plan>, PlanError> {
     let name = disk.path().display().to_string();
     let current = disk.partitions();
-    let p = plan_parts(
+    plan_parts(
         &name,
         disk.size(),
         disk.sector_size(),
@@ -301,8 +293,7 @@ pub fn plan(
         target,
         labels,
         active,
-    )?;
-    Ok(p)
+    )
 }
 
 /// [`plan`] on a table in memory.
@@ -368,7 +359,7 @@ pub(crate) fn plan_parts(
         .ok_or_else(|| {
             let r = |s: Slot| {
                 let (c, n) = (cur(s.label(labels)), new(s.label(labels)));
-                format!("{} -> {}", human(c.start), human(n.start))
+                format!("{} -> {}", mib(c.start), mib(n.start))
             };
             PlanError::ActiveSlotMoves {
                 a: r(Slot::A),
@@ -415,8 +406,8 @@ pub(crate) fn plan_parts(
         return Err(PlanError::Invalid(format!(
             "the data partition {:?} would have {}, less than the {} of the smallest filesystem",
             data.label,
-            human(data.len),
-            human(crate::ext4::MIN_SIZE)
+            mib(data.len),
+            mib(crate::ext4::MIN_SIZE)
         )));
     }
     let region = backup_region(spare, data).ok_or_else(|| PlanError::BackupOverwritten {
@@ -520,7 +511,7 @@ impl fmt::Display for Plan {
             f,
             "layout migration of {} ({}, {}-byte sectors) to layout version {}",
             self.disk,
-            human(self.disk_size),
+            mib(self.disk_size),
             self.sector_size,
             self.layout_version
         )?;
@@ -529,7 +520,7 @@ impl fmt::Display for Plan {
                 f,
                 "first: copy slot {} ({}) into slot {} ({}), then boot slot {}",
                 n.from,
-                human(n.len),
+                mib(n.len),
                 n.to,
                 n.to_label,
                 n.to
@@ -544,7 +535,7 @@ impl fmt::Display for Plan {
                 format!(
                     "slot {}: keeps its start and its {}",
                     self.keeper,
-                    human(self.keeper_content)
+                    mib(self.keeper_content)
                 )
             } else if p.label == self.labels.data {
                 "formatted, then restored from the backup".into()
@@ -568,7 +559,7 @@ impl fmt::Display for Plan {
             "backup region: {} in the old {}; room for the data afterwards: about {}",
             range(self.region.start, self.region.len),
             spare,
-            human(self.data_room)
+            mib(self.data_room)
         )
     }
 }

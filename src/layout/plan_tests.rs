@@ -318,3 +318,63 @@ fn huge_sizes_are_refused_without_overflow() {
         assert!(err.to_string().contains("too small"), "{err}");
     }
 }
+
+/// The refusals users read (`hup stage`, preflight, the initramfs) keep their text: sizes in
+/// MiB, without a decimal when whole.
+#[test]
+fn refusals_keep_their_text() {
+    let cases = [
+        (
+            PlanError::DiskTooSmall {
+                label: "hup-data".into(),
+                end: 1300 * MIB,
+                size: 1200 * MIB + MIB / 2,
+            },
+            "the disk (1200.5 MiB) is too small for the target layout: partition \"hup-data\" \
+             would end at 1300 MiB",
+        ),
+        (
+            PlanError::NormalizeTooBig {
+                from: Slot::B,
+                to: Slot::A,
+                len: 300 * MIB,
+                room: 256 * MIB,
+            },
+            "slot b (300 MiB) does not fit into slot a (256 MiB), where it has to move to keep \
+             its start",
+        ),
+        (
+            PlanError::SlotShrinks {
+                label: "hup-root-a".into(),
+                content: 3 << 30,
+                after: 2 << 30,
+            },
+            "partition \"hup-root-a\" would shrink to 2048 MiB, below the 3072 MiB of the active \
+             system it holds",
+        ),
+        (
+            PlanError::BackupTooBig {
+                needed: 36 * MIB + MIB / 10,
+                capacity: 32 * MIB,
+            },
+            "the backup needs 36.1 MiB but the backup region holds 32 MiB: nothing was changed",
+        ),
+        (
+            PlanError::DataTooBig {
+                label: "hup-data".into(),
+                needed: 40 * MIB,
+                room: 33 * MIB + 1,
+            },
+            "the data takes 40 MiB but the new data partition \"hup-data\" holds about 33.0 MiB",
+        ),
+    ];
+    for (e, text) in cases {
+        assert_eq!(e.to_string(), text);
+    }
+    let e = err(&v1(), &layout(64, 128, None), Slot::A);
+    assert_eq!(
+        e.to_string(),
+        "partition \"hup-root-a\" would shrink to 128 MiB, below the 256 MiB of the active \
+         system it holds"
+    );
+}

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::origin::{OpenError, Origin};
 use super::pace::{Pace, Watch};
-use super::progress::{Progress, human};
+use super::progress::Progress;
 use super::stream::{CHUNK, EarlyCheck, Pipeline, Summary};
+use crate::size::human;
 
 /// Attempts in a row that bring no new byte before the download gives up.
 pub const MAX_ATTEMPTS: u32 = 5;

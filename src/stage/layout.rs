@@ -7,14 +7,13 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::boot::Slot;
 use crate::data::backup::Source;
 use crate::disk::Disk;
 use crate::layout::{Plan, PlanError, TargetLayout};
 use crate::model::config::Labels;
-
 use crate::size::human;
 
 /// What migrating a disk to a target layout would take.
@@ -41,13 +40,7 @@ pub fn layout_status(
     match crate::layout::plan(&d, target, labels, active) {
         Ok(None) => Ok(LayoutStatus::NotNeeded),
         Ok(Some(p)) => Ok(LayoutStatus::Plan(Box::new(p))),
-        Err(e) => match e.downcast::<PlanError>() {
-            Ok(refusal) => Ok(LayoutStatus::Refused(refusal)),
-            Err(e) => Err(e.context(format!(
-                "planning the layout migration of {}",
-                disk.display()
-            ))),
-        },
+        Err(refusal) => Ok(LayoutStatus::Refused(refusal)),
     }
 }
 
@@ -74,13 +67,13 @@ pub fn check_layout(
     for f in exclude {
         src.exclude(f)?;
     }
-    if let Err(e) = plan.check_fit(&src, bundle_size) {
-        let Some(refusal) = e.downcast_ref::<PlanError>() else {
-            return Err(e.context(format!(
-                "checking that the data in {} survives the layout migration",
-                data_root.display()
-            )));
-        };
+    let fit = plan.check_fit(&src, bundle_size).with_context(|| {
+        format!(
+            "checking that the data in {} survives the layout migration",
+            data_root.display()
+        )
+    })?;
+    if let Err(refusal) = fit {
         let scan = src.scan()?;
         bail!(
             "bundle needs a partition layout migration that the data does not survive: {} \

@@ -35,7 +35,6 @@ use source::Source;
 use stream::{Captured, EarlyCheck};
 
 pub use download::{BACKOFF_ENV, MAX_ATTEMPTS};
-pub use progress::human;
 
 /// What to stage.
 #[derive(Debug, Clone, Default)]

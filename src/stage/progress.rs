@@ -1,6 +1,6 @@
 //! Download progress: a bar on a terminal (bytes, rate, ETA), plain log lines otherwise.
 
-pub use crate::size::human;
+use crate::size::human;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 

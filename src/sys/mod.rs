@@ -1,7 +1,6 @@
 //! sys: see docs/architecture.md.
 
 pub mod blk;
-pub mod env;
 pub mod kmod;
 pub mod mount;
 pub mod power;

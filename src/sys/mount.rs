@@ -5,23 +5,23 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::mount::{MntFlags, MsFlags};
 
-/// Mounts `source` (a device or a pseudo filesystem name) of type `fstype` on `target`.
+/// Mounts `source` (a device or a pseudo filesystem name) of type `fstype` on `target`;
+/// `MsFlags::MS_RDONLY` in `flags` mounts it read-only.
 pub fn mount(
     source: &str,
     target: &Path,
     fstype: &str,
-    readonly: bool,
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<()> {
-    let mut flags = flags;
-    if readonly {
-        flags |= MsFlags::MS_RDONLY;
-    }
     nix::mount::mount(Some(source), target, Some(fstype), flags, data).with_context(|| {
         format!(
             "mounting {source} ({fstype}, {}) on {}",
-            if readonly { "ro" } else { "rw" },
+            if flags.contains(MsFlags::MS_RDONLY) {
+                "ro"
+            } else {
+                "rw"
+            },
             target.display()
         )
     })
@@ -33,13 +33,17 @@ pub fn move_mount(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("moving mount {} to {}", from.display(), to.display()))
 }
 
-/// Unmounts `target`; `detach` makes it lazy (`umount -l`).
-pub fn umount(target: &Path, detach: bool) -> Result<()> {
-    let flags = if detach {
-        MntFlags::MNT_DETACH
-    } else {
-        MntFlags::empty()
-    };
+/// Unmounts `target`.
+pub fn umount(target: &Path) -> Result<()> {
+    umount2(target, MntFlags::empty())
+}
+
+/// Detaches the mount at `target` now and unmounts it when it is no longer busy (`umount -l`).
+pub fn umount_lazy(target: &Path) -> Result<()> {
+    umount2(target, MntFlags::MNT_DETACH)
+}
+
+fn umount2(target: &Path, flags: MntFlags) -> Result<()> {
     nix::mount::umount2(target, flags).with_context(|| format!("unmounting {}", target.display()))
 }
 
@@ -53,4 +57,30 @@ pub fn switch_root(new_root: &Path) -> Result<()> {
     nix::unistd::chroot(".").with_context(|| format!("chroot into {}", new_root.display()))?;
     nix::unistd::chdir("/").context("chdir to / of the new root")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The read-only flag shows in the error as it did when it was a separate argument.
+    #[test]
+    fn errors_say_ro_or_rw() {
+        let target = Path::new("/nonexistent/hup-mount-test");
+        for (flags, mode) in [
+            (MsFlags::MS_RDONLY, "ro"),
+            (MsFlags::MS_NODEV, "rw"),
+            (MsFlags::MS_RDONLY | MsFlags::MS_NODEV, "ro"),
+        ] {
+            let e = mount("/nonexistent/dev", target, "ext4", flags, None).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("mounting /nonexistent/dev (ext4, {mode}) on /nonexistent/hup-mount-test")
+            );
+        }
+        let e = umount(target).unwrap_err();
+        assert_eq!(e.to_string(), "unmounting /nonexistent/hup-mount-test");
+        let e = umount_lazy(target).unwrap_err();
+        assert_eq!(e.to_string(), "unmounting /nonexistent/hup-mount-test");
+    }
 }

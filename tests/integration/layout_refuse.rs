@@ -58,14 +58,8 @@ fn too_much_data_for_the_backup_region_is_refused_before_any_write() {
     let est = layout::estimate(m.path(), 0).unwrap();
     assert!(!est.exact && est.needed > capacity, "{est:?}");
     let src = hup::data::backup::Source::new(m.path()).unwrap();
-    let err = plan.check_fit(&src, 0).unwrap_err();
-    assert!(
-        matches!(
-            err.downcast_ref::<PlanError>(),
-            Some(PlanError::BackupTooBig { .. })
-        ),
-        "{err:#}"
-    );
+    let err = plan.check_fit(&src, 0).unwrap().unwrap_err();
+    assert!(matches!(err, PlanError::BackupTooBig { .. }), "{err}");
     drop(m);
     assert_eq!(whole_sha(&img), sha, "the image changed");
     let disk = Disk::open_read_only(&img).unwrap();
@@ -120,8 +114,7 @@ fn unreachable_layouts_are_refused_on_a_real_disk() {
     let disk = Disk::open_read_only(&img).unwrap();
     let labels = Labels::default();
     let refuse = |t: &layout::TargetLayout| -> PlanError {
-        let err = layout::plan(&disk, t, &labels, Slot::A).unwrap_err();
-        err.downcast_ref::<PlanError>().unwrap().clone()
+        layout::plan(&disk, t, &labels, Slot::A).unwrap_err()
     };
 
     assert!(matches!(
