@@ -5,3 +5,6 @@ pub mod json;
 pub mod manifest;
 pub mod state;
 pub mod version;
+
+#[cfg(test)]
+mod state_fixtures;

@@ -1,0 +1,86 @@
+//! state.json files written by older hups load and are written back byte-identical.
+
+use super::state::State;
+
+/// (name, bytes) of every fixture in `src/model/fixtures/state/`.
+const FIXTURES: &[(&str, &str)] = &[
+    (
+        "provisioned",
+        include_str!("fixtures/state/provisioned.json"),
+    ),
+    ("staged", include_str!("fixtures/state/staged.json")),
+    (
+        "applying-format",
+        include_str!("fixtures/state/applying-format.json"),
+    ),
+    (
+        "applying-with-migrations",
+        include_str!("fixtures/state/applying-with-migrations.json"),
+    ),
+    (
+        "applying-after-applied",
+        include_str!("fixtures/state/applying-after-applied.json"),
+    ),
+    (
+        "layout-started",
+        include_str!("fixtures/state/layout-started.json"),
+    ),
+    (
+        "layout-failed",
+        include_str!("fixtures/state/layout-failed.json"),
+    ),
+    (
+        "layout-completed-applying",
+        include_str!("fixtures/state/layout-completed-applying.json"),
+    ),
+    (
+        "layout-completed-applied",
+        include_str!("fixtures/state/layout-completed-applied.json"),
+    ),
+    ("applied", include_str!("fixtures/state/applied.json")),
+    ("committed", include_str!("fixtures/state/committed.json")),
+    (
+        "committed-staged",
+        include_str!("fixtures/state/committed-staged.json"),
+    ),
+    (
+        "rolled-back",
+        include_str!("fixtures/state/rolled-back.json"),
+    ),
+    ("failed", include_str!("fixtures/state/failed.json")),
+    (
+        "failed-in-journal",
+        include_str!("fixtures/state/failed-in-journal.json"),
+    ),
+    (
+        "failed-layout-refused",
+        include_str!("fixtures/state/failed-layout-refused.json"),
+    ),
+];
+
+#[test]
+fn older_state_files_load_and_write_back_byte_identical() {
+    for (name, bytes) in FIXTURES {
+        let s = State::from_json(bytes.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let out = s.to_json();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            *bytes,
+            "{name} is not written back byte-identical"
+        );
+    }
+}
+
+#[test]
+fn every_fixture_file_is_tested() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/model/fixtures/state");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = FIXTURES.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}
