@@ -6,8 +6,9 @@ use std::path::Path;
 
 use common::image::*;
 use common::*;
-use hup::boot::{self, Slot, SlotStatus};
+use hup::boot;
 use hup::model::config::Labels;
+use hup::model::slot::{Slot, SlotStatus};
 
 fn backend(img: &Path, name: &str) -> Box<dyn boot::BootBackend> {
     boot::open(name, img, &Labels::default()).unwrap()

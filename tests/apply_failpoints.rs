@@ -8,8 +8,9 @@ use std::path::Path;
 
 use common::image::*;
 use common::*;
-use hup::boot::{self, Slot};
+use hup::boot;
 use hup::model::config::Labels;
+use hup::model::slot::Slot;
 
 fn run_apply(w: &World, img: &Path, failpoint: Option<&str>) -> std::process::Output {
     let mut c = std::process::Command::new(HUP);
@@ -134,7 +135,7 @@ fn giving_up_after_the_boot_switch_keeps_the_old_slot() {
     );
     assert_eq!(
         b.state().unwrap().slot(Slot::B).status,
-        boot::SlotStatus::Bad
+        hup::model::slot::SlotStatus::Bad
     );
 }
 

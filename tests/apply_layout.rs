@@ -13,10 +13,11 @@ use anyhow::Result;
 use common::image::{COMPATIBLE, World, with_ext4};
 use common::{p, sh};
 use hup::apply::layout::DataMount;
-use hup::boot::{self, Slot, SlotStatus};
+use hup::boot;
 use hup::disk::{Disk, Part};
 use hup::fsutil::DataDir;
 use hup::model::config::SystemConfig;
+use hup::model::slot::{Slot, SlotStatus};
 use hup::model::state::{Outcome, Staged};
 use layout_support::*;
 

@@ -6,9 +6,10 @@ mod disk_support;
 use std::path::{Path, PathBuf};
 
 use disk_support::*;
+use hup::boot::BootBackend;
 use hup::boot::systemd_boot::{LOADER_CONF, SystemdBootBackend};
-use hup::boot::{BootBackend, Slot, SlotStatus};
 use hup::disk::{Disk, Esp};
+use hup::model::slot::{Slot, SlotStatus};
 
 const EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 

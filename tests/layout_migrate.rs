@@ -9,10 +9,11 @@ use std::path::Path;
 
 use common::image::World;
 use common::{p, sh};
-use hup::boot::{self, Slot, SlotStatus};
+use hup::boot;
 use hup::disk::Disk;
 use hup::layout::{self, Phase, Resumed};
 use hup::model::config::Labels;
+use hup::model::slot::{Slot, SlotStatus};
 use layout_support::*;
 
 /// A v1 image of 1200 MiB with a filled data partition and version 2.0.0 staged.

@@ -8,10 +8,10 @@ mod layout_support;
 use std::path::Path;
 
 use common::image::{World, range_sha};
-use hup::boot::Slot;
 use hup::disk::Disk;
 use hup::layout::{self, PlanError};
 use hup::model::config::Labels;
+use hup::model::slot::Slot;
 use layout_support::*;
 
 /// A v1 image of 640 MiB with 64 MiB slots; `f` fills its data partition, where version

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use hup::boot::{BootBackend, Slot};
+use hup::boot::BootBackend;
 use hup::disk::{TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64};
+use hup::model::slot::Slot;
 use serde_json::{Value, json};
 use stage_support::*;
 

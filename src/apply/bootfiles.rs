@@ -6,12 +6,12 @@ use anyhow::{Context as _, Result, bail};
 
 use std::path::Path;
 
-use crate::boot::Slot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
 use crate::disk::{BootNames, Disk, Esp};
 use crate::model::config::SystemConfig;
 use crate::model::manifest::PayloadKind;
+use crate::model::slot::Slot;
 
 /// `hup/<slot>` on the boot partition.
 pub fn slot_dir(slot: Slot) -> String {

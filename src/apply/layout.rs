@@ -10,13 +10,14 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 
 use super::Context;
-use crate::boot::{self, Slot};
+use crate::boot;
 use crate::bundle::reader::Bundle;
 use crate::data::backup::Source;
 use crate::disk::{Disk, Esp, Part};
 use crate::fsutil::{DataDir, now};
 use crate::layout::{self, Record, Resumed};
 use crate::model::config::SystemConfig;
+use crate::model::slot::Slot;
 use crate::model::state::{LastResult, LayoutMigration, Outcome};
 
 /// How the caller holds the data partition: the init mounts the partition's device node;

@@ -20,11 +20,12 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::boot::{self, BootBackend, Slot, SlotStatus};
+use crate::boot::{self, BootBackend};
 use crate::bundle::reader::Bundle;
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
 use crate::model::config::SystemConfig;
+use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::{Journal, LastResult, Outcome, State};
 
 /// The steps, in order. Each name is also a failpoint: `HUP_FAILPOINT=<step>` stops the

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 
 use super::{bootfiles, slotfs};
-use crate::boot::{self, Slot};
+use crate::boot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::sign::TrustedKeys;
 use crate::disk::{self, Disk};
 use crate::fsutil::{DataDir, now};
 use crate::model::config::SystemConfig;
 use crate::model::manifest::PayloadKind;
+use crate::model::slot::Slot;
 use crate::model::state::State;
 
 const MIB: u64 = 1 << 20;

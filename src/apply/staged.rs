@@ -7,10 +7,11 @@ use anyhow::{Context as _, Result};
 
 use super::layout::DataMount;
 use super::{BaseRoot, Context, Report, apply_known};
-use crate::boot::{self, Slot, SlotStatus};
+use crate::boot;
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
 use crate::model::config::SystemConfig;
+use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::{LastResult, Outcome};
 
 /// Applies the staged bundle, if any, after the layout migration it needs (when `mount`

@@ -4,9 +4,9 @@ use anyhow::{Context, bail};
 use argh::FromArgs;
 use serde::Serialize;
 
-use crate::boot::Slot;
 use crate::data::fingerprint::{self as fp, DEFAULT_IGNORE, Diff, EMBED_PATH};
 use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
+use crate::model::slot::Slot;
 use crate::stage::device;
 
 /// Fingerprints of root filesystems: record one, or check a slot against its record.

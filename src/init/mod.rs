@@ -23,10 +23,10 @@ use anyhow::{Context, Result};
 use nix::mount::MsFlags;
 
 use crate::model::config::{SYSTEM_JSON, SystemConfig};
+use crate::model::slot::Slot;
 use crate::sys::mount::{mount, umount};
 use cmdline::Cmdline;
 use devices::Devices;
-use slot::Slot;
 
 /// Where the init mounts the chosen root before switching to it.
 pub const ROOT_MNT: &str = "/hup/root";

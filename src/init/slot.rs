@@ -5,9 +5,7 @@ use anyhow::{Context, Result};
 use super::cmdline::Cmdline;
 use super::devices::Devices;
 use crate::model::config::SystemConfig;
-
-/// The slot type of the boot backends.
-pub use crate::boot::Slot;
+use crate::model::slot::Slot;
 
 /// What a chooser may look at.
 pub struct ChooseContext<'a> {

@@ -37,7 +37,7 @@ pub fn plan_bundle(
     disk: &crate::disk::Disk,
     target: &TargetLayout,
     labels: &crate::model::config::Labels,
-    active: crate::boot::Slot,
+    active: crate::model::slot::Slot,
 ) -> Result<Option<Plan>> {
     plan(disk, target, labels, active).map_err(|e| match e.downcast::<PlanError>() {
         Ok(refusal) => {

@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use super::TargetLayout;
 use super::region::{ALIGN, PAYLOAD_START, REGION_ALIGN};
-use crate::boot::Slot;
 use crate::data::backup::{Scan, Source};
 use crate::disk::{Disk, Part};
 use crate::model::config::Labels;
+use crate::model::slot::Slot;
 
 const MIB: u64 = 1 << 20;
 /// The GPT entry array hup and sgdisk write: 128 entries of 128 bytes.

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod json;
 pub mod manifest;
+pub mod slot;
 pub mod state;
 pub mod version;
 

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::boot::Slot;
+use super::slot::Slot;
 
 /// The version this hup writes.
 pub const STATE_VERSION: u32 = 1;

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::boot::{self, BootBackend, Slot};
+use crate::boot::{self, BootBackend};
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
 use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
+use crate::model::slot::Slot;
 use crate::model::state::State;
 
 /// Test and debug override of the booted slot (`a` or `b`); read only in [`booted_slot`].

@@ -7,12 +7,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::boot::Slot;
 use crate::data::backup::Source;
 use crate::data::fingerprint::{MissingFingerprint, check_root};
 use crate::disk::Disk;
 use crate::layout::{Plan, PlanError, TargetLayout};
 use crate::model::config::Labels;
+use crate::model::slot::Slot;
 
 use super::human;
 

@@ -17,8 +17,9 @@ use anyhow::{Context, Result, bail};
 
 use super::device::{self, Booted, Device};
 use super::lock;
-use crate::boot::{BootBackend, Slot, SlotStatus};
+use crate::boot::BootBackend;
 use crate::fsutil::now;
+use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::{LastResult, Outcome, State};
 
 /// What a mark command did.

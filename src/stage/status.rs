@@ -15,9 +15,10 @@ mod render;
 pub use render::{render, utc};
 
 use super::device::Booted;
-use crate::boot::{self, BootState, Slot, SlotStatus};
+use crate::boot::{self, BootState};
 use crate::fsutil::DataDir;
 use crate::model::config::{Labels, SystemConfig};
+use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::{Outcome, State};
 
 /// Version of the JSON document; raised only for incompatible changes.
@@ -338,8 +339,8 @@ pub fn gather(inp: Inputs) -> Status {
         status_version: STATUS_VERSION,
         compatible: inp.config.as_ref().map(|c| c.compatible.clone()),
         data_dir: data_root.map(|r| r.display().to_string()),
-        booted: booted.map(|b| slots[index(b)].clone()),
-        other: booted.map(|b| slots[index(b.other())].clone()),
+        booted: booted.map(|b| slots[b.index()].clone()),
+        other: booted.map(|b| slots[b.other().index()].clone()),
         slots,
         staged,
         applying,
@@ -348,13 +349,6 @@ pub fn gather(inp: Inputs) -> Status {
         boot: boot.as_ref().map(BootReport::from),
         partition_table,
         errors,
-    }
-}
-
-fn index(s: Slot) -> usize {
-    match s {
-        Slot::A => 0,
-        Slot::B => 1,
     }
 }
 

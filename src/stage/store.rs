@@ -176,7 +176,7 @@ pub fn cancel(data: &DataDir) -> Result<Cancelled> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::Slot;
+    use crate::model::slot::Slot;
 
     fn summary(content: &[u8]) -> Summary {
         Summary {

@@ -11,8 +11,9 @@ use std::process::{Command, Output};
 #[allow(unused_imports)]
 pub use server::{Pki, Server, Shared};
 
-use hup::boot::{BootBackend, Slot};
+use hup::boot::BootBackend;
 use hup::fsutil::DataDir;
+use hup::model::slot::Slot;
 use hup::model::state::State;
 use sha2::Digest;
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{SlotReport, Status};
-use crate::boot::SlotStatus;
+use crate::model::slot::SlotStatus;
 use crate::stage::progress::human;
 
 /// `2024-05-01 12:00:00 UTC` for Unix seconds.
