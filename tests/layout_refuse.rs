@@ -122,7 +122,7 @@ fn unreachable_layouts_are_refused_on_a_real_disk() {
     let sha = whole_sha(&img);
     let disk = Disk::open_read_only(&img).unwrap();
     let labels = Labels::default();
-    let refuse = |t: &layout::TargetLayout| -> PlanError {
+    let refuse = |t: &hup::model::layout::TargetLayout| -> PlanError {
         let err = layout::plan(&disk, t, &labels, Slot::A).unwrap_err();
         err.downcast_ref::<PlanError>().unwrap().clone()
     };

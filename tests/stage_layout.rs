@@ -170,8 +170,9 @@ fn pack_records_layout_migrations_and_base_requirement() {
     );
     ok(&o);
     let j = inspect_json(&out, &[]);
-    let parsed =
-        |v: &Value| -> hup::layout::TargetLayout { serde_json::from_value(v.clone()).unwrap() };
+    let parsed = |v: &Value| -> hup::model::layout::TargetLayout {
+        serde_json::from_value(v.clone()).unwrap()
+    };
     assert_eq!(parsed(&j["manifest"]["layout"]), parsed(&l));
     assert_eq!(j["manifest"]["migrations"], json!([WIFI]));
     assert_eq!(j["manifest"]["requires_unmodified_base"], json!(true));

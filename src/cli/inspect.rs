@@ -4,8 +4,8 @@ use anyhow::Context;
 use argh::FromArgs;
 
 use crate::bundle::reader::Bundle;
-use crate::layout::TargetLayout;
 use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
+use crate::model::layout::TargetLayout;
 use crate::stage::layout::{LayoutStatus, layout_status};
 
 /// Show a bundle's manifest and payloads (no key needed; nothing is verified).

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod json;
+pub mod layout;
 pub mod manifest;
 pub mod slot;
 pub mod state;

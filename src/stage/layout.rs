@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 use crate::data::backup::Source;
 use crate::data::fingerprint::{MissingFingerprint, check_root};
 use crate::disk::Disk;
-use crate::layout::{Plan, PlanError, TargetLayout};
+use crate::layout::{Plan, PlanError};
 use crate::model::config::Labels;
+use crate::model::layout::TargetLayout;
 use crate::model::slot::Slot;
 
 use super::human;
