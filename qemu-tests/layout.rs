@@ -73,11 +73,12 @@ fn config_json() -> String {
 
 /// The manifest's `layout`: partitions in `hup provision`'s order and type GUIDs.
 fn target_layout() -> hup::model::layout::TargetLayout {
-    let spec = |label: &str, size: Option<u64>, type_guid: &str| hup::model::layout::PartitionSpec {
-        label: label.to_string(),
-        size,
-        type_guid: type_guid.to_string(),
-    };
+    let spec =
+        |label: &str, size: Option<u64>, type_guid: &str| hup::model::layout::PartitionSpec {
+            label: label.to_string(),
+            size,
+            type_guid: type_guid.to_string(),
+        };
     hup::model::layout::TargetLayout {
         version: 2,
         partitions: vec![

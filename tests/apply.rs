@@ -11,7 +11,7 @@ use hup::model::config::Labels;
 use hup::model::slot::{Slot, SlotStatus};
 
 fn backend(img: &Path, name: &str) -> Box<dyn boot::BootBackend> {
-    boot::open(name, img, &Labels::default()).unwrap()
+    boot::open(name.parse().unwrap(), img, &Labels::default())
 }
 
 fn apply(w: &World, img: &Path, bundle: &Path) -> String {

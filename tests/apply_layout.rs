@@ -16,7 +16,7 @@ use hup::apply::layout::DataMount;
 use hup::boot;
 use hup::disk::{Disk, Part};
 use hup::fsutil::DataDir;
-use hup::model::config::SystemConfig;
+use hup::model::config::{BootBackendKind, SystemConfig};
 use hup::model::slot::{Slot, SlotStatus};
 use hup::model::state::{Outcome, Staged};
 use layout_support::*;
@@ -223,7 +223,7 @@ fn staged_bundle_with_a_new_layout_is_migrated_then_applied() {
         "{key}"
     );
     assert_eq!(mode, "600");
-    let gpt = boot::open("gpt", &img, &config.labels).unwrap();
+    let gpt = boot::open(BootBackendKind::Gpt, &img, &config.labels);
     let st = gpt.state().unwrap();
     assert_eq!(st.slot(Slot::B).status, SlotStatus::Trying);
     assert_eq!(st.slot(Slot::A).status, SlotStatus::Good);
@@ -391,7 +391,7 @@ fn run_1_1_from_slot_b(w: &World, img: &Path, config: &SystemConfig) -> Box<dyn 
         "--key",
         p(&w.pubkey),
     ]);
-    let backend = boot::open(&config.boot_backend, img, &config.labels).unwrap();
+    let backend = boot::open(config.boot_backend, img, &config.labels);
     backend.mark_good(Slot::B).unwrap();
     backend
 }

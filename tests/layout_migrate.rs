@@ -12,7 +12,7 @@ use common::{p, sh};
 use hup::boot;
 use hup::disk::Disk;
 use hup::layout::{self, Phase, Resumed};
-use hup::model::config::Labels;
+use hup::model::config::{BootBackendKind, Labels};
 use hup::model::slot::{Slot, SlotStatus};
 use layout_support::*;
 
@@ -27,7 +27,7 @@ fn v1_image(w: &World, name: &str) -> std::path::PathBuf {
 }
 
 fn gpt(img: &Path) -> Box<dyn boot::BootBackend> {
-    boot::open("gpt", img, &Labels::default()).unwrap()
+    boot::open(BootBackendKind::Gpt, img, &Labels::default())
 }
 
 #[test]

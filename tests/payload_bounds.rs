@@ -102,7 +102,11 @@ fn apply_refused(w: &World, img: &Path, bundle: &Path, expect: &str, boot_step: 
             "boot partition changed"
         );
     }
-    let b = hup::boot::open("gpt", img, &Default::default()).unwrap();
+    let b = hup::boot::open(
+        hup::model::config::BootBackendKind::Gpt,
+        img,
+        &Default::default(),
+    );
     assert_eq!(b.active().unwrap(), hup::model::slot::Slot::A);
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
 use crate::disk::{BootNames, Disk, Esp};
-use crate::model::config::SystemConfig;
+use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::manifest::PayloadKind;
 use crate::model::slot::Slot;
 
@@ -101,12 +101,15 @@ pub fn install(
     let (files, cmdline) = write_payload(&esp, &dir, &mut stream)?;
     stream.finish().context("boot payload")?;
     esp.close().context("writing the boot partition")?;
-    if config.boot_backend == "systemd-boot" {
-        crate::boot::systemd_boot::SystemdBootBackend::with_labels(
-            disk_path,
-            config.labels.clone(),
-        )
-        .install_entry(slot, cmdline.trim())?;
+    match config.boot_backend {
+        BootBackendKind::SystemdBoot => {
+            crate::boot::systemd_boot::SystemdBootBackend::with_labels(
+                disk_path,
+                config.labels.clone(),
+            )
+            .install_entry(slot, cmdline.trim())?;
+        }
+        BootBackendKind::Gpt => {}
     }
     log::info!("boot files: {files} files into {dir}");
     Ok(files)

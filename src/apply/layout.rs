@@ -16,7 +16,7 @@ use crate::data::backup::Source;
 use crate::disk::{Disk, Esp, Part};
 use crate::fsutil::{DataDir, now};
 use crate::layout::{self, Record, Resumed};
-use crate::model::config::SystemConfig;
+use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::slot::Slot;
 use crate::model::state::{LastResult, LayoutMigration, Outcome};
 
@@ -87,7 +87,7 @@ fn migrate_inner(
         return Ok(false);
     };
     let labels = &ctx.config.labels;
-    let backend = boot::open(&ctx.config.boot_backend, ctx.disk, labels)?;
+    let backend = boot::open(ctx.config.boot_backend, ctx.disk, labels);
     let mut current = super::current_slot(backend.as_ref())?;
     *spare = Some(current.other());
     let disk = Disk::open(ctx.disk)?;
@@ -277,12 +277,15 @@ fn copy_boot_files(disk_path: &Path, config: &SystemConfig, from: Slot, to: Slot
         }
     }
     esp.close().context("writing the boot partition")?;
-    if config.boot_backend == "systemd-boot" {
-        crate::boot::systemd_boot::SystemdBootBackend::with_labels(
-            disk_path,
-            config.labels.clone(),
-        )
-        .install_entry(to, &cmdline)?;
+    match config.boot_backend {
+        BootBackendKind::SystemdBoot => {
+            crate::boot::systemd_boot::SystemdBootBackend::with_labels(
+                disk_path,
+                config.labels.clone(),
+            )
+            .install_entry(to, &cmdline)?;
+        }
+        BootBackendKind::Gpt => {}
     }
     Ok(())
 }

@@ -389,7 +389,7 @@ impl Init {
 fn default_config() -> SystemConfig {
     SystemConfig {
         compatible: "unknown".into(),
-        boot_backend: "gpt".into(),
+        boot_backend: crate::model::config::BootBackendKind::Gpt,
         max_tries: 3,
         labels: crate::model::config::Labels::default(),
         data_mount: "/mnt/data".into(),

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 
 use super::cmdline::Cmdline;
 use super::devices::Devices;
-use crate::model::config::SystemConfig;
+use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::slot::Slot;
 
 /// What a chooser may look at.
@@ -23,11 +23,11 @@ pub trait SlotChooser {
 
 /// The chooser for `config.boot_backend`.
 pub fn chooser_for(config: &SystemConfig) -> Box<dyn SlotChooser> {
-    match config.boot_backend.as_str() {
-        "systemd-boot" => Box::new(SystemdBoot {
+    match config.boot_backend {
+        BootBackendKind::SystemdBoot => Box::new(SystemdBoot {
             efivars: std::path::PathBuf::from(EFIVARS),
         }),
-        _ => Box::new(Gpt),
+        BootBackendKind::Gpt => Box::new(Gpt),
     }
 }
 

@@ -82,7 +82,11 @@ impl Device {
     /// The configured boot backend on [`Device::disk`].
     pub fn backend(&self) -> Result<Box<dyn BootBackend>> {
         let disk = self.disk()?;
-        boot::open(&self.config.boot_backend, &disk, &self.config.labels)
+        Ok(boot::open(
+            self.config.boot_backend,
+            &disk,
+            &self.config.labels,
+        ))
     }
 
     /// The trusted keys of `config.keys_dir`.

@@ -17,7 +17,7 @@ pub use render::{render, utc};
 use super::device::Booted;
 use crate::boot::{self, BootState};
 use crate::fsutil::DataDir;
-use crate::model::config::{Labels, SystemConfig};
+use crate::model::config::{BootBackendKind, Labels, SystemConfig};
 use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::{Outcome, State};
 
@@ -178,7 +178,7 @@ pub struct BootSlotReport {
 impl From<&BootState> for BootReport {
     fn from(b: &BootState) -> BootReport {
         BootReport {
-            backend: b.backend.clone(),
+            backend: b.backend.to_string(),
             next: b.next,
             slots: b
                 .slots
@@ -223,7 +223,7 @@ pub fn gather(inp: Inputs) -> Status {
     let backend_name = inp
         .config
         .as_ref()
-        .map_or_else(|| "gpt".to_string(), |c| c.boot_backend.clone());
+        .map_or_else(BootBackendKind::default, |c| c.boot_backend);
     let state: Option<State> = inp.data.as_ref().and_then(|d| {
         if !d.state_path().exists() {
             return None;
@@ -250,8 +250,8 @@ pub fn gather(inp: Inputs) -> Status {
         .as_ref()
         .filter(|_| partition_table.is_some())
         .and_then(|disk| {
-            boot::open(&backend_name, disk, &labels)
-                .and_then(|b| b.state())
+            boot::open(backend_name, disk, &labels)
+                .state()
                 .map_err(|e| errors.push(format!("boot backend {backend_name}: {e:#}")))
                 .ok()
         });
