@@ -1,7 +1,7 @@
 //! `DATA/hup/state.json`: what is staged, the apply journal, the last result, slot versions.
 //!
 //! Versioned (`state_version`); older versions are upgraded on load and their fixtures are
-//! kept as tests (docs/state-file.md). Pure types: reading and writing is in `fsutil::DataDir`.
+//! kept as tests (docs/state-file.md). Pure types: the file itself is read and written by the data directory helper (`DataDir`).
 
 use serde::{Deserialize, Serialize};
 
