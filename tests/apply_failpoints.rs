@@ -56,9 +56,9 @@ fn every_failpoint_resumes_to_the_same_end() {
     let want = end_state(&reference);
     assert!(want.2.contains("\"2.0.0\" \"applied\" null"), "{want:?}");
 
-    let points: Vec<&str> = hup::apply::STEPS
+    let points: Vec<&str> = hup::model::journal::Step::ALL
         .iter()
-        .copied()
+        .map(|s| s.name())
         .filter(|s| *s != "finalize")
         .chain(["populate-middle"])
         .collect();

@@ -177,7 +177,7 @@ fn staged_bundle_with_a_new_layout_is_migrated_then_applied() {
 
     let state = data.load_state().unwrap();
     let m = state.layout_migration.clone().expect("migration recorded");
-    assert_eq!((m.phase.as_str(), m.layout_version), ("completed", 2));
+    assert_eq!((m.phase.name(), m.layout_version), ("completed", 2));
     let phases: Vec<&str> = m.timings_ms.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(phases, ["backup", "table", "restore"]);
     assert!(m.backup_bytes > 2 << 20 && m.entries > 300, "{m:?}");

@@ -68,7 +68,7 @@ impl std::str::FromStr for BootBackendKind {
             .ok_or_else(|| {
                 let known: Vec<String> = BootBackendKind::ALL
                     .iter()
-                    .map(|k| format!("{:?}", k.name()))
+                    .map(|k| format!("\"{k}\""))
                     .collect();
                 format!(
                     "unknown boot_backend {s:?} (expected {})",

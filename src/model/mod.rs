@@ -1,6 +1,7 @@
 //! Pure types, no I/O: manifest, versions, device configuration, state.
 
 pub mod config;
+pub mod journal;
 pub mod json;
 pub mod layout;
 pub mod manifest;

@@ -79,6 +79,24 @@ pub enum SlotStatus {
     Missing,
 }
 
+impl SlotStatus {
+    /// The name in status: `good`, `trying`, `bad`, `missing`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlotStatus::Good => "good",
+            SlotStatus::Trying => "trying",
+            SlotStatus::Bad => "bad",
+            SlotStatus::Missing => "missing",
+        }
+    }
+}
+
+impl fmt::Display for SlotStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +113,17 @@ mod tests {
             serde_json::to_string(&SlotStatus::Trying).unwrap(),
             "\"trying\""
         );
+    }
+
+    #[test]
+    fn statuses_print_as_their_json_names() {
+        for st in [
+            SlotStatus::Good,
+            SlotStatus::Trying,
+            SlotStatus::Bad,
+            SlotStatus::Missing,
+        ] {
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
+        }
     }
 }

@@ -298,8 +298,8 @@ pub fn gather(inp: Inputs) -> Status {
         .map(|j| ApplyingReport {
             version: j.version.clone(),
             target: j.target,
-            completed: j.completed.clone(),
-            running: j.running.clone(),
+            completed: j.completed.iter().map(|s| s.to_string()).collect(),
+            running: j.running.map(|s| s.to_string()),
             log: abs(&j.log),
             started_at: j.started_at,
         });
@@ -320,7 +320,7 @@ pub fn gather(inp: Inputs) -> Status {
         .map(|m| LayoutMigrationReport {
             layout_version: m.layout_version,
             version: m.bundle_version.clone(),
-            phase: m.phase.clone(),
+            phase: m.phase.to_string(),
             started_at: m.started_at,
             completed_at: m.completed_at,
             normalized: m.normalized,

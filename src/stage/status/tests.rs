@@ -42,7 +42,7 @@ fn from_state_without_disk() {
     s.layout_migration = Some(crate::model::state::LayoutMigration {
         layout_version: 2,
         bundle_version: "1.5".into(),
-        phase: "completed".into(),
+        phase: crate::model::state::LayoutPhase::Completed,
         started_at: 1_700_000_000,
         completed_at: Some(1_700_000_010),
         normalized: false,
