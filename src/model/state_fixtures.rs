@@ -84,3 +84,42 @@ fn every_fixture_file_is_tested() {
     listed.sort();
     assert_eq!(on_disk, listed);
 }
+
+fn load(name: &str) -> State {
+    let (_, bytes) = FIXTURES.iter().find(|(n, _)| *n == name).unwrap();
+    State::from_json(bytes.as_bytes()).unwrap()
+}
+
+#[test]
+fn older_files_read_as_the_typed_lifecycle() {
+    use super::journal::Step::*;
+    use super::state::{LayoutPhase, Outcome};
+    let j = load("applying-format").journal.unwrap();
+    assert_eq!(j.completed, [Preflight, MarkTargetBad, Migrations]);
+    assert_eq!(j.running, Some(Format));
+    assert_eq!(
+        j.todo(),
+        [Preflight, Format, Populate, BootFiles, SwitchBoot, Finalize]
+    );
+    let j = load("applying-with-migrations").journal.unwrap();
+    assert_eq!(j.running, Some(Populate));
+    assert_eq!(
+        j.todo(),
+        [Preflight, Format, Populate, BootFiles, SwitchBoot, Finalize]
+    );
+    for (name, phase) in [
+        ("layout-started", LayoutPhase::Started),
+        ("layout-failed", LayoutPhase::Failed),
+        ("layout-completed-applied", LayoutPhase::Completed),
+    ] {
+        assert_eq!(load(name).layout_migration.unwrap().phase, phase, "{name}");
+    }
+    for (name, outcome) in [
+        ("applied", Outcome::Applied),
+        ("committed", Outcome::Committed),
+        ("rolled-back", Outcome::RolledBack),
+        ("failed", Outcome::Failed),
+    ] {
+        assert_eq!(load(name).last_result.unwrap().outcome, outcome, "{name}");
+    }
+}
