@@ -66,7 +66,7 @@ pub struct Report {
     pub version: String,
     pub target: Slot,
     /// (step, seconds) for the steps this run executed.
-    pub timings: Vec<(String, f64)>,
+    pub timings: Vec<(Step, f64)>,
     pub log: PathBuf,
 }
 
@@ -270,7 +270,7 @@ struct Run<'a> {
     bundle: Option<Bundle>,
     bundle_path: PathBuf,
     current: Slot,
-    timings: Vec<(String, f64)>,
+    timings: Vec<(Step, f64)>,
 }
 
 impl Run<'_> {
@@ -291,7 +291,7 @@ impl Run<'_> {
             self.step(step).with_context(|| format!("step {step}"))?;
             let secs = t.elapsed().as_secs_f64();
             log::info!("step {step}: done in {secs:.2} s");
-            self.timings.push((step.to_string(), secs));
+            self.timings.push((step, secs));
             if step != Step::Finalize {
                 self.journal.complete(step);
                 self.save()?;

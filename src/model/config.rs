@@ -53,7 +53,7 @@ impl BootBackendKind {
 
 impl std::fmt::Display for BootBackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

@@ -61,7 +61,7 @@ impl Step {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -204,6 +204,7 @@ mod tests {
             );
         }
         assert!(serde_json::from_str::<Step>("\"reboot\"").is_err());
+        assert_eq!(format!("{:<12}|", Step::Format), "format      |");
     }
 
     #[test]
