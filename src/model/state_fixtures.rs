@@ -123,3 +123,21 @@ fn older_files_read_as_the_typed_lifecycle() {
         assert_eq!(load(name).last_result.unwrap().outcome, outcome, "{name}");
     }
 }
+
+#[test]
+fn unknown_step_phase_or_outcome_names_are_refused() {
+    let with = |name: &str, from: &str, to: &str| {
+        let (_, bytes) = FIXTURES.iter().find(|(n, _)| *n == name).unwrap();
+        assert!(bytes.contains(from), "{name} has no {from}");
+        State::from_json(bytes.replace(from, to).as_bytes())
+    };
+    let e = with(
+        "applying-format",
+        "\"running\": \"format\"",
+        "\"running\": \"reboot\"",
+    );
+    assert!(format!("{:#}", e.unwrap_err()).contains("reboot"));
+    assert!(with("applying-format", "\"migrations\"\n", "\"Migrations\"\n").is_err());
+    assert!(with("layout-started", "\"started\"", "\"backed-up\"").is_err());
+    assert!(with("committed", "\"committed\"", "\"good\"").is_err());
+}
