@@ -457,7 +457,7 @@ pub fn tail(text: &str, n: usize) -> String {
 mod tests {
     use super::*;
     use crate::status::{boot_slot, booted};
-    use hup::boot::{Slot, SlotStatus};
+    use hup::model::slot::{Slot, SlotStatus};
 
     #[test]
     fn parses_guest_markers() {

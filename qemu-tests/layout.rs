@@ -16,7 +16,7 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use hup::boot::{Slot, SlotStatus};
+use hup::model::slot::{Slot, SlotStatus};
 use serde_json::Value;
 
 use crate::artifacts::{self, OsSpec, run};
@@ -75,13 +75,14 @@ fn config_json() -> String {
 }
 
 /// The manifest's `layout`: partitions in `hup provision`'s order and type GUIDs.
-fn target_layout() -> hup::layout::TargetLayout {
-    let spec = |label: &str, size: Option<u64>, type_guid: &str| hup::layout::PartitionSpec {
-        label: label.to_string(),
-        size,
-        type_guid: type_guid.to_string(),
-    };
-    hup::layout::TargetLayout {
+fn target_layout() -> hup::model::layout::TargetLayout {
+    let spec =
+        |label: &str, size: Option<u64>, type_guid: &str| hup::model::layout::PartitionSpec {
+            label: label.to_string(),
+            size,
+            type_guid: type_guid.to_string(),
+        };
+    hup::model::layout::TargetLayout {
         version: 2,
         partitions: vec![
             spec("hup-boot", Some(8 * MIB), hup::disk::TYPE_ESP),

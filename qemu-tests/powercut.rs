@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use hup::boot::{Slot, SlotStatus};
 use hup::device::status::Status;
+use hup::model::slot::{Slot, SlotStatus};
 use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};

@@ -4,8 +4,8 @@
 //! clean reboots give the try back (tries left stay at 3, the refund budget goes 3 -> 0),
 //! after that every boot counts, and once the tries are used up the device runs v1 again.
 
-use hup::boot::Slot;
 use hup::device::status::Status;
+use hup::model::slot::Slot;
 use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};

@@ -3,8 +3,8 @@
 //! both the device ends up running the previous version by itself, and `hup status` there
 //! says rolled back, with the reason and the apply log.
 
-use hup::boot::{Slot, SlotStatus};
 use hup::device::status::Status;
+use hup::model::slot::{Slot, SlotStatus};
 use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};

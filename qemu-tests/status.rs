@@ -2,8 +2,8 @@
 //! `hup status --disk` on the host): the parts the assertions look at, with the whole
 //! document in the panic message when a part is missing.
 
-use hup::boot::Slot;
 use hup::device::status::{BootSlotReport, LastResultReport, SlotReport, Status};
+use hup::model::slot::Slot;
 
 /// Slot `a` or `b`.
 pub fn slot(name: &str) -> Slot {

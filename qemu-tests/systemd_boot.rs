@@ -5,7 +5,7 @@
 //! `/hup/<slot>/` on the ESP with the entry `hup-<slot>+N-0.conf`. systemd-boot counts the
 //! tries by renaming the entry. Each device has its own copy of the OVMF variables.
 
-use hup::boot::{Slot, SlotStatus};
+use hup::model::slot::{Slot, SlotStatus};
 
 use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, BootOpts, Device};

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use hup::boot::{Slot, SlotStatus};
 use hup::device::status::Status;
+use hup::model::slot::{Slot, SlotStatus};
 use hup::model::state::Outcome;
 
 use crate::artifacts::{self, OsSpec};

@@ -107,7 +107,7 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::Slot;
+    use crate::model::slot::Slot;
 
     #[test]
     fn atomic_state_roundtrip() {

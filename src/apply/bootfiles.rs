@@ -6,12 +6,12 @@ use anyhow::{Context as _, Result, bail};
 
 use std::path::Path;
 
-use crate::boot::Slot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
 use crate::disk::{BootNames, Disk, Esp};
-use crate::model::config::SystemConfig;
+use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::manifest::PayloadKind;
+use crate::model::slot::Slot;
 
 /// `hup/<slot>` on the boot partition.
 pub fn slot_dir(slot: Slot) -> String {
@@ -101,12 +101,15 @@ pub fn install(
     let (files, cmdline) = write_payload(&esp, &dir, &mut stream)?;
     stream.finish().context("boot payload")?;
     esp.close().context("writing the boot partition")?;
-    if config.boot_backend == "systemd-boot" {
-        crate::boot::systemd_boot::SystemdBootBackend::with_labels(
-            disk_path,
-            config.labels.clone(),
-        )
-        .install_entry(slot, cmdline.trim())?;
+    match config.boot_backend {
+        BootBackendKind::SystemdBoot => {
+            crate::boot::systemd_boot::SystemdBootBackend::with_labels(
+                disk_path,
+                config.labels.clone(),
+            )
+            .install_entry(slot, cmdline.trim())?;
+        }
+        BootBackendKind::Gpt => {}
     }
     log::info!("boot files: {files} files into {dir}");
     Ok(files)

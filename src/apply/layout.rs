@@ -10,14 +10,15 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 
 use super::Context;
-use crate::boot::{self, Slot};
+use crate::boot;
 use crate::bundle::reader::Bundle;
 use crate::data::backup::Source;
 use crate::disk::{Disk, Esp, Part};
 use crate::fsutil::{DataDir, now};
 use crate::layout::{self, Record, Resumed};
-use crate::model::config::SystemConfig;
-use crate::model::state::{LastResult, LayoutMigration, Outcome};
+use crate::model::config::{BootBackendKind, SystemConfig};
+use crate::model::slot::Slot;
+use crate::model::state::{LayoutMigration, LayoutPhase, SlotInfo};
 
 /// How the caller holds the data partition: the init mounts the partition's device node;
 /// tests use loop devices.
@@ -44,24 +45,19 @@ pub fn migrate_staged(ctx: &Context, mount: &mut dyn DataMount) -> Result<bool> 
     if let (Err(e), Some(slot)) = (&result, spare) {
         // Recorded when the data partition is there (always before the point of no return).
         if let Ok(mut state) = ctx.data.load_state() {
-            state.last_result = Some(LastResult {
-                outcome: Outcome::Failed,
-                version: state
-                    .staged
-                    .as_ref()
-                    .map(|s| s.version.clone())
-                    .unwrap_or_default(),
-                slot,
-                reason: Some(format!("layout migration: {e:#}")),
-                log: None,
-                at: now(),
-            });
+            let version = state
+                .staged
+                .as_ref()
+                .map(|s| s.version.clone())
+                .unwrap_or_default();
+            let reason = format!("layout migration: {e:#}");
+            state.record_failed(&version, slot, &reason, None, now());
             if let Some(m) = state
                 .layout_migration
                 .as_mut()
-                .filter(|m| m.phase == "started")
+                .filter(|m| m.phase == LayoutPhase::Started)
             {
-                m.phase = "failed".into();
+                m.phase = LayoutPhase::Failed;
             }
             if let Err(e) = ctx.data.save_state(&state) {
                 log::warn!("recording the failed layout migration: {e:#}");
@@ -86,7 +82,7 @@ fn migrate_inner(
         return Ok(false);
     };
     let labels = &ctx.config.labels;
-    let backend = boot::open(&ctx.config.boot_backend, ctx.disk, labels)?;
+    let backend = boot::open(ctx.config.boot_backend, ctx.disk, labels);
     let mut current = super::current_slot(backend.as_ref())?;
     *spare = Some(current.other());
     let disk = Disk::open(ctx.disk)?;
@@ -114,7 +110,7 @@ fn migrate_inner(
     // A run that a power cut interrupted before the point of no return left its record
     // (with the normalization it did): keep it.
     let resumed = state.layout_migration.as_ref().is_some_and(|m| {
-        m.phase == "started"
+        m.phase == LayoutPhase::Started
             && m.layout_version == target.version
             && m.bundle_version == bundle.manifest.version
     });
@@ -157,10 +153,7 @@ fn migrate_inner(
 
     // The spare slot becomes the backup region.
     backend.mark_bad(current.other())?;
-    *state.slot_mut(current.other()) = crate::model::state::SlotInfo {
-        version: None,
-        installed_at: None,
-    };
+    *state.slot_mut(current.other()) = SlotInfo::EMPTY;
     ctx.data.save_state(&state)?;
     mount.quiesce();
     let t = Instant::now();
@@ -221,7 +214,7 @@ pub fn complete(
         // The record went missing (a state.json restored from an older backup): the
         // header still tells what the migration was.
         .get_or_insert_with(|| LayoutMigration::started(rec.layout_version, "", rec.created_at));
-    m.phase = "completed".into();
+    m.phase = LayoutPhase::Completed;
     m.completed_at = Some(now());
     m.backup_bytes = rec.data.len;
     m.tar_bytes = rec.tar_bytes;
@@ -276,12 +269,15 @@ fn copy_boot_files(disk_path: &Path, config: &SystemConfig, from: Slot, to: Slot
         }
     }
     esp.close().context("writing the boot partition")?;
-    if config.boot_backend == "systemd-boot" {
-        crate::boot::systemd_boot::SystemdBootBackend::with_labels(
-            disk_path,
-            config.labels.clone(),
-        )
-        .install_entry(to, &cmdline)?;
+    match config.boot_backend {
+        BootBackendKind::SystemdBoot => {
+            crate::boot::systemd_boot::SystemdBootBackend::with_labels(
+                disk_path,
+                config.labels.clone(),
+            )
+            .install_entry(to, &cmdline)?;
+        }
+        BootBackendKind::Gpt => {}
     }
     Ok(())
 }

@@ -20,27 +20,14 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::boot::{self, BootBackend, Slot, SlotStatus};
+use crate::boot::{self, BootBackend};
 use crate::bundle::reader::Bundle;
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
 use crate::model::config::SystemConfig;
-use crate::model::state::{Journal, LastResult, Outcome, State};
-
-/// The steps, in order. Each name is also a failpoint: `HUP_FAILPOINT=<step>` stops the
-/// process right after the step completed and was journaled.
-/// `migrations` runs before `populate`, which copies the migrated NetworkManager keyfiles
-/// into the new slot.
-pub const STEPS: [&str; 8] = [
-    "preflight",
-    "mark-target-bad",
-    "migrations",
-    "format",
-    "populate",
-    "boot-files",
-    "switch-boot",
-    "finalize",
-];
+use crate::model::journal::{Journal, Step};
+use crate::model::slot::{Slot, SlotStatus};
+use crate::model::state::{SlotInfo, State};
 
 /// Journal attempts after which an apply that keeps dying is given up.
 const MAX_ATTEMPTS: u32 = 3;
@@ -79,7 +66,7 @@ pub struct Report {
     pub version: String,
     pub target: Slot,
     /// (step, seconds) for the steps this run executed.
-    pub timings: Vec<(String, f64)>,
+    pub timings: Vec<(Step, f64)>,
     pub log: PathBuf,
 }
 
@@ -101,7 +88,7 @@ pub fn current_slot(backend: &dyn BootBackend) -> Result<Slot> {
             "no slot is marked good ({}): refusing to update; the running OS must run `hup mark-good` first",
             st.slots
                 .iter()
-                .map(|s| format!("{} {:?}", s.slot, s.status).to_lowercase())
+                .map(|s| format!("{} {}", s.slot, s.status))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -120,7 +107,7 @@ pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
 /// is still verified by preflight on every run.
 pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> Result<Report> {
     let mut state = ctx.data.load_state()?;
-    let backend = boot::open(&ctx.config.boot_backend, ctx.disk, &ctx.config.labels)?;
+    let backend = boot::open(ctx.config.boot_backend, ctx.disk, &ctx.config.labels);
     let bundle_sha = match sha256 {
         Some(s) => s.to_string(),
         None => {
@@ -140,11 +127,7 @@ pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> R
                 "resuming the apply of {} into slot {} (done: {})",
                 j.version,
                 j.target,
-                if j.completed.is_empty() {
-                    "nothing".into()
-                } else {
-                    j.completed.join(", ")
-                }
+                j.completed_list()
             );
             j
         }
@@ -152,18 +135,7 @@ pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> R
             if let Some(old) = other {
                 log::warn!("dropping the journal of another bundle ({})", old.version);
             }
-            let ts = now();
-            Journal {
-                bundle_sha256: bundle_sha.clone(),
-                version: String::new(),
-                target: current.other(),
-                completed: Vec::new(),
-                running: None,
-                log: format!("log/apply-{ts}.log"),
-                started_at: ts,
-                attempts: 0,
-                migrations: Vec::new(),
-            }
+            Journal::new(&bundle_sha, current.other(), now())
         }
     };
     let log_path = ctx.data.root.join(&journal.log);
@@ -173,7 +145,7 @@ pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> R
         let reason = format!(
             "the apply was interrupted {} times (last in step {}): giving up",
             journal.attempts - 1,
-            journal.running.as_deref().unwrap_or("?")
+            journal.running.map_or("?", Step::name)
         );
         abandon_target(backend.as_ref(), &journal)?;
         state.journal = None;
@@ -219,9 +191,7 @@ pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> R
 /// started (the boot switch may have been written just before a power cut), the target is
 /// marked bad again. A refusal in preflight writes nothing.
 fn abandon_target(backend: &dyn BootBackend, j: &Journal) -> Result<()> {
-    let touched = j.completed.iter().any(|s| s != "preflight")
-        || j.running.as_deref().is_some_and(|r| r != "preflight");
-    if touched {
+    if j.wrote_target() {
         backend
             .mark_bad(j.target)
             .with_context(|| format!("giving slot {} up", j.target))?;
@@ -230,14 +200,7 @@ fn abandon_target(backend: &dyn BootBackend, j: &Journal) -> Result<()> {
 }
 
 fn record_failure(ctx: &Context, state: &mut State, j: &Journal, reason: &str) -> Result<()> {
-    state.last_result = Some(LastResult {
-        outcome: Outcome::Failed,
-        version: j.version.clone(),
-        slot: j.target,
-        reason: Some(reason.to_string()),
-        log: Some(j.log.clone()),
-        at: now(),
-    });
+    state.record_failed(&j.version, j.target, reason, Some(&j.log), now());
     ctx.data.save_state(state)
 }
 
@@ -307,37 +270,33 @@ struct Run<'a> {
     bundle: Option<Bundle>,
     bundle_path: PathBuf,
     current: Slot,
-    timings: Vec<(String, f64)>,
+    timings: Vec<(Step, f64)>,
 }
 
 impl Run<'_> {
+    /// Runs the steps the journal has still to do ([`Journal::todo`]), each journaled before
+    /// and after. Each step's name is also a failpoint: `HUP_FAILPOINT=<step>` stops the
+    /// process right after the step completed and was journaled.
     fn all_steps(&mut self) -> Result<()> {
-        for step in STEPS {
-            let done = self.journal.completed.iter().any(|s| s == step);
-            let redo = step == "preflight"
-                || (step == "format" && !self.journal.completed.iter().any(|s| s == "populate"));
-            if done && !redo {
+        let todo = self.journal.todo();
+        for step in Step::ALL {
+            if !todo.contains(&step) {
                 log::info!("step {step}: done before, skipping");
                 continue;
             }
-            self.journal.completed.retain(|s| s != step);
-            if step == "format" {
-                self.journal.completed.retain(|s| s != "populate");
-            }
-            self.journal.running = Some(step.to_string());
+            self.journal.start(step);
             self.save()?;
             log::info!("step {step}: start");
             let t = Instant::now();
             self.step(step).with_context(|| format!("step {step}"))?;
             let secs = t.elapsed().as_secs_f64();
             log::info!("step {step}: done in {secs:.2} s");
-            self.timings.push((step.to_string(), secs));
-            if step != "finalize" {
-                self.journal.running = None;
-                self.journal.completed.push(step.to_string());
+            self.timings.push((step, secs));
+            if step != Step::Finalize {
+                self.journal.complete(step);
                 self.save()?;
             }
-            crate::failpoint::hit(step);
+            crate::failpoint::hit(step.name());
         }
         Ok(())
     }
@@ -351,11 +310,11 @@ impl Run<'_> {
         self.bundle.as_ref().expect("preflight ran first")
     }
 
-    fn step(&mut self, step: &str) -> Result<()> {
+    fn step(&mut self, step: Step) -> Result<()> {
         let target = self.journal.target;
         let labels = &self.ctx.config.labels;
         match step {
-            "preflight" => {
+            Step::Preflight => {
                 let b = preflight::check(
                     self.ctx,
                     &self.state,
@@ -367,28 +326,24 @@ impl Run<'_> {
                 self.journal.version = b.manifest.version.clone();
                 self.bundle = Some(b);
             }
-            "mark-target-bad" => {
+            Step::MarkTargetBad => {
                 self.backend.mark_bad(target)?;
-                *self.state.slot_mut(target) = crate::model::state::SlotInfo {
-                    version: None,
-                    installed_at: None,
-                };
+                *self.state.slot_mut(target) = SlotInfo::EMPTY;
             }
-            "format" => slotfs::format(self.ctx.disk, target.label(labels), target)?,
-            "populate" => {
+            Step::Format => slotfs::format(self.ctx.disk, target.label(labels), target)?,
+            Step::Populate => {
                 let extra = slotfs::migrated_files(&self.ctx.data.root)?;
                 slotfs::populate(self.ctx.disk, target.label(labels), self.bundle(), extra)?;
             }
-            "boot-files" => {
+            Step::BootFiles => {
                 bootfiles::install(self.ctx.disk, self.ctx.config, self.bundle(), target)?;
             }
-            "migrations" => self.migrations()?,
-            "switch-boot" => {
+            Step::Migrations => self.migrations()?,
+            Step::SwitchBoot => {
                 self.backend
                     .set_try_next(target, self.ctx.config.max_tries)?;
             }
-            "finalize" => self.finalize()?,
-            other => bail!("unknown step {other}"),
+            Step::Finalize => self.finalize()?,
         }
         Ok(())
     }
@@ -416,20 +371,7 @@ impl Run<'_> {
     }
 
     fn finalize(&mut self) -> Result<()> {
-        let t = now();
-        let target = self.journal.target;
-        *self.state.slot_mut(target) = crate::model::state::SlotInfo {
-            version: Some(self.journal.version.clone()),
-            installed_at: Some(t),
-        };
-        self.state.last_result = Some(LastResult {
-            outcome: Outcome::Applied,
-            version: self.journal.version.clone(),
-            slot: target,
-            reason: None,
-            log: Some(self.journal.log.clone()),
-            at: t,
-        });
+        self.state.record_applied(&self.journal, now());
         // The staged copy has served its purpose.
         if let Some(staged) = self.state.staged.take() {
             let p = self.ctx.data.staged_dir().join(&staged.file);

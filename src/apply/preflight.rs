@@ -5,10 +5,10 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 
 use super::Context;
-use crate::boot::Slot;
 use crate::bundle::reader::Bundle;
 use crate::disk::{Disk, Esp};
 use crate::model::manifest::PayloadKind;
+use crate::model::slot::Slot;
 use crate::model::state::State;
 use crate::model::version::Version;
 

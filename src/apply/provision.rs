@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 
 use super::{bootfiles, slotfs};
-use crate::boot::{self, Slot};
+use crate::boot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::sign::TrustedKeys;
 use crate::disk::{self, Disk};
 use crate::fsutil::{DataDir, now};
-use crate::model::config::SystemConfig;
+use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::manifest::PayloadKind;
+use crate::model::slot::Slot;
 use crate::model::state::State;
 
 const MIB: u64 = 1 << 20;
@@ -29,7 +30,7 @@ pub struct ProvisionOptions {
     pub size: u64,
     pub slot_size: Option<u64>,
     pub boot_size: Option<u64>,
-    pub boot_backend: String,
+    pub boot_backend: BootBackendKind,
     pub efi: Option<PathBuf>,
     /// Also write hup's state here (host use: stands for the data partition).
     pub data_dir: Option<PathBuf>,
@@ -115,17 +116,20 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     let data_size = d.partition(&labels.data)?.len;
     disk::format_esp(d.open_partition(&labels.boot)?, "HUP-BOOT", d.sector_size())?;
     drop(d);
-    if o.boot_backend == "systemd-boot" {
-        let efi = o.efi.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_EFI));
-        boot::systemd_boot::SystemdBootBackend::with_labels(&o.disk, labels.clone())
-            .install_loader(&efi)?;
+    match o.boot_backend {
+        BootBackendKind::SystemdBoot => {
+            let efi = o.efi.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_EFI));
+            boot::systemd_boot::SystemdBootBackend::with_labels(&o.disk, labels.clone())
+                .install_loader(&efi)?;
+        }
+        BootBackendKind::Gpt => {}
     }
 
     log::info!("installing {} {} into slot a", m.compatible, m.version);
     slotfs::format(&o.disk, &labels.root_a, Slot::A)?;
     slotfs::populate(&o.disk, &labels.root_a, &bundle, Vec::new())?;
     bootfiles::install(&o.disk, &config, &bundle, Slot::A)?;
-    let backend = boot::open(&config.boot_backend, &o.disk, labels)?;
+    let backend = boot::open(config.boot_backend, &o.disk, labels);
     backend.mark_good(Slot::A)?;
     backend.mark_bad(Slot::B)?;
 

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use crate::boot::Slot;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
 use crate::data::fingerprint;
 use crate::disk::Disk;
 use crate::ext4;
 use crate::model::manifest::PayloadKind;
+use crate::model::slot::Slot;
 
 /// The partition labelled `label`, as the ext4 writer's destination: resolved on a table
 /// validated when read, and bounds-checked for every write (see `ext4::Dest`).

@@ -7,11 +7,12 @@ use anyhow::{Context as _, Result};
 
 use super::layout::DataMount;
 use super::{BaseRoot, Context, Report, apply_known};
-use crate::boot::{self, Slot, SlotStatus};
+use crate::boot;
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
 use crate::model::config::SystemConfig;
-use crate::model::state::{LastResult, Outcome};
+use crate::model::slot::{Slot, SlotStatus};
+use crate::model::state::Outcome;
 
 /// Applies the staged bundle, if any, after the layout migration it needs (when `mount`
 /// holds the data partition; without it such a bundle is refused). `base`: the running
@@ -90,7 +91,7 @@ pub fn note_booted(disk: &Path, data: &DataDir, config: &SystemConfig, booted: S
     if last.outcome != Outcome::Applied || last.slot == booted {
         return Ok(());
     }
-    let backend = boot::open(&config.boot_backend, disk, &config.labels)?;
+    let backend = boot::open(config.boot_backend, disk, &config.labels);
     let st = backend.state()?;
     let target = st.slot(last.slot);
     if target.status == SlotStatus::Trying && target.tries_left.unwrap_or(0) > 0 {
@@ -103,16 +104,7 @@ pub fn note_booted(disk: &Path, data: &DataDir, config: &SystemConfig, booted: S
         last.slot, last.version, config.max_tries
     );
     log::warn!("rolled back: {reason}");
-    state.last_result = Some(LastResult {
-        outcome: Outcome::RolledBack,
-        reason: Some(reason),
-        at: now(),
-        ..last
-    });
-    *state.slot_mut(booted.other()) = crate::model::state::SlotInfo {
-        version: None,
-        installed_at: None,
-    };
+    state.record_rollback(last.slot, reason, now());
     data.save_state(&state)
 }
 
@@ -126,7 +118,7 @@ pub fn give_up_slot(
     slot: Slot,
     why: &str,
 ) -> Result<bool> {
-    let backend = boot::open(&config.boot_backend, disk, &config.labels)?;
+    let backend = boot::open(config.boot_backend, disk, &config.labels);
     let st = backend.state()?;
     if st.slot(slot).status != SlotStatus::Trying {
         return Ok(false);
@@ -140,20 +132,12 @@ pub fn give_up_slot(
         && last.outcome == Outcome::Applied
         && last.slot == slot
     {
-        state.last_result = Some(LastResult {
-            outcome: Outcome::RolledBack,
-            reason: Some(format!(
-                "slot {slot} ({}) could not be booted: {why}; slot {} runs again",
-                last.version,
-                slot.other()
-            )),
-            at: now(),
-            ..last
-        });
-        *state.slot_mut(slot) = crate::model::state::SlotInfo {
-            version: None,
-            installed_at: None,
-        };
+        let reason = format!(
+            "slot {slot} ({}) could not be booted: {why}; slot {} runs again",
+            last.version,
+            slot.other()
+        );
+        state.record_rollback(slot, reason, now());
         data.save_state(&state)?;
     }
     Ok(true)

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::Slot;
+use crate::model::slot::Slot;
 
 /// Options the init understands; everything else on the command line is ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]

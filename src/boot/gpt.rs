@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{BootBackend, BootState, Slot, SlotState, SlotStatus, check_tries};
+use super::{BootBackend, BootState, SlotState, check_tries};
 use crate::disk::Disk;
-use crate::model::config::Labels;
+use crate::model::config::{BootBackendKind, Labels};
+use crate::model::slot::{Slot, SlotStatus};
 
 const PRIORITY_SHIFT: u32 = 48;
 const TRIES_SHIFT: u32 = 52;
@@ -230,8 +231,8 @@ impl GptBackend {
 }
 
 impl BootBackend for GptBackend {
-    fn name(&self) -> &'static str {
-        "gpt"
+    fn kind(&self) -> BootBackendKind {
+        BootBackendKind::Gpt
     }
 
     fn active(&self) -> Result<Slot> {
@@ -311,7 +312,7 @@ impl BootBackend for GptBackend {
             })
             .collect();
         Ok(BootState {
-            backend: "gpt".into(),
+            backend: BootBackendKind::Gpt,
             next: Some(pick(&attrs).0),
             slots,
         })

@@ -12,85 +12,13 @@ pub mod cmdline;
 pub mod gpt;
 pub mod systemd_boot;
 
-use std::fmt;
 use std::path::Path;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::model::config::Labels;
-
-/// One of the two root slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    /// Both slots, A first.
-    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
-
-    /// `a` or `b`, as in `hup.slot=` and in entry and directory names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-
-    /// `a`/`A` or `b`/`B`.
-    pub fn parse(s: &str) -> Option<Slot> {
-        match s {
-            "a" | "A" => Some(Slot::A),
-            "b" | "B" => Some(Slot::B),
-            _ => None,
-        }
-    }
-
-    /// The PARTLABEL of this slot's root partition.
-    pub fn label(self, labels: &Labels) -> &str {
-        match self {
-            Slot::A => &labels.root_a,
-            Slot::B => &labels.root_b,
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Slot::A => 0,
-            Slot::B => 1,
-        }
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What a slot is to the boot loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SlotStatus {
-    /// Marked good: boots when preferred, and is the fallback otherwise.
-    Good,
-    /// On trial: boots while tries are left, then is given up.
-    Trying,
-    /// Given up, exhausted or never tried: not booted while another slot is usable.
-    Bad,
-    /// No boot entry at all (systemd-boot: nothing installed for this slot).
-    Missing,
-}
+use crate::model::config::{BootBackendKind, Labels};
+use crate::model::slot::{Slot, SlotStatus};
 
 /// One slot's boot state, for `hup status --json`. Fields a backend does not have are `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +45,7 @@ pub struct SlotState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootState {
     /// `gpt` or `systemd-boot`.
-    pub backend: String,
+    pub backend: BootBackendKind,
     /// The slot the next boot starts (what [`BootBackend::active`] returns), if any.
     pub next: Option<Slot>,
     /// Slot A, then slot B.
@@ -133,8 +61,8 @@ impl BootState {
 
 /// A boot backend (docs/boot-backends.md). All methods act on the disk immediately.
 pub trait BootBackend {
-    /// `gpt` or `systemd-boot`.
-    fn name(&self) -> &'static str;
+    /// Which backend this is.
+    fn kind(&self) -> BootBackendKind;
 
     /// The slot the next boot starts if nothing changes: a slot on trial while it has tries
     /// left, else the preferred good slot. Reads only; changes nothing (no try is used).
@@ -162,16 +90,15 @@ pub trait BootBackend {
     fn refund_try(&self, slot: Slot) -> Result<bool>;
 }
 
-/// The backend named `name` (`gpt` or `systemd-boot`) for the disk at `disk`.
-pub fn open(name: &str, disk: &Path, labels: &Labels) -> Result<Box<dyn BootBackend>> {
-    Ok(match name {
-        "gpt" => Box::new(gpt::GptBackend::with_labels(disk, labels.clone())),
-        "systemd-boot" => Box::new(systemd_boot::SystemdBootBackend::with_labels(
+/// The backend of `kind` for the disk at `disk`.
+pub fn open(kind: BootBackendKind, disk: &Path, labels: &Labels) -> Box<dyn BootBackend> {
+    match kind {
+        BootBackendKind::Gpt => Box::new(gpt::GptBackend::with_labels(disk, labels.clone())),
+        BootBackendKind::SystemdBoot => Box::new(systemd_boot::SystemdBootBackend::with_labels(
             disk,
             labels.clone(),
         )),
-        other => bail!("unknown boot backend {other:?} (expected \"gpt\" or \"systemd-boot\")"),
-    })
+    }
 }
 
 fn check_tries(tries: u8, max: u8) -> Result<()> {
@@ -186,27 +113,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots() {
-        assert_eq!(Slot::A.other(), Slot::B);
-        assert_eq!(Slot::parse("B"), Some(Slot::B));
-        assert_eq!(Slot::parse("c"), None);
-        assert_eq!(Slot::B.label(&Labels::default()), "hup-root-b");
-        assert_eq!(Slot::A.to_string(), "a");
-        assert_eq!(serde_json::to_string(&Slot::B).unwrap(), "\"b\"");
-        assert_eq!(
-            serde_json::to_string(&SlotStatus::Trying).unwrap(),
-            "\"trying\""
-        );
-    }
-
-    #[test]
-    fn open_by_name() {
+    fn open_by_kind() {
         let l = Labels::default();
         let p = Path::new("/nonexistent.img");
-        assert_eq!(open("gpt", p, &l).unwrap().name(), "gpt");
-        assert_eq!(open("systemd-boot", p, &l).unwrap().name(), "systemd-boot");
-        let err = open("grub", p, &l).err().unwrap();
-        assert!(err.to_string().contains("grub"));
+        for kind in BootBackendKind::ALL {
+            assert_eq!(open(kind, p, &l).kind(), kind);
+        }
         assert!(check_tries(0, 15).is_err());
         assert!(check_tries(16, 15).is_err());
         assert!(check_tries(3, 15).is_ok());

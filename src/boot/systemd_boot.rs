@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::bls::{ENTRIES_DIR, EntryBody, EntryName, boot_order};
-use super::{BootBackend, BootState, Slot, SlotState, SlotStatus, check_tries};
+use super::{BootBackend, BootState, SlotState, check_tries};
 use crate::disk::{Disk, Esp};
-use crate::model::config::Labels;
+use crate::model::config::{BootBackendKind, Labels};
+use crate::model::slot::{Slot, SlotStatus};
 
 /// Largest tries value accepted by `set_try_next`.
 pub const MAX_TRIES: u8 = 15;
@@ -345,8 +346,8 @@ impl SystemdBootBackend {
 }
 
 impl BootBackend for SystemdBootBackend {
-    fn name(&self) -> &'static str {
-        "systemd-boot"
+    fn kind(&self) -> BootBackendKind {
+        BootBackendKind::SystemdBoot
     }
 
     fn active(&self) -> Result<Slot> {
@@ -462,7 +463,7 @@ impl BootBackend for SystemdBootBackend {
             })
             .collect();
         Ok(BootState {
-            backend: "systemd-boot".into(),
+            backend: BootBackendKind::SystemdBoot,
             next,
             slots,
         })

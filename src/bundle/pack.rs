@@ -12,7 +12,7 @@ use super::tree::{self, Counting, TreeKind};
 use super::writer::{Member, write_bundle};
 use super::{MANIFEST, SIGNATURE};
 use crate::data::fingerprint::{Fingerprint, TarTap};
-use crate::layout::TargetLayout;
+use crate::model::layout::TargetLayout;
 use crate::model::manifest::{FORMAT, Manifest, Payload, PayloadKind};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];

@@ -4,10 +4,10 @@ use anyhow::{Context, bail};
 use argh::FromArgs;
 use serde::Serialize;
 
-use crate::boot::Slot;
 use crate::data::fingerprint::{self as fp, DEFAULT_IGNORE, Diff, EMBED_PATH};
 use crate::device;
 use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
+use crate::model::slot::Slot;
 
 /// Fingerprints of root filesystems: record one, or check a slot against its record.
 #[derive(FromArgs)]

@@ -4,8 +4,8 @@ use anyhow::Context;
 use argh::FromArgs;
 
 use crate::bundle::reader::Bundle;
-use crate::layout::TargetLayout;
-use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
+use crate::model::config::{BootBackendKind, Labels, SYSTEM_JSON, SystemConfig};
+use crate::model::layout::TargetLayout;
 use crate::stage::layout::{LayoutStatus, layout_status};
 
 /// Show a bundle's manifest and payloads (no key needed; nothing is verified).
@@ -109,16 +109,16 @@ impl Inspect {
         let (labels, backend) = match &self.config {
             Some(c) => config_parts(c)?,
             None if Path::new(SYSTEM_JSON).exists() => config_parts(Path::new(SYSTEM_JSON))?,
-            None => (Labels::default(), "gpt".to_string()),
+            None => (Labels::default(), BootBackendKind::default()),
         };
-        let boot = crate::boot::open(&backend, disk, &labels)?;
+        let boot = crate::boot::open(backend, disk, &labels);
         let active = crate::apply::current_slot(boot.as_ref())
             .with_context(|| format!("finding the active slot of {}", disk.display()))?;
         layout_status(disk, layout, &labels, active)
     }
 }
 
-fn config_parts(path: &Path) -> anyhow::Result<(Labels, String)> {
+fn config_parts(path: &Path) -> anyhow::Result<(Labels, BootBackendKind)> {
     let c = SystemConfig::load(path)?;
     Ok((c.labels, c.boot_backend))
 }

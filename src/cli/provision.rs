@@ -4,6 +4,7 @@ use argh::FromArgs;
 
 use crate::apply::provision::{ProvisionOptions, default_data_dir, provision};
 use crate::bundle::sign::TrustedKeys;
+use crate::model::config::BootBackendKind;
 
 /// Create a factory disk image from a bundle: GPT, boot partition, slot A installed and good,
 /// slot B empty, data partition with hup's state.
@@ -26,8 +27,8 @@ pub struct Provision {
     #[argh(option, from_str_fn(size_arg))]
     boot_size: Option<u64>,
     /// boot backend: gpt (default) or systemd-boot
-    #[argh(option, default = "String::from(\"gpt\")")]
-    boot_backend: String,
+    #[argh(option, default = "BootBackendKind::Gpt", from_str_fn(backend_arg))]
+    boot_backend: BootBackendKind,
     /// systemd-boot EFI binary (default: Debian's systemd-bootx64.efi)
     #[argh(option)]
     systemd_boot_efi: Option<PathBuf>,
@@ -40,6 +41,10 @@ pub struct Provision {
     /// the disk image to create
     #[argh(positional)]
     disk: PathBuf,
+}
+
+fn backend_arg(s: &str) -> Result<BootBackendKind, String> {
+    s.parse()
 }
 
 fn size_arg(s: &str) -> Result<u64, String> {
@@ -60,7 +65,7 @@ impl Provision {
             size: self.size,
             slot_size: self.slot_size,
             boot_size: self.boot_size,
-            boot_backend: self.boot_backend.clone(),
+            boot_backend: self.boot_backend,
             efi: self.systemd_boot_efi,
             data_dir: Some(data_dir.clone()),
             sector_size: self.sector_size,

@@ -16,10 +16,11 @@
 use anyhow::{Context, Result, bail};
 
 use super::lock;
-use crate::boot::{BootBackend, Slot, SlotStatus};
+use crate::boot::BootBackend;
 use crate::device::{self, Booted, Device};
 use crate::fsutil::now;
-use crate::model::state::{LastResult, Outcome, State};
+use crate::model::slot::{Slot, SlotStatus};
+use crate::model::state::{Outcome, State};
 
 /// What a mark command did.
 #[derive(Debug, Clone)]
@@ -57,30 +58,22 @@ pub fn mark_good(dev: &Device) -> Result<Marked> {
     };
     let before = state.clone();
     let mut outcome = None;
-    let mut committed_version = None;
-    if let Some(last) = state.last_result.as_mut()
+    if let Some(last) = state.last_result.clone()
         && last.outcome == Outcome::Applied
     {
         if last.slot == slot {
-            last.outcome = Outcome::Committed;
-            last.at = now();
-            committed_version = Some(last.version.clone());
+            state.commit(slot, now());
+            outcome = Some(Outcome::Committed);
         } else {
             // The update went to the other slot, yet this one runs and is healthy: the new
             // slot never confirmed itself and the device fell back.
-            last.outcome = Outcome::RolledBack;
-            last.reason = Some(format!(
+            let reason = format!(
                 "slot {} never marked itself good; slot {slot} booted instead",
                 last.slot
-            ));
-            last.at = now();
+            );
+            state.record_rollback(last.slot, reason, now());
+            outcome = Some(Outcome::RolledBack);
         }
-        outcome = Some(last.outcome);
-    }
-    if let Some(v) = committed_version
-        && state.slot(slot).version.is_none()
-    {
-        state.slot_mut(slot).version = Some(v);
     }
     if state != before || !dev.data.state_path().exists() {
         dev.data.create()?;
@@ -104,7 +97,7 @@ pub fn mark_bad(dev: &Device) -> Result<Marked> {
         bail!(
             "slot {} is not bootable ({}): marking the booted slot {slot} bad would leave nothing to boot",
             slot.other(),
-            format!("{other:?}").to_lowercase()
+            other
         );
     }
     backend.mark_bad(slot)?;
@@ -112,24 +105,16 @@ pub fn mark_bad(dev: &Device) -> Result<Marked> {
     if let Some(mut state) = load_state(dev, slot)?
         && dev.data.state_path().exists()
     {
-        if let Some(last) = state.last_result.as_mut()
-            && last.slot == slot
-            && matches!(last.outcome, Outcome::Applied | Outcome::Committed)
-        {
-            *last = LastResult {
-                outcome: Outcome::RolledBack,
-                version: last.version.clone(),
-                slot,
-                reason: Some(format!("slot {slot} was marked bad (hup mark-bad)")),
-                log: last.log.clone(),
-                at: now(),
-            };
+        // The version the slot held, before a rollback clears its record.
+        let version = state.slot(slot).version.clone();
+        let reason = format!("slot {slot} was marked bad (hup mark-bad)");
+        if state.record_rollback(slot, reason, now()) {
             outcome = Some(Outcome::RolledBack);
             dev.data.save_state(&state)?;
         }
         return Ok(Marked {
             slot,
-            version: state.slot(slot).version.clone(),
+            version,
             outcome,
         });
     }

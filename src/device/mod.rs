@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::boot::{self, BootBackend, Slot};
+use crate::boot::{self, BootBackend};
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};
 use crate::model::config::{Labels, SYSTEM_JSON, SystemConfig};
+use crate::model::slot::Slot;
 use crate::model::state::State;
 
 /// Test and debug override of the booted slot (`a` or `b`); read only in [`booted_slot`].
@@ -89,7 +90,11 @@ impl Device {
     /// The configured boot backend on [`Device::disk`].
     pub fn backend(&self) -> Result<Box<dyn BootBackend>> {
         let disk = self.disk()?;
-        boot::open(&self.config.boot_backend, &disk, &self.config.labels)
+        Ok(boot::open(
+            self.config.boot_backend,
+            &disk,
+            &self.config.labels,
+        ))
     }
 
     /// The trusted keys of `config.keys_dir`.

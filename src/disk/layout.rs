@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use gpt::partition::Partition;
 use gpt::partition_types::{OperatingSystem, Type};
 
+use crate::model::layout::PartitionSpec;
+
 use super::{Disk, DiskOptions, LABEL_BOOT, LABEL_DATA, LABEL_ROOT_A, LABEL_ROOT_B, PartIo, table};
 
 /// EFI System Partition type GUID.
@@ -20,68 +22,18 @@ pub const TYPE_LINUX_FS: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 /// Partitions start and (except a last one given no size) end on 1 MiB boundaries.
 const ALIGN: u64 = 1 << 20;
 
-/// One partition to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartSpec {
-    /// GPT name (PARTLABEL), at most 36 UTF-16 units.
-    pub label: String,
-    /// Size in bytes, rounded up to whole MiB; `None` (last partition only): the rest of the
-    /// disk, rounded down to whole MiB.
-    pub size: Option<u64>,
-    /// Type GUID, e.g. [`TYPE_ESP`].
-    pub type_guid: String,
-}
-
-impl PartSpec {
-    pub fn new(label: &str, size: Option<u64>, type_guid: &str) -> PartSpec {
-        PartSpec {
-            label: label.to_string(),
-            size,
-            type_guid: type_guid.to_string(),
-        }
-    }
-}
-
 /// The hup layout: `hup-boot` (ESP), `hup-root-a`, `hup-root-b` (Linux root x86-64),
 /// `hup-data` (Linux filesystem; `None` takes the rest of the disk).
-pub fn hup_layout(boot: u64, root: u64, data: Option<u64>) -> Vec<PartSpec> {
+pub fn hup_layout(boot: u64, root: u64, data: Option<u64>) -> Vec<PartitionSpec> {
     vec![
-        PartSpec::new(LABEL_BOOT, Some(boot), TYPE_ESP),
-        PartSpec::new(LABEL_ROOT_A, Some(root), TYPE_LINUX_ROOT_X86_64),
-        PartSpec::new(LABEL_ROOT_B, Some(root), TYPE_LINUX_ROOT_X86_64),
-        PartSpec::new(LABEL_DATA, data, TYPE_LINUX_FS),
+        PartitionSpec::new(LABEL_BOOT, Some(boot), TYPE_ESP),
+        PartitionSpec::new(LABEL_ROOT_A, Some(root), TYPE_LINUX_ROOT_X86_64),
+        PartitionSpec::new(LABEL_ROOT_B, Some(root), TYPE_LINUX_ROOT_X86_64),
+        PartitionSpec::new(LABEL_DATA, data, TYPE_LINUX_FS),
     ]
 }
 
-fn validate(specs: &[PartSpec]) -> Result<()> {
-    if specs.is_empty() {
-        bail!("a layout needs at least one partition");
-    }
-    for (i, s) in specs.iter().enumerate() {
-        if s.label.is_empty() || s.label.encode_utf16().count() > 36 {
-            bail!("partition label {:?} must be 1 to 36 characters", s.label);
-        }
-        if specs[..i].iter().any(|o| o.label == s.label) {
-            bail!("partition label {:?} is used twice", s.label);
-        }
-        match s.size {
-            Some(0) => bail!("partition {:?} has size 0", s.label),
-            None if i + 1 != specs.len() => {
-                bail!(
-                    "only the last partition may take the rest of the disk ({:?} is not last)",
-                    s.label
-                )
-            }
-            _ => {}
-        }
-        s.type_guid
-            .parse::<uuid::Uuid>()
-            .with_context(|| format!("type GUID {:?} of partition {:?}", s.type_guid, s.label))?;
-    }
-    Ok(())
-}
-
-/// Writes a new protective MBR and GPT with `specs` to `path`, 1 MiB aligned, and returns the
+/// Writes a new protective MBR and GPT with `specs` (checked by [`PartitionSpec::check_all`]) to `path`, 1 MiB aligned, and returns the
 /// opened disk. An image file is created or truncated to `total_size` bytes (all zeros). On a
 /// block device the device's size is used (`total_size` 0, or at most the device size) and the
 /// kernel is asked to re-read the table (a failure is only logged).
@@ -89,11 +41,11 @@ pub fn create_layout(
     path: impl AsRef<Path>,
     sector_size: u64,
     total_size: u64,
-    specs: &[PartSpec],
+    specs: &[PartitionSpec],
 ) -> Result<Disk> {
     let path = path.as_ref();
     let name = path.display().to_string();
-    validate(specs)?;
+    PartitionSpec::check_all(specs)?;
     table::logical_block_size(sector_size).with_context(|| format!("disk {name}"))?;
     let file = OpenOptions::new()
         .read(true)

@@ -23,9 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use esp::{Esp, EspEntry, format_esp};
 pub use fat_names::{BootNames, MAX_BOOT_FILES, check_boot_dir, check_fat_name};
-pub use layout::{
-    PartSpec, TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64, create_layout, hup_layout,
-};
+pub use layout::{TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64, create_layout, hup_layout};
 pub use part_io::PartIo;
 pub use table::{TableHealth, TableReport};
 

@@ -22,9 +22,9 @@ use nix::mount::MsFlags;
 use crate::boot::cmdline::{self, Cmdline};
 use crate::model::config::{SYSTEM_JSON, SystemConfig};
 use crate::model::initramfs::{MODULES_DIR, MODULES_LIST};
+use crate::model::slot::Slot;
 use crate::sys::mount::{mount, umount};
 use devices::Devices;
-use slot::Slot;
 
 /// Where the init mounts the chosen root before switching to it.
 pub const ROOT_MNT: &str = "/hup/root";
@@ -382,7 +382,7 @@ impl Init {
 fn default_config() -> SystemConfig {
     SystemConfig {
         compatible: "unknown".into(),
-        boot_backend: "gpt".into(),
+        boot_backend: crate::model::config::BootBackendKind::Gpt,
         max_tries: 3,
         labels: crate::model::config::Labels::default(),
         data_mount: "/mnt/data".into(),

@@ -8,13 +8,13 @@ use nix::mount::MsFlags;
 
 use super::bootlog;
 use super::devices::Devices;
-use super::slot::Slot;
 use crate::apply::BaseRoot;
 use crate::apply::layout::DataMount;
 use crate::boot::cmdline::Cmdline;
 use crate::disk::Part;
 use crate::fsutil::DataDir;
 use crate::model::config::SystemConfig;
+use crate::model::slot::Slot;
 use crate::sys::mount::{mount, umount};
 
 /// What the init hands to the apply pipeline.

@@ -4,10 +4,8 @@ use anyhow::{Context, Result};
 
 use super::devices::Devices;
 use crate::boot::cmdline::Cmdline;
-use crate::model::config::SystemConfig;
-
-/// The slot type of the boot backends.
-pub use crate::boot::Slot;
+use crate::model::config::{BootBackendKind, SystemConfig};
+use crate::model::slot::Slot;
 
 /// What a chooser may look at.
 pub struct ChooseContext<'a> {
@@ -25,11 +23,11 @@ pub trait SlotChooser {
 
 /// The chooser for `config.boot_backend`.
 pub fn chooser_for(config: &SystemConfig) -> Box<dyn SlotChooser> {
-    match config.boot_backend.as_str() {
-        "systemd-boot" => Box::new(SystemdBoot {
+    match config.boot_backend {
+        BootBackendKind::SystemdBoot => Box::new(SystemdBoot {
             efivars: std::path::PathBuf::from(EFIVARS),
         }),
-        _ => Box::new(Gpt),
+        BootBackendKind::Gpt => Box::new(Gpt),
     }
 }
 

@@ -7,12 +7,12 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::TargetLayout;
 use super::region::{ALIGN, PAYLOAD_START, REGION_ALIGN};
-use crate::boot::Slot;
 use crate::data::backup::{Scan, Source};
 use crate::disk::{Disk, Part};
 use crate::model::config::Labels;
+use crate::model::layout::TargetLayout;
+use crate::model::slot::Slot;
 use crate::size::mib;
 
 const MIB: u64 = 1 << 20;

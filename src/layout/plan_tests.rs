@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::disk::{TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64};
-use crate::layout::PartitionSpec;
+use crate::model::layout::PartitionSpec;
 
 const SIZE: u64 = 1200 * MIB;
 const GOOD_A: u64 = 0x0102_0000_0000_0000;

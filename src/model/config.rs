@@ -26,15 +26,81 @@ impl Default for Labels {
     }
 }
 
+/// Which boot backend keeps the slot state (docs/boot-backends.md). In JSON and on the
+/// command line by its name: `gpt` or `systemd-boot`; any other name is refused when parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum BootBackendKind {
+    /// GPT attribute bits of the root partitions.
+    #[default]
+    Gpt,
+    /// Boot Loader Specification entries with boot counting, on the ESP.
+    SystemdBoot,
+}
+
+impl BootBackendKind {
+    /// Every kind, in the order the error message lists them.
+    pub const ALL: [BootBackendKind; 2] = [BootBackendKind::Gpt, BootBackendKind::SystemdBoot];
+
+    /// The name in system.json, `--boot-backend` and status: `gpt` or `systemd-boot`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootBackendKind::Gpt => "gpt",
+            BootBackendKind::SystemdBoot => "systemd-boot",
+        }
+    }
+}
+
+impl std::fmt::Display for BootBackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for BootBackendKind {
+    type Err = String;
+
+    /// A known name, or the one-line error that lists the known ones.
+    fn from_str(s: &str) -> Result<Self, String> {
+        BootBackendKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<String> = BootBackendKind::ALL
+                    .iter()
+                    .map(|k| format!("\"{k}\""))
+                    .collect();
+                format!(
+                    "unknown boot_backend {s:?} (expected {})",
+                    known.join(" or ")
+                )
+            })
+    }
+}
+
+impl TryFrom<String> for BootBackendKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<BootBackendKind> for &'static str {
+    fn from(k: BootBackendKind) -> &'static str {
+        k.name()
+    }
+}
+
 /// The device configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemConfig {
     /// Device type; a bundle's `compatible` must equal it.
     pub compatible: String,
-    /// Boot backend name: `gpt` or `systemd-boot`.
-    #[serde(default = "default_backend")]
-    pub boot_backend: String,
+    /// Boot backend: `gpt` (when absent) or `systemd-boot`.
+    #[serde(default)]
+    pub boot_backend: BootBackendKind,
     /// Tries a freshly installed slot gets before the device falls back.
     #[serde(default = "default_tries")]
     pub max_tries: u8,
@@ -86,9 +152,6 @@ fn default_min_rate_window() -> u64 {
     120
 }
 
-fn default_backend() -> String {
-    "gpt".into()
-}
 fn default_tries() -> u8 {
     3
 }
@@ -104,11 +167,6 @@ impl SystemConfig {
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<Self> {
         let c: SystemConfig = serde_json::from_slice(bytes)?;
         anyhow::ensure!(!c.compatible.is_empty(), "\"compatible\" is empty");
-        anyhow::ensure!(
-            matches!(c.boot_backend.as_str(), "gpt" | "systemd-boot"),
-            "unknown boot_backend {:?} (expected \"gpt\" or \"systemd-boot\")",
-            c.boot_backend
-        );
         anyhow::ensure!(
             (1..=15).contains(&c.max_tries),
             "max_tries must be 1..=15, got {}",
@@ -132,11 +190,18 @@ mod tests {
     #[test]
     fn defaults_and_checks() {
         let c = SystemConfig::from_json(br#"{"compatible":"qemu-x86_64"}"#).unwrap();
-        assert_eq!(c.boot_backend, "gpt");
+        assert_eq!(c.boot_backend, BootBackendKind::Gpt);
         assert_eq!(c.max_tries, 3);
         assert_eq!(c.labels.root_b, "hup-root-b");
         assert!(SystemConfig::from_json(br#"{"compatible":""}"#).is_err());
-        assert!(SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"lilo"}"#).is_err());
+        let e = SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"lilo"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(r#"unknown boot_backend "lilo" (expected "gpt" or "systemd-boot")"#),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
         assert!(SystemConfig::from_json(br#"{"compatible":"x","max_tries":0}"#).is_err());
         assert!(SystemConfig::from_json(br#"{"compatible":"x","bogus":1}"#).is_err());
         assert_eq!(c.download, DownloadLimits::default());
@@ -145,6 +210,30 @@ mod tests {
         assert_eq!((c.download.min_rate, c.download.deadline_s), (0, 43200));
         assert!(
             SystemConfig::from_json(br#"{"compatible":"x","download":{"deadline":1}}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn boot_backend_kinds_keep_their_json_names() {
+        for (kind, name) in [
+            (BootBackendKind::Gpt, "gpt"),
+            (BootBackendKind::SystemdBoot, "systemd-boot"),
+        ] {
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(name.parse::<BootBackendKind>().unwrap(), kind);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{name}\""));
+            let c = SystemConfig::from_json(
+                format!(r#"{{"compatible":"x","boot_backend":"{name}"}}"#).as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(c.boot_backend, kind);
+            let back = serde_json::to_value(&c).unwrap();
+            assert_eq!(back["boot_backend"], name);
+        }
+        assert!("GPT".parse::<BootBackendKind>().is_err());
+        assert!(
+            SystemConfig::from_json(br#"{"compatible":"x","boot_backend":null}"#).is_err(),
+            "null is not the same as absent"
         );
     }
 }

@@ -66,7 +66,7 @@ pub struct Manifest {
     /// The partition layout the new system needs; a device with another layout is migrated
     /// offline before the update (docs/layout-migration.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layout: Option<crate::layout::TargetLayout>,
+    pub layout: Option<super::layout::TargetLayout>,
     /// Refuse to update a device whose running slot differs from its recorded fingerprint
     /// (checked when staging and again in preflight; docs/fingerprint.md).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -224,12 +224,12 @@ mod tests {
         assert!(!text.contains("layout") && !text.contains("requires_unmodified_base"));
         let mut m = sample();
         m.requires_unmodified_base = true;
-        m.layout = Some(crate::layout::TargetLayout {
+        m.layout = Some(crate::model::layout::TargetLayout {
             version: 2,
-            partitions: vec![crate::layout::PartitionSpec {
+            partitions: vec![crate::model::layout::PartitionSpec {
                 label: "hup-data".into(),
                 size: None,
-                type_guid: crate::disk::TYPE_LINUX_FS.into(),
+                type_guid: "0FC63DAF-8483-4772-8E79-3D69D8477DE4".into(),
             }],
         });
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);

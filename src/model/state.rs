@@ -1,11 +1,19 @@
 //! `DATA/hup/state.json`: what is staged, the apply journal, the last result, slot versions.
 //!
 //! Versioned (`state_version`); older versions are upgraded on load and their fixtures are
-//! kept as tests (docs/state-file.md). Pure types: reading and writing is in `crate::fsutil`.
+//! kept as tests (docs/state-file.md). Pure types: the file itself is read and written by
+//! the data directory helper (`DataDir`).
+//!
+//! How an update ends is recorded only by the transitions on [`State`]
+//! ([`State::record_applied`], [`State::record_failed`], [`State::record_rollback`],
+//! [`State::commit`]); they also keep the slots' [`SlotInfo`] true (docs/state-file.md).
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::boot::Slot;
+use super::journal::Journal;
+use super::slot::Slot;
 
 /// The version this hup writes.
 pub const STATE_VERSION: u32 = 1;
@@ -23,30 +31,6 @@ pub struct Staged {
     pub staged_at: u64,
 }
 
-/// The journal of an apply in progress: which steps completed, for which bundle and slot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Journal {
-    /// sha256 of the bundle being applied; a different staged bundle restarts the journal.
-    pub bundle_sha256: String,
-    pub version: String,
-    pub target: Slot,
-    /// Steps that completed, in order.
-    pub completed: Vec<String>,
-    /// The step that started and has not completed (a power cut happened in it).
-    pub running: Option<String>,
-    /// Log file of this apply, relative to `DATA/hup/`.
-    pub log: String,
-    pub started_at: u64,
-    /// Runs that started this apply; a run that keeps dying is given up after a few.
-    #[serde(default)]
-    pub attempts: u32,
-    /// Configuration migrations that ran to completion in the `migrations` step, by id
-    /// (a resumed step does not run them again).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub migrations: Vec<String>,
-}
-
 /// How the last update ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -59,6 +43,24 @@ pub enum Outcome {
     RolledBack,
     /// The apply stopped with an error before switching; the old slot runs unchanged.
     Failed,
+}
+
+impl Outcome {
+    /// The name in state.json and status: `applied`, `committed`, `rolled-back`, `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Committed => "committed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,9 +82,17 @@ pub struct LastResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotInfo {
-    /// Version installed, or `None` when empty or being written.
+    /// Version installed, or `None` when empty, being written, or given up.
     pub version: Option<String>,
     pub installed_at: Option<u64>,
+}
+
+impl SlotInfo {
+    /// A slot that holds no version hup would boot.
+    pub const EMPTY: SlotInfo = SlotInfo {
+        version: None,
+        installed_at: None,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +124,7 @@ pub struct LayoutMigration {
     pub bundle_version: String,
     /// `started` (before the backup), `completed`, or `failed` (refused or failed before
     /// the point of no return).
-    pub phase: String,
+    pub phase: LayoutPhase,
     /// Unix seconds.
     pub started_at: u64,
     #[serde(default)]
@@ -135,13 +145,44 @@ pub struct LayoutMigration {
     pub timings_ms: Vec<(String, u64)>,
 }
 
+/// Where a layout migration is, as state.json records it. This is the migration's life as
+/// the apply sees it; the backup header on the disk has its own phases (backed up, table
+/// written, restored: `layout::Phase`), which say how far the disk work got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayoutPhase {
+    /// Recorded before the backup, so that the restored copy of state.json says it.
+    Started,
+    /// The data is restored into the new layout.
+    Completed,
+    /// Refused or failed before the point of no return; the old layout is in place.
+    Failed,
+}
+
+impl LayoutPhase {
+    /// The name in state.json and status: `started`, `completed`, `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayoutPhase::Started => "started",
+            LayoutPhase::Completed => "completed",
+            LayoutPhase::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for LayoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
 impl LayoutMigration {
     /// A migration to `layout_version` for `bundle_version` that starts at `at`.
     pub fn started(layout_version: u32, bundle_version: &str, at: u64) -> LayoutMigration {
         LayoutMigration {
             layout_version,
             bundle_version: bundle_version.to_string(),
-            phase: "started".into(),
+            phase: LayoutPhase::Started,
             started_at: at,
             completed_at: None,
             normalized: false,
@@ -158,14 +199,8 @@ impl State {
     pub fn new(slot: Slot, version: &str, now: u64) -> State {
         let mut s = State {
             state_version: STATE_VERSION,
-            slot_a: SlotInfo {
-                version: None,
-                installed_at: None,
-            },
-            slot_b: SlotInfo {
-                version: None,
-                installed_at: None,
-            },
+            slot_a: SlotInfo::EMPTY,
+            slot_b: SlotInfo::EMPTY,
             staged: None,
             journal: None,
             last_result: None,
@@ -190,6 +225,84 @@ impl State {
             Slot::A => &mut self.slot_a,
             Slot::B => &mut self.slot_b,
         }
+    }
+
+    /// The apply of `journal` finished: its target holds its version (installed `at`) and
+    /// waits for the new OS to mark itself good.
+    pub fn record_applied(&mut self, journal: &Journal, at: u64) {
+        *self.slot_mut(journal.target) = SlotInfo {
+            version: Some(journal.version.clone()),
+            installed_at: Some(at),
+        };
+        self.last_result = Some(LastResult {
+            outcome: Outcome::Applied,
+            version: journal.version.clone(),
+            slot: journal.target,
+            reason: None,
+            log: Some(journal.log.clone()),
+            at,
+        });
+    }
+
+    /// An apply of `version` into `slot` stopped with `reason` before the switch. The slots'
+    /// records stay as they are: the running slot is untouched, and the target's was
+    /// cleared before its first byte was written (`mark-target-bad`, or the layout
+    /// migration's backup).
+    pub fn record_failed(
+        &mut self,
+        version: &str,
+        slot: Slot,
+        reason: &str,
+        log: Option<&str>,
+        at: u64,
+    ) {
+        self.last_result = Some(LastResult {
+            outcome: Outcome::Failed,
+            version: version.to_string(),
+            slot,
+            reason: Some(reason.to_string()),
+            log: log.map(str::to_string),
+            at,
+        });
+    }
+
+    /// The update last applied or committed to `slot` is rolled back for `reason`: the
+    /// slot was given up (it is not booted while the other slot is usable), so it no longer
+    /// counts as holding that version and its record is cleared. The version, slot and log
+    /// of the update stay in the result. Returns false, changing nothing, when the last
+    /// result is not an applied or committed update of `slot`.
+    pub fn record_rollback(&mut self, slot: Slot, reason: String, at: u64) -> bool {
+        let Some(last) = self.last_result.as_mut().filter(|l| {
+            l.slot == slot && matches!(l.outcome, Outcome::Applied | Outcome::Committed)
+        }) else {
+            return false;
+        };
+        last.outcome = Outcome::RolledBack;
+        last.reason = Some(reason);
+        last.at = at;
+        *self.slot_mut(slot) = SlotInfo::EMPTY;
+        true
+    }
+
+    /// The new OS in `slot` marked itself good: an update applied to it is committed (and
+    /// the slot's record names its version if it had none). Returns false, changing
+    /// nothing, when the last result is not an applied update of `slot`.
+    pub fn commit(&mut self, slot: Slot, at: u64) -> bool {
+        let Some(last) = self
+            .last_result
+            .as_mut()
+            .filter(|l| l.slot == slot && l.outcome == Outcome::Applied)
+        else {
+            return false;
+        };
+        last.outcome = Outcome::Committed;
+        last.at = at;
+        let version = last.version.clone();
+        let info = self.slot_mut(slot);
+        if info.version.is_none() {
+            info.version = Some(version);
+        }
+        true
     }
 
     /// Parses any known state version, upgrading it to the current one.
@@ -283,8 +396,8 @@ mod tests {
         assert_eq!(s.slot(Slot::A).version.as_deref(), Some("1.0.0"));
         assert_eq!(s.journal.as_ref().unwrap().target, Slot::B);
         assert_eq!(
-            s.journal.as_ref().unwrap().running.as_deref(),
-            Some("format")
+            s.journal.as_ref().unwrap().running,
+            Some(crate::model::journal::Step::Format)
         );
         assert_eq!(s.last_result.as_ref().unwrap().outcome, Outcome::RolledBack);
         assert_eq!(State::from_json(&s.to_json()).unwrap(), s);
@@ -341,5 +454,117 @@ mod tests {
         assert_eq!(s.slot(Slot::A).version.as_deref(), Some("1.0"));
         assert_eq!(s.slot(Slot::B).version, None);
         assert!(s.staged.is_none());
+    }
+
+    fn applied_to_b() -> State {
+        let mut s = State::new(Slot::A, "1.0", 5);
+        let mut j = Journal::new("ab", Slot::B, 10);
+        j.version = "2.0".into();
+        s.journal = Some(j.clone());
+        s.record_applied(&j, 20);
+        s.journal = None;
+        s
+    }
+
+    #[test]
+    fn applied_records_the_version_in_the_slot_and_the_result() {
+        let s = applied_to_b();
+        assert_eq!(s.slot(Slot::B).version.as_deref(), Some("2.0"));
+        assert_eq!(s.slot(Slot::B).installed_at, Some(20));
+        let l = s.last_result.as_ref().unwrap();
+        assert_eq!(
+            (l.outcome, l.version.as_str(), l.slot, l.at),
+            (Outcome::Applied, "2.0", Slot::B, 20)
+        );
+        assert_eq!(l.log.as_deref(), Some("log/apply-10.log"));
+        assert_eq!(l.reason, None);
+    }
+
+    #[test]
+    fn commit_only_an_update_applied_to_that_slot() {
+        let mut s = applied_to_b();
+        assert!(!s.commit(Slot::A, 30), "the update went to b");
+        assert_eq!(s.last_result.as_ref().unwrap().outcome, Outcome::Applied);
+        // A slot record lost on the way (e.g. state.json recreated) gets the version back.
+        *s.slot_mut(Slot::B) = SlotInfo::EMPTY;
+        assert!(s.commit(Slot::B, 30));
+        let l = s.last_result.clone().unwrap();
+        assert_eq!((l.outcome, l.at), (Outcome::Committed, 30));
+        assert_eq!(s.slot(Slot::B).version.as_deref(), Some("2.0"));
+        assert!(!s.commit(Slot::B, 40), "committing twice changes nothing");
+        assert_eq!(s.last_result.unwrap().at, 30);
+    }
+
+    #[test]
+    fn a_rollback_gives_the_slot_up_and_keeps_the_update_in_the_result() {
+        for committed in [false, true] {
+            let mut s = applied_to_b();
+            if committed {
+                s.commit(Slot::B, 30);
+            }
+            let before = s.clone();
+            assert!(!s.record_rollback(Slot::A, "x".into(), 40));
+            assert_eq!(s, before, "a has no update to roll back");
+            assert!(s.record_rollback(Slot::B, "never marked good".into(), 40));
+            let l = s.last_result.clone().unwrap();
+            assert_eq!(l.outcome, Outcome::RolledBack);
+            assert_eq!(
+                (l.version.as_str(), l.slot, l.at),
+                ("2.0", Slot::B, 40),
+                "committed: {committed}"
+            );
+            assert_eq!(l.reason.as_deref(), Some("never marked good"));
+            assert_eq!(l.log.as_deref(), Some("log/apply-10.log"));
+            assert_eq!(s.slot(Slot::B), &SlotInfo::EMPTY);
+            assert_eq!(s.slot(Slot::A).version.as_deref(), Some("1.0"));
+            assert!(
+                !s.record_rollback(Slot::B, "again".into(), 50),
+                "a rolled-back update is not rolled back twice"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_leaves_the_slot_records_alone() {
+        let mut s = State::new(Slot::A, "1.0", 5);
+        let before = (s.slot_a.clone(), s.slot_b.clone());
+        s.record_failed(
+            "2.0",
+            Slot::B,
+            "step format: boom",
+            Some("log/apply-1.log"),
+            9,
+        );
+        assert_eq!((s.slot_a.clone(), s.slot_b.clone()), before);
+        let l = s.last_result.unwrap();
+        assert_eq!(
+            (l.outcome, l.version.as_str(), l.slot, l.at),
+            (Outcome::Failed, "2.0", Slot::B, 9)
+        );
+        assert_eq!(l.reason.as_deref(), Some("step format: boom"));
+        assert_eq!(l.log.as_deref(), Some("log/apply-1.log"));
+        let mut s = State::new(Slot::A, "1.0", 5);
+        s.record_failed("", Slot::B, "layout migration: no", None, 9);
+        assert_eq!(s.last_result.unwrap().log, None);
+    }
+
+    #[test]
+    fn outcomes_and_layout_phases_print_as_their_json_names() {
+        for o in [
+            Outcome::Applied,
+            Outcome::Committed,
+            Outcome::RolledBack,
+            Outcome::Failed,
+        ] {
+            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{o}\""));
+        }
+        for p in [
+            LayoutPhase::Started,
+            LayoutPhase::Completed,
+            LayoutPhase::Failed,
+        ] {
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+        }
+        assert!(serde_json::from_str::<LayoutPhase>("\"backed-up\"").is_err());
     }
 }

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::boot::Slot;
 use crate::disk::{Disk, Esp};
 use crate::error::Exit;
 use crate::model::config::SystemConfig;
 use crate::model::manifest::{Manifest, PayloadKind};
+use crate::model::slot::Slot;
 use crate::model::version::Version;
 
 /// Clusters added to the boot payload's size for rounding (as the apply pipeline does).

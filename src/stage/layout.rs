@@ -9,11 +9,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::boot::Slot;
 use crate::data::backup::Source;
 use crate::disk::Disk;
-use crate::layout::{Plan, PlanError, TargetLayout};
+use crate::layout::{Plan, PlanError};
 use crate::model::config::Labels;
+use crate::model::layout::TargetLayout;
+use crate::model::slot::Slot;
 use crate::size::human;
 
 /// What migrating a disk to a target layout would take.

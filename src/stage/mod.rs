@@ -209,7 +209,7 @@ fn requirements(
     opts: &StageOptions,
     m: &Manifest,
     disk: &std::path::Path,
-    booted: crate::boot::Slot,
+    booted: crate::model::slot::Slot,
     part: &std::path::Path,
     bundle_size: u64,
 ) -> Result<Option<crate::layout::Plan>> {

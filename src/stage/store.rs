@@ -98,8 +98,8 @@ pub fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::Slot;
     use crate::device::staged::{cancel, clean_staging};
+    use crate::model::slot::Slot;
 
     fn summary(content: &[u8]) -> Summary {
         Summary {

@@ -5,11 +5,12 @@ use std::path::Path;
 use crate::support::bundle::BundleBuilder;
 use crate::support::image::*;
 use crate::support::*;
-use hup::boot::{self, Slot, SlotStatus};
+use hup::boot;
 use hup::model::config::Labels;
+use hup::model::slot::{Slot, SlotStatus};
 
 fn backend(img: &Path, name: &str) -> Box<dyn boot::BootBackend> {
-    boot::open(name, img, &Labels::default()).unwrap()
+    boot::open(name.parse().unwrap(), img, &Labels::default())
 }
 
 fn apply(w: &World, img: &Path, bundle: &Path) -> String {

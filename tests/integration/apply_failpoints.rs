@@ -7,8 +7,9 @@ use std::path::Path;
 use crate::support::image::*;
 use crate::support::runner::Hup;
 use crate::support::*;
-use hup::boot::{self, Slot};
-use hup::model::config::Labels;
+use hup::boot;
+use hup::model::config::{BootBackendKind, Labels};
+use hup::model::slot::Slot;
 
 fn run_apply(w: &World, img: &Path, failpoint: Option<&str>) -> std::process::Output {
     let mut c = Hup::with(w.apply_args(img, &w.bundle("2.0.0")));
@@ -20,8 +21,7 @@ fn run_apply(w: &World, img: &Path, failpoint: Option<&str>) -> std::process::Ou
 
 /// What must be equal between an interrupted-then-resumed and an uninterrupted apply.
 fn end_state(img: &Path) -> (String, String, String) {
-    let st = boot::open("gpt", img, &Labels::default())
-        .unwrap()
+    let st = boot::open(BootBackendKind::Gpt, img, &Labels::default())
         .state()
         .unwrap();
     let state: serde_json::Value =
@@ -46,9 +46,9 @@ fn every_failpoint_resumes_to_the_same_end() {
     let want = end_state(&reference);
     assert!(want.2.contains("\"2.0.0\" \"applied\" null"), "{want:?}");
 
-    let points: Vec<&str> = hup::apply::STEPS
+    let points: Vec<&str> = hup::model::journal::Step::ALL
         .iter()
-        .copied()
+        .map(|s| s.name())
         .filter(|s| *s != "finalize")
         .chain(["populate-middle"])
         .collect();
@@ -65,7 +65,7 @@ fn every_failpoint_resumes_to_the_same_end() {
         );
         assert_eq!(range_sha(&img, a), a_before, "{point}: slot A changed");
         // Until the switch, the device still boots A.
-        let b = boot::open("gpt", &img, &Labels::default()).unwrap();
+        let b = boot::open(BootBackendKind::Gpt, &img, &Labels::default());
         if point != "switch-boot" {
             assert_eq!(b.active().unwrap(), Slot::A, "{point}");
         }
@@ -94,7 +94,7 @@ fn giving_up_after_the_boot_switch_keeps_the_old_slot() {
     let img = w.provision("giveup.img", "1.0.0", "gpt", &[]);
     let o = run_apply(&w, &img, Some("switch-boot"));
     assert_eq!(o.status.code(), Some(hup::failpoint::EXIT));
-    let b = boot::open("gpt", &img, &Labels::default()).unwrap();
+    let b = boot::open(BootBackendKind::Gpt, &img, &Labels::default());
     assert_eq!(b.active().unwrap(), Slot::B, "the switch was written");
     // As if the cut came before the journal recorded it, on the third interrupted run.
     let state_path = format!("{}.data/state.json", p(&img));
@@ -124,7 +124,7 @@ fn giving_up_after_the_boot_switch_keeps_the_old_slot() {
     );
     assert_eq!(
         b.state().unwrap().slot(Slot::B).status,
-        boot::SlotStatus::Bad
+        hup::model::slot::SlotStatus::Bad
     );
 }
 

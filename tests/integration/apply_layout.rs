@@ -11,10 +11,11 @@ use crate::support::layout::*;
 use crate::support::{p, sh};
 use anyhow::Result;
 use hup::apply::layout::DataMount;
-use hup::boot::{self, Slot, SlotStatus};
+use hup::boot;
 use hup::disk::{Disk, Part};
 use hup::fsutil::DataDir;
-use hup::model::config::SystemConfig;
+use hup::model::config::{BootBackendKind, SystemConfig};
+use hup::model::slot::{Slot, SlotStatus};
 use hup::model::state::{Outcome, Staged};
 
 /// The data partition of an image mounted through an explicit loop device at a fixed
@@ -173,7 +174,7 @@ fn staged_bundle_with_a_new_layout_is_migrated_then_applied() {
 
     let state = data.load_state().unwrap();
     let m = state.layout_migration.clone().expect("migration recorded");
-    assert_eq!((m.phase.as_str(), m.layout_version), ("completed", 2));
+    assert_eq!((m.phase.name(), m.layout_version), ("completed", 2));
     let phases: Vec<&str> = m.timings_ms.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(phases, ["backup", "table", "restore"]);
     assert!(m.backup_bytes > 2 << 20 && m.entries > 300, "{m:?}");
@@ -219,7 +220,7 @@ fn staged_bundle_with_a_new_layout_is_migrated_then_applied() {
         "{key}"
     );
     assert_eq!(mode, "600");
-    let gpt = boot::open("gpt", &img, &config.labels).unwrap();
+    let gpt = boot::open(BootBackendKind::Gpt, &img, &config.labels);
     let st = gpt.state().unwrap();
     assert_eq!(st.slot(Slot::B).status, SlotStatus::Trying);
     assert_eq!(st.slot(Slot::A).status, SlotStatus::Good);
@@ -387,7 +388,7 @@ fn run_1_1_from_slot_b(w: &World, img: &Path, config: &SystemConfig) -> Box<dyn 
         "--key",
         p(&w.pubkey),
     ]);
-    let backend = boot::open(&config.boot_backend, img, &config.labels).unwrap();
+    let backend = boot::open(config.boot_backend, img, &config.labels);
     backend.mark_good(Slot::B).unwrap();
     backend
 }

@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use crate::support::disk::*;
+use hup::boot::BootBackend;
 use hup::boot::gpt::{GptBackend, SlotAttrs};
-use hup::boot::{BootBackend, Slot, SlotStatus};
 use hup::disk::{Disk, DiskError};
+use hup::model::slot::{Slot, SlotStatus};
 
 /// A hup image whose slot A is good (as `hup provision` leaves it).
 fn provisioned(dir: &Path, ss: u64) -> (std::path::PathBuf, GptBackend) {

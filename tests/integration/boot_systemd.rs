@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::disk::*;
+use hup::boot::BootBackend;
 use hup::boot::systemd_boot::{LOADER_CONF, SystemdBootBackend};
-use hup::boot::{BootBackend, Slot, SlotStatus};
 use hup::disk::{Disk, Esp};
+use hup::model::slot::{Slot, SlotStatus};
 
 const EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 

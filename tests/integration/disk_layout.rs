@@ -4,7 +4,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
 use crate::support::disk::*;
-use hup::disk::{self, Disk, DiskError, DiskOptions, PartSpec};
+use hup::disk::{self, Disk, DiskError, DiskOptions};
+use hup::model::layout::PartitionSpec;
 
 fn check_layout(ss: u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -224,20 +225,20 @@ fn layout_errors() {
     let err = disk::create_layout(&img, 512, 96 * MIB, &too_big).unwrap_err();
     assert!(format!("{err:#}").contains("does not fit"), "{err:#}");
     let rest_first = vec![
-        PartSpec::new("x", None, disk::TYPE_LINUX_FS),
-        PartSpec::new("y", Some(MIB), disk::TYPE_LINUX_FS),
+        PartitionSpec::new("x", None, disk::TYPE_LINUX_FS),
+        PartitionSpec::new("y", Some(MIB), disk::TYPE_LINUX_FS),
     ];
     assert!(disk::create_layout(&img, 512, 16 * MIB, &rest_first).is_err());
     let dup = vec![
-        PartSpec::new("x", Some(MIB), disk::TYPE_LINUX_FS),
-        PartSpec::new("x", Some(MIB), disk::TYPE_LINUX_FS),
+        PartitionSpec::new("x", Some(MIB), disk::TYPE_LINUX_FS),
+        PartitionSpec::new("x", Some(MIB), disk::TYPE_LINUX_FS),
     ];
     assert!(disk::create_layout(&img, 512, 16 * MIB, &dup).is_err());
     assert!(disk::create_layout(&img, 1024, 16 * MIB, &disk::hup_layout(MIB, MIB, None)).is_err());
     // A custom layout with a fixed-size last partition leaves the rest free.
     let custom = vec![
-        PartSpec::new("one", Some(3 * MIB + 1), disk::TYPE_LINUX_FS),
-        PartSpec::new("two", Some(MIB), disk::TYPE_LINUX_FS),
+        PartitionSpec::new("one", Some(3 * MIB + 1), disk::TYPE_LINUX_FS),
+        PartitionSpec::new("two", Some(MIB), disk::TYPE_LINUX_FS),
     ];
     let d = disk::create_layout(&img, 512, 16 * MIB, &custom).unwrap();
     let one = d.partition("one").unwrap();

@@ -7,10 +7,11 @@ use std::path::Path;
 use crate::support::image::World;
 use crate::support::layout::*;
 use crate::support::{p, sh};
-use hup::boot::{self, Slot, SlotStatus};
+use hup::boot;
 use hup::disk::Disk;
 use hup::layout::{self, Phase, Resumed};
-use hup::model::config::Labels;
+use hup::model::config::{BootBackendKind, Labels};
+use hup::model::slot::{Slot, SlotStatus};
 
 /// A v1 image of 1200 MiB with a filled data partition and version 2.0.0 staged.
 fn v1_image(w: &World, name: &str) -> std::path::PathBuf {
@@ -23,7 +24,7 @@ fn v1_image(w: &World, name: &str) -> std::path::PathBuf {
 }
 
 fn gpt(img: &Path) -> Box<dyn boot::BootBackend> {
-    boot::open("gpt", img, &Labels::default()).unwrap()
+    boot::open(BootBackendKind::Gpt, img, &Labels::default())
 }
 
 #[test]

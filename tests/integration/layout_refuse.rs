@@ -6,10 +6,10 @@ use std::path::Path;
 
 use crate::support::image::{World, range_sha};
 use crate::support::layout::*;
-use hup::boot::Slot;
 use hup::disk::Disk;
 use hup::layout::{self, PlanError};
 use hup::model::config::Labels;
+use hup::model::slot::Slot;
 
 /// A v1 image of 640 MiB with 64 MiB slots; `f` fills its data partition, where version
 /// 2.0.0 is staged.
@@ -113,7 +113,7 @@ fn unreachable_layouts_are_refused_on_a_real_disk() {
     let sha = whole_sha(&img);
     let disk = Disk::open_read_only(&img).unwrap();
     let labels = Labels::default();
-    let refuse = |t: &layout::TargetLayout| -> PlanError {
+    let refuse = |t: &hup::model::layout::TargetLayout| -> PlanError {
         layout::plan(&disk, t, &labels, Slot::A).unwrap_err()
     };
 

@@ -99,8 +99,12 @@ fn apply_refused(w: &World, img: &Path, bundle: &Path, expect: &str, boot_step: 
             "boot partition changed"
         );
     }
-    let b = hup::boot::open("gpt", img, &Default::default()).unwrap();
-    assert_eq!(b.active().unwrap(), hup::boot::Slot::A);
+    let b = hup::boot::open(
+        hup::model::config::BootBackendKind::Gpt,
+        img,
+        &Default::default(),
+    );
+    assert_eq!(b.active().unwrap(), hup::model::slot::Slot::A);
 }
 
 /// A signed bundle whose rootfs holds a huge sparse member (which `hup pack` refuses):

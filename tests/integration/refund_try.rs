@@ -9,9 +9,9 @@ use std::process::Output;
 use crate::support::image::*;
 use crate::support::runner::Hup;
 use crate::support::*;
-use hup::boot::Slot;
 use hup::boot::gpt::GptBackend;
 use hup::fsutil::DataDir;
+use hup::model::slot::Slot;
 use serde_json::Value;
 
 /// A provisioned image (1.0.0 in slot a, good) with 2.0.0 applied to slot b (on trial, 3

@@ -12,8 +12,9 @@ use std::process::Output;
 use crate::support::bundle::BundleBuilder;
 use crate::support::device::*;
 use crate::support::runner::*;
-use hup::boot::{BootBackend, Slot};
+use hup::boot::BootBackend;
 use hup::disk::{TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64};
+use hup::model::slot::Slot;
 use serde_json::{Value, json};
 
 const WIFI: &str = "wifi-config-json-to-networkmanager";
@@ -157,8 +158,9 @@ fn pack_records_layout_migrations_and_base_requirement() {
     );
     ok(&o);
     let j = inspect_json(&out, &[]);
-    let parsed =
-        |v: &Value| -> hup::layout::TargetLayout { serde_json::from_value(v.clone()).unwrap() };
+    let parsed = |v: &Value| -> hup::model::layout::TargetLayout {
+        serde_json::from_value(v.clone()).unwrap()
+    };
     assert_eq!(parsed(&j["manifest"]["layout"]), parsed(&l));
     assert_eq!(j["manifest"]["migrations"], json!([WIFI]));
     assert_eq!(j["manifest"]["requires_unmodified_base"], json!(true));

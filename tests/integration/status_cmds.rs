@@ -3,9 +3,10 @@
 
 use crate::support::device::*;
 use crate::support::runner::*;
+use hup::boot::BootBackend;
 use hup::boot::gpt::GptBackend;
-use hup::boot::{BootBackend, Slot, SlotStatus};
 use hup::fsutil::DataDir;
+use hup::model::slot::{Slot, SlotStatus};
 use hup::model::state::{LastResult, Outcome, SlotInfo};
 use serde_json::Value;
 

@@ -12,8 +12,9 @@ pub use super::server::{Pki, Server, Shared};
 
 use super::bundle::BundleBuilder;
 use super::runner::{Hup, ok};
-use hup::boot::{BootBackend, Slot};
+use hup::boot::BootBackend;
 use hup::fsutil::DataDir;
+use hup::model::slot::Slot;
 use hup::model::state::State;
 use sha2::Digest;
 

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use hup::boot::Slot;
 use hup::disk::{Disk, TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64};
-use hup::layout::{self, PartitionSpec, Plan, Record, TargetLayout};
+use hup::layout::{self, Plan, Record};
 use hup::model::config::Labels;
+use hup::model::layout::{PartitionSpec, TargetLayout};
+use hup::model::slot::Slot;
 
 use crate::support::image::{World, range_sha};
 use crate::support::{hup_ok, p, sh};

@@ -10,7 +10,7 @@ use super::Fingerprint;
 use super::compare::{DEFAULT_IGNORE, Diff, compare};
 use super::embed::EMBED_PATH;
 use super::scan::scan_dir_for;
-use crate::boot::Slot;
+use crate::model::slot::Slot;
 
 /// The recorded fingerprint to compare with does not exist (a system not installed by hup,
 /// or installed before hup recorded fingerprints).

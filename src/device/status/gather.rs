@@ -8,16 +8,17 @@ use super::report::{
     ApplyingReport, BootReport, BootSlotReport, LastResultReport, LayoutMigrationReport,
     PartitionTableReport, PhaseTime, STATUS_VERSION, SlotReport, StagedReport, Status,
 };
-use crate::boot::{self, BootState, Slot};
+use crate::boot::{self, BootState};
 use crate::device::Booted;
 use crate::fsutil::DataDir;
-use crate::model::config::{Labels, SystemConfig};
+use crate::model::config::{BootBackendKind, Labels, SystemConfig};
+use crate::model::slot::Slot;
 use crate::model::state::State;
 
 impl From<&BootState> for BootReport {
     fn from(b: &BootState) -> BootReport {
         BootReport {
-            backend: b.backend.clone(),
+            backend: b.backend.to_string(),
             next: b.next,
             slots: b
                 .slots
@@ -62,7 +63,7 @@ pub fn gather(inp: Inputs) -> Status {
     let backend_name = inp
         .config
         .as_ref()
-        .map_or_else(|| "gpt".to_string(), |c| c.boot_backend.clone());
+        .map_or_else(BootBackendKind::default, |c| c.boot_backend);
     let state: Option<State> = inp.data.as_ref().and_then(|d| {
         if !d.state_path().exists() {
             return None;
@@ -89,8 +90,8 @@ pub fn gather(inp: Inputs) -> Status {
         .as_ref()
         .filter(|_| partition_table.is_some())
         .and_then(|disk| {
-            boot::open(&backend_name, disk, &labels)
-                .and_then(|b| b.state())
+            boot::open(backend_name, disk, &labels)
+                .state()
                 .map_err(|e| errors.push(format!("boot backend {backend_name}: {e:#}")))
                 .ok()
         });
@@ -137,8 +138,8 @@ pub fn gather(inp: Inputs) -> Status {
         .map(|j| ApplyingReport {
             version: j.version.clone(),
             target: j.target,
-            completed: j.completed.clone(),
-            running: j.running.clone(),
+            completed: j.completed.iter().map(|s| s.to_string()).collect(),
+            running: j.running.map(|s| s.to_string()),
             log: abs(&j.log),
             started_at: j.started_at,
         });
@@ -159,7 +160,7 @@ pub fn gather(inp: Inputs) -> Status {
         .map(|m| LayoutMigrationReport {
             layout_version: m.layout_version,
             version: m.bundle_version.clone(),
-            phase: m.phase.clone(),
+            phase: m.phase.to_string(),
             started_at: m.started_at,
             completed_at: m.completed_at,
             normalized: m.normalized,
@@ -178,8 +179,8 @@ pub fn gather(inp: Inputs) -> Status {
         status_version: STATUS_VERSION,
         compatible: inp.config.as_ref().map(|c| c.compatible.clone()),
         data_dir: data_root.map(|r| r.display().to_string()),
-        booted: booted.map(|b| slots[index(b)].clone()),
-        other: booted.map(|b| slots[index(b.other())].clone()),
+        booted: booted.map(|b| slots[b.index()].clone()),
+        other: booted.map(|b| slots[b.other().index()].clone()),
         slots,
         staged,
         applying,
@@ -188,12 +189,5 @@ pub fn gather(inp: Inputs) -> Status {
         boot: boot.as_ref().map(BootReport::from),
         partition_table,
         errors,
-    }
-}
-
-fn index(s: Slot) -> usize {
-    match s {
-        Slot::A => 0,
-        Slot::B => 1,
     }
 }

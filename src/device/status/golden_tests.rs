@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::boot::{Slot, SlotStatus};
+use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::Outcome;
 
 fn slot(slot: Slot, booted: bool, version: Option<&str>, health: Option<SlotStatus>) -> SlotReport {

@@ -8,7 +8,7 @@ use super::report::{
     ApplyingReport, BootReport, LastResultReport, LayoutMigrationReport, PartitionTableReport,
     SlotReport, StagedReport, Status,
 };
-use crate::boot::SlotStatus;
+use crate::model::slot::SlotStatus;
 use crate::size::human;
 
 /// `2024-05-01 12:00:00 UTC` for Unix seconds.

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::boot::{Slot, SlotStatus};
+use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::Outcome;
 
 /// Version of the JSON document; raised only for incompatible changes.

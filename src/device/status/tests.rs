@@ -1,9 +1,9 @@
 //! Unit tests of `hup status` gathering and rendering.
 
 use super::*;
-use crate::boot::Slot;
 use crate::device::Booted;
 use crate::fsutil::DataDir;
+use crate::model::slot::Slot;
 use crate::model::state::{LastResult, Outcome, Staged, State};
 
 #[test]
@@ -45,7 +45,7 @@ fn from_state_without_disk() {
     s.layout_migration = Some(crate::model::state::LayoutMigration {
         layout_version: 2,
         bundle_version: "1.5".into(),
-        phase: "completed".into(),
+        phase: crate::model::state::LayoutPhase::Completed,
         started_at: 1_700_000_000,
         completed_at: Some(1_700_000_010),
         normalized: false,
