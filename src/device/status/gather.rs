@@ -138,8 +138,8 @@ pub fn gather(inp: Inputs) -> Status {
         .map(|j| ApplyingReport {
             version: j.version.clone(),
             target: j.target,
-            completed: j.completed.iter().map(|s| s.to_string()).collect(),
-            running: j.running.map(|s| s.to_string()),
+            completed: j.completed.clone(),
+            running: j.running,
             log: abs(&j.log),
             started_at: j.started_at,
         });
@@ -160,7 +160,7 @@ pub fn gather(inp: Inputs) -> Status {
         .map(|m| LayoutMigrationReport {
             layout_version: m.layout_version,
             version: m.bundle_version.clone(),
-            phase: m.phase.to_string(),
+            phase: m.phase,
             started_at: m.started_at,
             completed_at: m.completed_at,
             normalized: m.normalized,

@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use super::*;
+use crate::model::journal::Step;
 use crate::model::slot::{Slot, SlotStatus};
-use crate::model::state::Outcome;
+use crate::model::state::{LayoutPhase, Outcome};
 
 fn slot(slot: Slot, booted: bool, version: Option<&str>, health: Option<SlotStatus>) -> SlotReport {
     SlotReport {
@@ -130,8 +131,8 @@ fn applying() -> Status {
         applying: Some(ApplyingReport {
             version: "2.0.0".into(),
             target: Slot::B,
-            completed: vec!["preflight".into(), "layout".into()],
-            running: Some("format".into()),
+            completed: vec![Step::Preflight, Step::MarkTargetBad],
+            running: Some(Step::Format),
             log: "/mnt/data/hup/log/apply-2.log".into(),
             started_at: 1_700_000_020,
         }),
@@ -146,7 +147,7 @@ fn applying() -> Status {
         layout_migration: Some(LayoutMigrationReport {
             layout_version: 2,
             version: "2.0.0".into(),
-            phase: "completed".into(),
+            phase: LayoutPhase::Completed,
             started_at: 1_700_000_000,
             completed_at: Some(1_700_000_010),
             normalized: true,
@@ -194,7 +195,7 @@ fn image() -> Status {
         layout_migration: Some(LayoutMigrationReport {
             layout_version: 3,
             version: "2.0.0".into(),
-            phase: "started".into(),
+            phase: LayoutPhase::Started,
             started_at: 951_782_400,
             completed_at: None,
             normalized: false,

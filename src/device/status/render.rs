@@ -8,6 +8,7 @@ use super::report::{
     ApplyingReport, BootReport, LastResultReport, LayoutMigrationReport, PartitionTableReport,
     SlotReport, StagedReport, Status,
 };
+use crate::model::journal::Step;
 use crate::model::slot::SlotStatus;
 use crate::size::human;
 
@@ -36,7 +37,7 @@ pub fn utc(secs: u64) -> String {
 fn health(s: &SlotReport) -> String {
     match (s.health, s.tries_left) {
         (Some(SlotStatus::Trying), Some(t)) => format!("trying, {t} tries left"),
-        (Some(h), _) => format!("{h:?}").to_lowercase(),
+        (Some(h), _) => h.to_string(),
         (None, _) => "health unknown".into(),
     }
 }
@@ -113,11 +114,11 @@ fn applying(w: &mut impl Write, a: &ApplyingReport) -> io::Result<()> {
     let done = if a.completed.is_empty() {
         "nothing done yet".into()
     } else {
-        format!("done: {}", a.completed.join(", "))
+        let names: Vec<String> = a.completed.iter().map(Step::to_string).collect();
+        format!("done: {}", names.join(", "))
     };
     let running = a
         .running
-        .as_deref()
         .map(|r| format!("; interrupted in {r}"))
         .unwrap_or_default();
     line(
@@ -192,7 +193,7 @@ fn boot(w: &mut impl Write, b: &BootReport) -> io::Result<()> {
         &format!("{} backend, next boot: {next}", b.backend),
     )?;
     for s in &b.slots {
-        let mut parts = vec![format!("{:?}", s.status).to_lowercase()];
+        let mut parts = vec![s.status.to_string()];
         if let Some(p) = s.priority {
             parts.push(format!("priority {p}"));
         }

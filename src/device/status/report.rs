@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::journal::Step;
 use crate::model::slot::{Slot, SlotStatus};
-use crate::model::state::Outcome;
+use crate::model::state::{LayoutPhase, Outcome};
 
 /// Version of the JSON document; raised only for incompatible changes.
 pub const STATUS_VERSION: u32 = 1;
@@ -72,8 +73,8 @@ pub struct StagedReport {
 pub struct ApplyingReport {
     pub version: String,
     pub target: Slot,
-    pub completed: Vec<String>,
-    pub running: Option<String>,
+    pub completed: Vec<Step>,
+    pub running: Option<Step>,
     pub log: String,
     pub started_at: u64,
 }
@@ -98,7 +99,7 @@ pub struct LayoutMigrationReport {
     /// The bundle that needed it.
     pub version: String,
     /// `started`, `completed` or `failed`.
-    pub phase: String,
+    pub phase: LayoutPhase,
     pub started_at: u64,
     pub completed_at: Option<u64>,
     /// The running system was first copied into the slot that keeps its place.

@@ -78,8 +78,8 @@ fn from_state_without_disk() {
         Some(d.root.join("log/apply-1.log").to_str().unwrap())
     );
     assert_eq!(
-        st.applying.as_ref().unwrap().running.as_deref(),
-        Some("format")
+        st.applying.as_ref().unwrap().running,
+        Some(crate::model::journal::Step::Format)
     );
     assert!(st.boot.is_none() && st.errors.is_empty());
     let text = text(&st);
