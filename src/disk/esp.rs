@@ -12,7 +12,7 @@ use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 use serde::Serialize;
 
 use super::PartIo;
-use super::fat_io::FatIo;
+use super::fat_io::{FatIo, IoCounts};
 
 type Fs = FileSystem<FatIo>;
 type Dir<'a> = fatfs::Dir<'a, FatIo>;
@@ -132,6 +132,12 @@ impl Esp {
     /// Volume label from the boot sector, trailing spaces removed.
     pub fn volume_label(&self) -> String {
         self.fs.volume_label().trim_end().to_string()
+    }
+
+    /// Bytes read and written through the partition stream since [`Esp::open`] (cache hits
+    /// included): a deterministic measure of work for tests.
+    pub fn io_counts(&self) -> IoCounts {
+        self.sync_io.counts()
     }
 
     /// Allocation unit in bytes.

@@ -31,6 +31,16 @@ struct Shared {
     io: PartIo,
     /// Direct-mapped: block `i` lives in slot `i % SLOTS`, tagged with `i`.
     slots: Vec<Option<(u64, Box<[u8]>)>>,
+    /// Bytes asked for through reads and writes (cached or not): the tests' measure of work.
+    counts: IoCounts,
+}
+
+/// Bytes read and written through a [`FatIo`] and its clones since it was made, cache hits
+/// included: a deterministic measure of the work fatfs and the raw FAT code do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    pub read: u64,
+    pub written: u64,
 }
 
 impl Shared {
@@ -51,6 +61,7 @@ impl Shared {
     }
 
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.counts.read += buf.len() as u64;
         if buf.len() >= BYPASS {
             return self.io.read_exact_at(buf, offset);
         }
@@ -77,6 +88,7 @@ impl Shared {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.counts.written += buf.len() as u64;
         self.io.write_all_at(buf, offset)?;
         let end = offset + buf.len() as u64;
         let mut at = offset;
@@ -112,6 +124,7 @@ impl FatIo {
             shared: Rc::new(RefCell::new(Shared {
                 io,
                 slots: vec![None; SLOTS],
+                counts: IoCounts::default(),
             })),
             len,
             pos: 0,
@@ -126,6 +139,11 @@ impl FatIo {
     /// Writes all of `buf` at `offset` (to the partition, then to the cached copy).
     pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.shared.borrow_mut().write_at(buf, offset)
+    }
+
+    /// Bytes read and written so far through this stream and its clones.
+    pub(crate) fn counts(&self) -> IoCounts {
+        self.shared.borrow().counts
     }
 
     /// Flushes written data to the device.

@@ -22,6 +22,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 pub use esp::{Esp, EspEntry, format_esp};
+pub use fat_io::IoCounts;
 pub use fat_names::{BootNames, MAX_BOOT_FILES, check_boot_dir, check_fat_name};
 pub use layout::{
     PartSpec, TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64, create_layout, hup_layout,
