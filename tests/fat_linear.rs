@@ -97,3 +97,145 @@ fn writing_n_files_costs_work_linear_in_n() {
         "8 times the files cost {ratio:.1} times the work (128: {small} bytes, 1024: {large} bytes)"
     );
 }
+
+/// The partition's bytes as a file of its own (for fsck.fat and mtools without offsets).
+fn extract(img: &Path, out: &Path) {
+    let p = part(img);
+    let mut buf = vec![0u8; p.len() as usize];
+    p.read_exact_at(&mut buf, 0).unwrap();
+    std::fs::write(out, buf).unwrap();
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// fsck.fat finds nothing to fix; fatfs and mtools list exactly `files` in the slot
+/// directory, and fatfs reads back every byte.
+fn check(img: &Path, files: &[(String, Vec<u8>)], what: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let fat = work.path().join("fat.img");
+    extract(img, &fat);
+    let out = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&fat)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: fsck.fat -n:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let esp = Esp::open(part(img)).unwrap();
+    let mut want: Vec<(String, u64)> = files
+        .iter()
+        .map(|(n, d)| (n.clone(), d.len() as u64))
+        .collect();
+    want.sort();
+    let got: Vec<(String, u64)> = esp
+        .list(DIR)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert!(!e.is_dir, "{what}: {e:?}");
+            (e.name, e.len)
+        })
+        .collect();
+    assert_eq!(got, want, "{what}: fatfs lists other files");
+    for (name, data) in files {
+        let back = esp.read_file(&format!("{DIR}/{name}")).unwrap();
+        assert!(back == *data, "{what}: {name} reads back other bytes");
+    }
+    esp.close().unwrap();
+    let listing = sh(&format!("mdir -i {} -b ::/{DIR}", fat.display()));
+    let mut listed: Vec<String> = listing
+        .lines()
+        .map(|l| l.trim_start_matches(&format!("::/{DIR}/")).to_string())
+        .collect();
+    listed.sort();
+    let mut names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    assert_eq!(listed, names, "{what}: mtools lists other names");
+}
+
+fn file(name: &str, len: usize) -> (String, Vec<u8>) {
+    let data = (0..len).map(|i| (i * 7 + name.len()) as u8).collect();
+    (name.to_string(), data)
+}
+
+/// Names of every kind: 8.3 in any case, long, unicode, at the 13-character boundaries of
+/// long-name entries, needing generated short names; sizes 0, odd, a cluster and around it.
+fn mixed() -> Vec<(String, Vec<u8>)> {
+    let mut v = vec![
+        file("vmlinuz", 5000),
+        file("VMLINUZ.EFI", 4096),
+        file("a", 1),
+        file("empty", 0),
+        file("initrd.img-6.1.0-13-amd64", 100_003),
+        file("Straße.dtb", 511),
+        file("grüße ünïcödé.conf", 513),
+        file("内核.img", 8191),
+        file(&"n".repeat(13), 4097),
+        file(&"m".repeat(26), 0),
+        file(&"l".repeat(255), 12_345),
+        file("x~y.conf.d", 2),
+        file("TextFile.Mine.txt", 3),
+        file("TextFile.Mine2.txt", 0),
+        ("cmdline".to_string(), b"console=ttyS0 quiet".to_vec()),
+    ];
+    v.extend((0..40).map(|i| file(&format!("overlay-{i:04}.dtbo"), 33 * i)));
+    v
+}
+
+fn write_checked(img: &Path, files: &[(String, Vec<u8>)], what: &str) {
+    write(img, files);
+    check(img, files, what);
+}
+
+#[test]
+fn every_kind_of_payload_reads_back_and_fsck_is_clean_on_fat12_fat16_fat32() {
+    let work = tempfile::tempdir().unwrap();
+    for (mib, fat) in [(4, "FAT12"), (64, "FAT16"), (300, "FAT32")] {
+        let img = image(work.path(), mib);
+        let esp = Esp::open(part(&img)).unwrap();
+        assert_eq!(esp.fat_type(), fat);
+        esp.close().unwrap();
+        let cases: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+            ("one file", vec![file("vmlinuz", 1234)]),
+            ("one empty file", vec![file("empty", 0)]),
+            (
+                "only empty files",
+                (0..30).map(|i| file(&format!("e{i}"), 0)).collect(),
+            ),
+            ("no file", vec![]),
+            ("mixed", mixed()),
+            ("one file again", vec![file("initrd", 77)]),
+        ];
+        // Each case over the one before: the old files are removed by the same emptying.
+        for (what, files) in &cases {
+            write_checked(&img, files, &format!("{fat} {what}"));
+        }
+    }
+}
+
+#[test]
+fn the_maximum_of_files_on_fat16_and_fat32_twice_over() {
+    let work = tempfile::tempdir().unwrap();
+    for mib in [64, 300] {
+        let img = image(work.path(), mib);
+        let mut files: Vec<_> = (0..1024)
+            .map(|i| file(&format!("module-{i:05}-with-a-longer-name.ko"), i * 5))
+            .collect();
+        write_checked(&img, &files, &format!("{mib} MiB, 1024 files"));
+        files.truncate(1000);
+        files.push(file("vmlinuz", 9000));
+        write_checked(&img, &files, &format!("{mib} MiB, 1001 files over 1024"));
+    }
+}

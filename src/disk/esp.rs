@@ -12,6 +12,7 @@ use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 use serde::Serialize;
 
 use super::PartIo;
+use super::fat_bulk::{self, BulkWriter};
 use super::fat_io::{FatIo, IoCounts};
 
 type Fs = FileSystem<FatIo>;
@@ -285,6 +286,22 @@ impl Esp {
         f.flush()
             .with_context(|| format!("flushing {path:?} on {}", self.name))?;
         Ok(n)
+    }
+
+    /// Starts writing new files into the directory `dir`, which must hold nothing but "."
+    /// and "..", in work linear in their number (`disk/fat_bulk.rs`): the files' short
+    /// names come from one [`super::BootNames`], in the order they are added.
+    pub fn bulk_writer(&self, dir: &str) -> Result<BulkWriter<'_>> {
+        BulkWriter::new(&self.fs, &self.sync_io, trim(dir))
+            .with_context(|| format!("writing files into {dir:?} on {}", self.name))
+    }
+
+    /// Prepares the directory `dir` for emptying in linear work: its files become one
+    /// cluster chain on one entry (others deleted), and what a power cut during a bulk
+    /// write left is repaired. The caller then removes what [`Esp::list`] shows.
+    pub fn gather_dir(&self, dir: &str) -> Result<()> {
+        fat_bulk::gather(&self.sync_io, trim(dir))
+            .with_context(|| format!("emptying {dir:?} on {}", self.name))
     }
 
     /// Writes `data` to `path` (created or truncated, parents created).
