@@ -141,6 +141,12 @@ impl Esp {
         self.sync_io.counts()
     }
 
+    /// Tests: the stream fatfs and the raw FAT code share.
+    #[cfg(test)]
+    pub(crate) fn raw_io(&self) -> &FatIo {
+        &self.sync_io
+    }
+
     /// Allocation unit in bytes.
     pub fn cluster_size(&self) -> u64 {
         u64::from(self.fs.cluster_size())

@@ -220,6 +220,8 @@ impl<'a> BulkWriter<'a> {
         file.flush()
             .with_context(|| format!("flushing {dir}/{SCRATCH}"))?;
         drop(file);
+        #[cfg(test)]
+        io.arm_cut();
         let data_clusters = (written / g.cluster_bytes) as usize;
         // The scratch chain, from its short entry.
         let short_at = scratch_slots.1 * ENTRY;
@@ -324,9 +326,16 @@ pub(crate) fn gather(io: &FatIo, dir: &str) -> Result<()> {
     for e in &files {
         let mut seg = Vec::new();
         let mut c = e.cluster;
-        while g.valid(c) && !owned_by_dir.contains(&c) && seen.insert(c) {
+        while g.valid(c) && !owned_by_dir.contains(&c) && !seen.contains(&c) {
+            // A free or bad cluster (or a corrupt entry) is not part of the chain: the
+            // chain is cut before it.
+            let link = g.next(io, c)?;
+            if link == Link::Broken {
+                break;
+            }
+            seen.insert(c);
             seg.push(c);
-            match g.next(io, c)? {
+            match link {
                 Link::Next(n) => c = n,
                 _ => break,
             }
@@ -393,3 +402,7 @@ impl DirtyBit {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "fat_bulk_tests.rs"]
+mod tests;
