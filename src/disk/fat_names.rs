@@ -65,7 +65,8 @@ pub fn check_fat_name(name: &str) -> Result<()> {
 }
 
 /// Most directory rescans fatfs may spend, over a whole payload, on finding free short names:
-/// at most twice the two scans per file a create costs anyway. (1021 names
+/// at most twice the two scans per file a create costs anyway. (The bulk writer replays
+/// the search in memory; the bound keeps the directory one fatfs can add to.) (1021 names
 /// `overlay-0000.dtbo`... take 687.)
 const MAX_SHORT_NAME_RESCANS: usize = 2 * MAX_BOOT_FILES;
 
