@@ -12,6 +12,9 @@ use hup::fuzz_api::{empty_slot_dir, write_payload};
 
 const DIR: &str = "hup/b";
 
+/// Files of a payload: (name, content).
+type Files = Vec<(String, Vec<u8>)>;
+
 /// A GPT image with one `hup-boot` partition of `mib` MiB, formatted as the apply does.
 fn image(dir: &Path, mib: u64) -> PathBuf {
     let p = dir.join(format!("esp-{mib}.img"));
@@ -73,7 +76,7 @@ fn write(img: &Path, files: &[(String, Vec<u8>)]) -> u64 {
     work
 }
 
-fn overlays(n: usize) -> Vec<(String, Vec<u8>)> {
+fn overlays(n: usize) -> Files {
     (0..n)
         .map(|i| {
             let name = format!("overlay-{i:04}.dtbo");
@@ -172,7 +175,7 @@ fn file(name: &str, len: usize) -> (String, Vec<u8>) {
 
 /// Names of every kind: 8.3 in any case, long, unicode, at the 13-character boundaries of
 /// long-name entries, needing generated short names; sizes 0, odd, a cluster and around it.
-fn mixed() -> Vec<(String, Vec<u8>)> {
+fn mixed() -> Files {
     let mut v = vec![
         file("vmlinuz", 5000),
         file("VMLINUZ.EFI", 4096),
@@ -207,7 +210,7 @@ fn every_kind_of_payload_reads_back_and_fsck_is_clean_on_fat12_fat16_fat32() {
         let esp = Esp::open(part(&img)).unwrap();
         assert_eq!(esp.fat_type(), fat);
         esp.close().unwrap();
-        let cases: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+        let cases: Vec<(&str, Files)> = vec![
             ("one file", vec![file("vmlinuz", 1234)]),
             ("one empty file", vec![file("empty", 0)]),
             (

@@ -276,9 +276,9 @@ impl Esp {
     }
 
     /// Writes a new file `path` from `src` in an existing directory; returns the length. One
-    /// directory scan (fatfs's create), no lookups of ours: for writing many files. The
-    /// caller makes sure no file of that name (on FAT's terms) is there: it would be
-    /// overwritten.
+    /// create of fatfs (two scans of the directory), no lookups of ours; many files into one
+    /// directory go through [`Esp::bulk_writer`] instead. The caller makes sure no file of
+    /// that name (on FAT's terms) is there: it would be overwritten.
     pub fn write_new_file(&self, path: &str, src: &mut dyn Read) -> Result<u64> {
         let mut f = self
             .fs

@@ -36,7 +36,7 @@ use super::fat_raw::{ATTR_DIR, ATTR_VOLUME, DELETED, ENTRY, Geometry, Link, geom
 pub(crate) const SCRATCH: &str = "HUP~BULK.TMP";
 const SCRATCH_SHORT: &[u8; 11] = b"HUP~BULKTMP";
 /// 1980-01-01 as a DOS date, time 00:00:00: what fatfs writes with `esp::DosEpoch`.
-const DOS_DATE: u16 = 1 << 5 | 1;
+const DOS_DATE: u16 = (1 << 5) | 1;
 /// Long-name characters per entry.
 const LFN_UNITS: usize = 13;
 
