@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
-use crate::disk::{BootNames, Disk, Esp};
+use crate::disk::{BootNames, Disk, Esp, ShortName};
 use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::manifest::PayloadKind;
 use crate::model::slot::Slot;
@@ -19,9 +19,11 @@ pub fn slot_dir(slot: Slot) -> String {
 }
 
 /// Makes `dir` an empty directory on the boot partition (its old files removed; boot
-/// directories are flat, so a subdirectory is refused).
+/// directories are flat, so a subdirectory is refused). Linear work: the files are first
+/// gathered into one (`Esp::gather_dir`, which also repairs a bulk write cut short).
 pub fn empty_slot_dir(esp: &Esp, dir: &str) -> Result<()> {
     if esp.exists(dir)? {
+        esp.gather_dir(dir)?;
         for e in esp.list(dir)? {
             if e.is_dir {
                 bail!("{dir}/{} is a directory: boot payloads are flat", e.name);
@@ -32,9 +34,13 @@ pub fn empty_slot_dir(esp: &Esp, dir: &str) -> Result<()> {
     esp.create_dir_all(dir)
 }
 
-/// The file name of a boot payload entry: `None` for the top directory itself; an error for
-/// anything but a plain file at the top level under a name FAT keeps (checked by `names`).
-fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, names: &mut BootNames) -> Result<Option<String>> {
+/// The file name of a boot payload entry and its FAT short name: `None` for the top
+/// directory itself; an error for anything but a plain file at the top level under a name
+/// FAT keeps (checked by `names`).
+fn entry_name<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    names: &mut BootNames,
+) -> Result<Option<(String, ShortName)>> {
     let raw = entry.path_bytes();
     let name = std::str::from_utf8(&raw).map_err(|_| {
         anyhow::anyhow!(
@@ -50,10 +56,10 @@ fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, names: &mut BootNames) -> Resu
     if !ty.is_file() || name.contains('/') {
         bail!("boot payload entry {name:?}: only plain files at the top level are allowed");
     }
-    names
+    let short = names
         .add(name)
         .with_context(|| "boot payload".to_string())?;
-    Ok(Some(name.to_string()))
+    Ok(Some((name.to_string(), short)))
 }
 
 /// Refuses, before anything is written, a boot payload the boot partition cannot hold as
@@ -81,8 +87,8 @@ pub fn check_payload(bundle: &Bundle) -> Result<()> {
 /// written last). For systemd-boot, also writes the slot's entry (not yet bootable:
 /// `switch-boot` makes it so). Returns the number of files written.
 ///
-/// Each file is created once, straight under its name: fatfs scans the whole directory for
-/// every create, so every further lookup or rename per file would add a scan of N entries.
+/// The files are written in work linear in their number (`Esp::bulk_writer`), each under its
+/// own name: fatfs would scan the whole directory for every create.
 pub fn install(
     disk_path: &Path,
     config: &SystemConfig,
@@ -115,18 +121,19 @@ pub fn install(
     Ok(files)
 }
 
-/// Writes the files of a boot payload tar (plain, already decompressed) into `dir` on the
-/// boot partition, each created once under its name (names checked as the preflight checks
-/// them). Returns the number of files written and the content of `cmdline` (empty when
-/// there is none).
+/// Writes the files of a boot payload tar (plain, already decompressed) into the empty
+/// directory `dir` on the boot partition in linear work (`Esp::bulk_writer`; names checked
+/// as the preflight checks them). Returns the number of files written and the content of
+/// `cmdline` (empty when there is none).
 pub fn write_payload(esp: &Esp, dir: &str, tar: impl Read) -> Result<(u64, String)> {
     let mut cmdline = String::new();
     let mut names = BootNames::new();
     let mut files = 0;
+    let mut writer = esp.bulk_writer(dir)?;
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().context("reading the boot payload")? {
         let mut entry = entry.context("reading the boot payload")?;
-        let Some(name) = entry_name(&entry, &mut names)? else {
+        let Some((name, short)) = entry_name(&entry, &mut names)? else {
             continue;
         };
         let path = format!("{dir}/{name}");
@@ -134,14 +141,17 @@ pub fn write_payload(esp: &Esp, dir: &str, tar: impl Read) -> Result<(u64, Strin
             entry
                 .read_to_string(&mut cmdline)
                 .context("reading cmdline")?;
-            esp.write_new_file(&path, &mut cmdline.as_bytes())?;
+            writer.add(&name, short, &mut cmdline.as_bytes())?;
         } else {
-            let n = esp.write_new_file(&path, &mut entry)?;
+            let n = writer.add(&name, short, &mut entry)?;
             if n != entry.header().size()? {
                 bail!("{path}: short write ({n} bytes)");
             }
         }
         files += 1;
     }
+    writer
+        .finish()
+        .with_context(|| format!("writing the boot files into {dir}"))?;
     Ok((files, cmdline))
 }

@@ -12,7 +12,8 @@ use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 use serde::Serialize;
 
 use super::PartIo;
-use super::fat_io::FatIo;
+use super::fat_bulk::{self, BulkWriter};
+use super::fat_io::{FatIo, IoCounts};
 
 type Fs = FileSystem<FatIo>;
 type Dir<'a> = fatfs::Dir<'a, FatIo>;
@@ -132,6 +133,18 @@ impl Esp {
     /// Volume label from the boot sector, trailing spaces removed.
     pub fn volume_label(&self) -> String {
         self.fs.volume_label().trim_end().to_string()
+    }
+
+    /// Bytes read and written through the partition stream since [`Esp::open`] (cache hits
+    /// included): a deterministic measure of work for tests.
+    pub fn io_counts(&self) -> IoCounts {
+        self.sync_io.counts()
+    }
+
+    /// Tests: the stream fatfs and the raw FAT code share.
+    #[cfg(test)]
+    pub(crate) fn raw_io(&self) -> &FatIo {
+        &self.sync_io
     }
 
     /// Allocation unit in bytes.
@@ -263,9 +276,9 @@ impl Esp {
     }
 
     /// Writes a new file `path` from `src` in an existing directory; returns the length. One
-    /// directory scan (fatfs's create), no lookups of ours: for writing many files. The
-    /// caller makes sure no file of that name (on FAT's terms) is there: it would be
-    /// overwritten.
+    /// create of fatfs (two scans of the directory), no lookups of ours; many files into one
+    /// directory go through [`Esp::bulk_writer`] instead. The caller makes sure no file of
+    /// that name (on FAT's terms) is there: it would be overwritten.
     pub fn write_new_file(&self, path: &str, src: &mut dyn Read) -> Result<u64> {
         let mut f = self
             .fs
@@ -279,6 +292,22 @@ impl Esp {
         f.flush()
             .with_context(|| format!("flushing {path:?} on {}", self.name))?;
         Ok(n)
+    }
+
+    /// Starts writing new files into the directory `dir`, which must hold nothing but "."
+    /// and "..", in work linear in their number (`disk/fat_bulk.rs`): the files' short
+    /// names come from one [`super::BootNames`], in the order they are added.
+    pub fn bulk_writer(&self, dir: &str) -> Result<BulkWriter<'_>> {
+        BulkWriter::new(&self.fs, &self.sync_io, trim(dir))
+            .with_context(|| format!("writing files into {dir:?} on {}", self.name))
+    }
+
+    /// Prepares the directory `dir` for emptying in linear work: its files become one
+    /// cluster chain on one entry (others deleted), and what a power cut during a bulk
+    /// write left is repaired. The caller then removes what [`Esp::list`] shows.
+    pub fn gather_dir(&self, dir: &str) -> Result<()> {
+        fat_bulk::gather(&self.sync_io, trim(dir))
+            .with_context(|| format!("emptying {dir:?} on {}", self.name))
     }
 
     /// Writes `data` to `path` (created or truncated, parents created).

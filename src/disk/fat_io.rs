@@ -31,6 +31,20 @@ struct Shared {
     io: PartIo,
     /// Direct-mapped: block `i` lives in slot `i % SLOTS`, tagged with `i`.
     slots: Vec<Option<(u64, Box<[u8]>)>>,
+    /// Bytes asked for through reads and writes (cached or not): the tests' measure of work.
+    counts: IoCounts,
+    /// Tests: writes left before a simulated power cut (every later write fails), and a
+    /// budget that [`FatIo::arm_cut`] makes the current one.
+    #[cfg(test)]
+    cut: (Option<u64>, Option<u64>),
+}
+
+/// Bytes read and written through a [`FatIo`] and its clones since it was made, cache hits
+/// included: a deterministic measure of the work fatfs and the raw FAT code do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    pub read: u64,
+    pub written: u64,
 }
 
 impl Shared {
@@ -51,6 +65,7 @@ impl Shared {
     }
 
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.counts.read += buf.len() as u64;
         if buf.len() >= BYPASS {
             return self.io.read_exact_at(buf, offset);
         }
@@ -77,6 +92,14 @@ impl Shared {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(left) = &mut self.cut.0 {
+            if *left == 0 {
+                return Err(io::Error::other("simulated power cut"));
+            }
+            *left -= 1;
+        }
+        self.counts.written += buf.len() as u64;
         self.io.write_all_at(buf, offset)?;
         let end = offset + buf.len() as u64;
         let mut at = offset;
@@ -112,6 +135,9 @@ impl FatIo {
             shared: Rc::new(RefCell::new(Shared {
                 io,
                 slots: vec![None; SLOTS],
+                counts: IoCounts::default(),
+                #[cfg(test)]
+                cut: (None, None),
             })),
             len,
             pos: 0,
@@ -126,6 +152,30 @@ impl FatIo {
     /// Writes all of `buf` at `offset` (to the partition, then to the cached copy).
     pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.shared.borrow_mut().write_at(buf, offset)
+    }
+
+    /// Bytes read and written so far through this stream and its clones.
+    pub(crate) fn counts(&self) -> IoCounts {
+        self.shared.borrow().counts
+    }
+
+    /// Tests: a power cut after `writes` more writes once [`FatIo::arm_cut`] is called.
+    #[cfg(test)]
+    pub(crate) fn cut_after(&self, writes: u64) {
+        self.shared.borrow_mut().cut.1 = Some(writes);
+    }
+
+    /// Tests: starts the countdown set by [`FatIo::cut_after`].
+    #[cfg(test)]
+    pub(crate) fn arm_cut(&self) {
+        let mut s = self.shared.borrow_mut();
+        s.cut.0 = s.cut.1.take();
+    }
+
+    /// Tests: true once the simulated power cut has happened (or is due).
+    #[cfg(test)]
+    pub(crate) fn cut_reached(&self) -> bool {
+        self.shared.borrow().cut.0 == Some(0)
     }
 
     /// Flushes written data to the device.

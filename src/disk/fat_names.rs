@@ -65,7 +65,8 @@ pub fn check_fat_name(name: &str) -> Result<()> {
 }
 
 /// Most directory rescans fatfs may spend, over a whole payload, on finding free short names:
-/// at most twice the two scans per file a create costs anyway. (1021 names
+/// at most twice the two scans per file a create costs anyway. (The bulk writer replays
+/// the search in memory; the bound keeps the directory one fatfs can add to.) (1021 names
 /// `overlay-0000.dtbo`... take 687.)
 const MAX_SHORT_NAME_RESCANS: usize = 2 * MAX_BOOT_FILES;
 
@@ -145,7 +146,7 @@ fn prefixed(short: &[u8; 11], base_len: usize, num: u8, chksum: Option<u16>) -> 
 
 impl ShortNames {
     /// Gives `name` the short name fatfs would; counts the rescans that took.
-    fn add(&mut self, name: &str) -> Result<()> {
+    fn add(&mut self, name: &str) -> Result<[u8; 11]> {
         let (short, base_len, fits, lossy) = short_form(name);
         let pick = if fits && !lossy && !self.taken.contains(&short) {
             Some(short)
@@ -178,9 +179,14 @@ impl ShortNames {
             }
         };
         self.taken.insert(pick);
-        Ok(())
+        Ok(pick)
     }
 }
+
+/// The 8.3 short name [`BootNames::add`] gave a file: the one fatfs would have chosen when
+/// creating the files of one new directory in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortName(pub(crate) [u8; 11]);
 
 /// The names of one boot directory: each checked, none FAT would take for another, at most
 /// [`MAX_BOOT_FILES`], and not so many alike that fatfs's short-name search would rescan the
@@ -198,8 +204,8 @@ impl BootNames {
     }
 
     /// Adds one file name; refuses a bad name, a name equal to an earlier one on FAT, and
-    /// the file after the [`MAX_BOOT_FILES`]th.
-    pub fn add(&mut self, name: &str) -> Result<()> {
+    /// the file after the [`MAX_BOOT_FILES`]th. Returns the file's short name.
+    pub fn add(&mut self, name: &str) -> Result<ShortName> {
         check_fat_name(name)?;
         let key: String = name.chars().flat_map(char::to_uppercase).collect();
         if let Some(first) = self.seen.get(&key) {
@@ -213,9 +219,9 @@ impl BootNames {
                 "more than {MAX_BOOT_FILES} files: the boot partition takes at most {MAX_BOOT_FILES}"
             );
         }
-        self.short.add(name)?;
+        let short = self.short.add(name)?;
         self.seen.insert(key, name.to_string());
-        Ok(())
+        Ok(ShortName(short))
     }
 
     /// Number of names added.

@@ -6,9 +6,11 @@
 //! (see `table.rs`), so a power cut leaves one whole copy. See docs/boot-backends.md.
 
 mod esp;
+mod fat_bulk;
 mod fat_fix;
 mod fat_io;
 mod fat_names;
+mod fat_raw;
 mod layout;
 mod part_io;
 mod table;
@@ -22,7 +24,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 pub use esp::{Esp, EspEntry, format_esp};
-pub use fat_names::{BootNames, MAX_BOOT_FILES, check_boot_dir, check_fat_name};
+pub use fat_bulk::BulkWriter;
+pub use fat_io::IoCounts;
+pub use fat_names::{BootNames, MAX_BOOT_FILES, ShortName, check_boot_dir, check_fat_name};
 pub use layout::{TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64, create_layout, hup_layout};
 pub use part_io::PartIo;
 pub use table::{TableHealth, TableReport};

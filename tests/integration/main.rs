@@ -27,6 +27,7 @@ mod ext4_diff;
 mod ext4_dir_xattrs;
 mod ext4_inputs;
 mod ext4_malicious;
+mod fat_linear;
 mod fingerprint_check;
 mod fuzz_regressions;
 mod init_mkinitramfs;
