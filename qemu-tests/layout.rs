@@ -321,7 +321,11 @@ fn expect_v2_device(f: &Staged, dev: &Device, b: &Boot) {
     expect_committed(&st, "2", "b");
     // `hup status` on the device shows the migration.
     let lm = st.layout_migration.as_ref();
-    assert_eq!(lm.map(|l| l.phase.as_str()), Some("completed"), "{st:#?}");
+    assert_eq!(
+        lm.map(|l| l.phase),
+        Some(hup::model::state::LayoutPhase::Completed),
+        "{st:#?}"
+    );
     assert!(lm.map(|l| l.backup_bytes) > Some(8 << 20), "{st:#?}");
     assert_eq!(other(&st).version.as_deref(), Some("1"), "{st:#?}");
     expect_same_data(&f.v1.data_sums(), b);
