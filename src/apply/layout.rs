@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::Context;
+use super::context::Context;
 use crate::boot;
 use crate::bundle::reader::Bundle;
 use crate::data::backup::Source;
@@ -83,7 +83,7 @@ fn migrate_inner(
     };
     let labels = &ctx.config.labels;
     let backend = boot::open(ctx.config.boot_backend, ctx.disk, labels);
-    let mut current = super::current_slot(backend.as_ref())?;
+    let mut current = super::context::current_slot(backend.as_ref())?;
     *spare = Some(current.other());
     let disk = Disk::open(ctx.disk)?;
     let Some(mut plan) = layout::plan_bundle(&disk, &target, labels, current)? else {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::Context;
+use super::context::Context;
 use crate::bundle::reader::Bundle;
 use crate::disk::{Disk, Esp};
 use crate::model::manifest::PayloadKind;
@@ -51,7 +51,7 @@ pub fn check(
     }
     if !m.migrations.is_empty() {
         // A configuration a migration cannot convert refuses the update before any write.
-        let (mctx, _old_boot) = super::migration_context(ctx)?;
+        let (mctx, _old_boot) = super::context::migration_context(ctx)?;
         crate::migrate::check_all(&m.migrations, &mctx).context("migrations")?;
     }
 

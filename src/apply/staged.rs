@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
+use super::context::{BaseRoot, Context, Report};
 use super::layout::DataMount;
-use super::{BaseRoot, Context, Report, apply_known};
+use super::pipeline::apply_known;
 use crate::boot;
 use crate::bundle::sign::TrustedKeys;
 use crate::fsutil::{DataDir, now};

@@ -17,7 +17,7 @@
 
 use std::cmp::Ordering;
 
-use super::Slot;
+use crate::model::slot::Slot;
 
 /// Entry files live here on the ESP.
 pub(crate) const ENTRIES_DIR: &str = "loader/entries";

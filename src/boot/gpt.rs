@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{BootBackend, BootState, SlotState, check_tries};
+use super::backend::{BootBackend, BootState, SlotState, check_tries};
 use crate::disk::Disk;
 use crate::model::config::{BootBackendKind, Labels};
 use crate::model::slot::{Slot, SlotStatus};

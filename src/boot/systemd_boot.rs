@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::backend::{BootBackend, BootState, SlotState, check_tries};
 use super::bls::{ENTRIES_DIR, EntryBody, EntryName, boot_order};
-use super::{BootBackend, BootState, SlotState, check_tries};
 use crate::disk::{Disk, Esp};
 use crate::model::config::{BootBackendKind, Labels};
 use crate::model::slot::{Slot, SlotStatus};

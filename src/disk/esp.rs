@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 use serde::Serialize;
 
-use super::PartIo;
 use super::fat_bulk::{self, BulkWriter};
 use super::fat_io::{FatIo, IoCounts};
+use super::part_io::PartIo;
 
 type Fs = FileSystem<FatIo>;
 type Dir<'a> = fatfs::Dir<'a, FatIo>;

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::rc::Rc;
 
-use super::PartIo;
+use super::part_io::PartIo;
 
 /// Cache block size in bytes.
 const BLOCK: u64 = 4096;

@@ -10,7 +10,9 @@ use gpt::partition_types::{OperatingSystem, Type};
 
 use crate::model::layout::PartitionSpec;
 
-use super::{Disk, DiskOptions, LABEL_BOOT, LABEL_DATA, LABEL_ROOT_A, LABEL_ROOT_B, PartIo, table};
+use super::device::{Disk, DiskOptions, LABEL_BOOT, LABEL_DATA, LABEL_ROOT_A, LABEL_ROOT_B};
+use super::part_io::PartIo;
+use super::table;
 
 /// EFI System Partition type GUID.
 pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";

@@ -29,7 +29,7 @@ use gpt::header::{Header, HeaderBuilder};
 use gpt::partition::Partition;
 use serde::Serialize;
 
-use super::PartIo;
+use super::part_io::PartIo;
 
 /// More entries than this in a header is treated as corruption.
 const MAX_ENTRIES: u32 = 4096;

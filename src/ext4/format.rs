@@ -3,7 +3,16 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::MkfsOptions;
+/// Choices for a new filesystem; everything else follows `mke2fs -t ext4` (docs/ext4.md).
+#[derive(Debug, Clone, Default)]
+pub struct MkfsOptions {
+    /// Volume label, at most 16 bytes.
+    pub label: Option<String>,
+    /// Filesystem UUID; random when absent.
+    pub uuid: Option<[u8; 16]>,
+    /// Number of inodes; default one per 16 KiB (one per 4 KiB below 512 MiB).
+    pub inodes: Option<u64>,
+}
 
 pub const BLOCK_SIZE: u64 = 4096;
 /// Smallest filesystem we create.

@@ -33,23 +33,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
-pub use format::{MIN_SIZE, inode_ratio, parse_uuid};
+pub use format::{MIN_SIZE, MkfsOptions, inode_ratio, parse_uuid};
 pub(crate) use source::check_entry;
 pub use source::maybe_decompress;
 pub use stats::Stats;
 pub use target::Dest;
 use target::Target;
-
-/// Choices for a new filesystem; everything else follows `mke2fs -t ext4` (docs/ext4.md).
-#[derive(Debug, Clone, Default)]
-pub struct MkfsOptions {
-    /// Volume label, at most 16 bytes.
-    pub label: Option<String>,
-    /// Filesystem UUID; random when absent.
-    pub uuid: Option<[u8; 16]>,
-    /// Number of inodes; default one per 16 KiB (one per 4 KiB below 512 MiB).
-    pub inodes: Option<u64>,
-}
 
 /// Runs `work`; on failure zeroes the primary superblock so nothing takes the range for a
 /// filesystem. `work` must have dropped its `Fs` (closing libext2fs' channel) when it returns.
