@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::sign::SecretKey;
-use super::tree::{self, Counting, TreeKind};
+use crate::archive::tree::{self, Counting, TreeKind};
 use super::writer::{Member, write_bundle};
 use super::{MANIFEST, SIGNATURE};
 use crate::data::fingerprint::{Fingerprint, TarTap};

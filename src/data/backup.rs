@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tar::{EntryType, Header};
 
-use crate::bundle::tree::{Archived, Counting, Policy, pax_records, walk};
+use crate::archive::tree::{Archived, Counting, Policy, pax_records, walk};
 
 /// zstd level of the backup (zstd's default: fast, and data partitions are often binary).
 const LEVEL: i32 = 3;

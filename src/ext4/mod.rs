@@ -12,17 +12,15 @@
 //! failed or interrupted run leaves a range that `mount` and `blkid` do not recognize and
 //! `e2fsck` cannot open.
 
-mod data;
+pub(crate) mod data;
 mod dir;
 mod extents;
 mod ffi;
 mod ffi_format;
 mod format;
-mod inode;
-mod path;
+pub(crate) mod inode;
+pub(crate) mod path;
 mod populate;
-mod source;
-pub(crate) mod sparse;
 mod stats;
 mod target;
 
@@ -34,8 +32,8 @@ use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
 pub use format::{MIN_SIZE, inode_ratio, parse_uuid};
-pub(crate) use source::check_entry;
-pub use source::maybe_decompress;
+pub(crate) use crate::archive::member::check_entry;
+pub use crate::archive::member::maybe_decompress;
 pub use stats::Stats;
 pub use target::Dest;
 use target::Target;
@@ -138,7 +136,7 @@ pub fn mkfs_from_tar(
 }
 
 fn fill(fs: &mut Fs, t: &Target, tar: impl Read + Send + 'static) -> Result<Stats> {
-    let reader = source::ReadAhead::spawn(tar)?;
+    let reader = crate::archive::member::ReadAhead::spawn(tar)?;
     let mut p = populate::Populator::new(fs, t)?;
     p.run(reader)?;
     Ok(p.stats.clone())

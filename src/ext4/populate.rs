@@ -14,8 +14,8 @@ use super::dir::{self, Hasher};
 use super::ffi::{Fs, is_no_space};
 use super::inode::{self, EXTENTS_FL, INDEX_FL, InodeBuf, Meta, Timestamp, ft};
 use super::path::{components, show};
-use super::source::{Kind, Member};
-use super::sparse::{self, Sparse};
+use crate::archive::member::{Kind, Member};
+use crate::archive::sparse::{self, Sparse};
 use super::stats::Stats;
 use super::target::Target;
 
@@ -96,7 +96,7 @@ impl<'a> Populator<'a> {
         for entry in entries {
             let mut entry =
                 entry.with_context(|| format!("reading the tar stream after member {last:?}"))?;
-            let Some(m) = super::source::member(&mut entry)? else {
+            let Some(m) = crate::archive::member::member(&mut entry)? else {
                 continue;
             };
             last = m.show();

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::gnu_sparse::GnuSparseFilter;
+use crate::archive::gnu_sparse::GnuSparseFilter;
 use super::sparse::{SparseHasher, digest_file, digest_reader, has_holes};
 use super::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
 
@@ -194,8 +194,8 @@ fn hash_sparse(r: &mut dyn Read, s: &Sparse, buf: &mut [u8]) -> Result<(u64, Str
         .context("sparse member without GNU.sparse.realsize")?;
     let map: Vec<(u64, u64)> = match (s.version.0.as_str(), s.version.1.as_str()) {
         // The map parsers of the ext4 writer, which reads the same members.
-        ("1", "0") => crate::ext4::sparse::read_map(r)?.0,
-        ("", "") | ("0", "1") => crate::ext4::sparse::parse_map(
+        ("1", "0") => crate::archive::sparse::read_map(r)?.0,
+        ("", "") | ("0", "1") => crate::archive::sparse::parse_map(
             s.map
                 .as_deref()
                 .context("sparse member without GNU.sparse.map")?,

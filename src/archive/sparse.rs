@@ -6,7 +6,7 @@ use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 
-use super::data::read_exact;
+use crate::ext4::data::read_exact;
 
 /// Where a sparse member's map is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use anyhow::{Context, Result, bail};
 use tar::EntryType;
 
-use super::data::MAX_FILE_SIZE;
-use super::inode::Timestamp;
-use super::path::show;
+use crate::ext4::data::MAX_FILE_SIZE;
+use crate::ext4::inode::Timestamp;
+use crate::ext4::path::show;
 use super::sparse::{self, Sparse};
 
 const CHUNK: usize = 1 << 20;
