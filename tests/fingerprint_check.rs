@@ -8,7 +8,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use hup::archive::tree::{TreeKind, write_tar};
+use hup::bundle::tree::{TreeKind, write_tar};
 use hup::data::fingerprint::{
     self as fp, DEFAULT_IGNORE, EMBED_PATH, ExtraFile, Fingerprint, Kind, TarTap, compare,
 };

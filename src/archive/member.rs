@@ -1,110 +1,38 @@
-//! The tar stream: read-ahead (and zstd decompression) in a separate thread, and the
-//! translation of each tar header (ustar, GNU long names, PAX records) into what we create.
+//! One tar member's header as hup reads it from a root filesystem stream (the ext4 writer
+//! and the fingerprint of the same stream): ustar, GNU long names, and the PAX records hup
+//! takes (times, `SCHILY.xattr.*`, `GNU.sparse.*`), resolved into what the member creates.
+//! What a root filesystem cannot store as the archive says (ext4's limits, which every slot
+//! hup writes has) is refused here, so the fingerprint refuses what the writer would.
 
-use std::io::{self, Cursor, Read};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 use tar::EntryType;
 
-use crate::ext4::data::MAX_FILE_SIZE;
-use crate::ext4::inode::Timestamp;
-use crate::ext4::path::show;
 use super::sparse::{self, Sparse};
 
-const CHUNK: usize = 1 << 20;
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-
-/// Wraps `r` in a zstd decoder when the stream starts with the zstd magic number.
-pub fn maybe_decompress<R: Read + Send + 'static>(mut r: R) -> Result<Box<dyn Read + Send>> {
-    let mut head = Vec::with_capacity(4);
-    (&mut r)
-        .take(4)
-        .read_to_end(&mut head)
-        .context("reading the start of the tar stream")?;
-    let is_zstd = head == ZSTD_MAGIC;
-    let chained = Cursor::new(head).chain(r);
-    if is_zstd {
-        let d = zstd::stream::read::Decoder::new(chained).context("starting zstd decompression")?;
-        Ok(Box::new(d))
-    } else {
-        Ok(Box::new(chained))
-    }
+/// Seconds since the epoch (may be negative) and nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nsec: u32,
 }
 
-/// Reads `r` on its own thread, one MiB ahead at most four times over.
-pub struct ReadAhead {
-    rx: Receiver<io::Result<Vec<u8>>>,
-    recycle: SyncSender<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl ReadAhead {
-    pub fn spawn<R: Read + Send + 'static>(mut r: R) -> Result<ReadAhead> {
-        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
-        let (recycle, spare) = sync_channel::<Vec<u8>>(4);
-        std::thread::Builder::new()
-            .name("hup-tar-read".into())
-            .spawn(move || fill_loop(&mut r, &tx, &spare))
-            .context("starting the tar reader thread")?;
-        Ok(ReadAhead {
-            rx,
-            recycle,
-            cur: Vec::new(),
-            pos: 0,
-        })
-    }
-}
-
-fn fill_loop(r: &mut dyn Read, tx: &SyncSender<io::Result<Vec<u8>>>, spare: &Receiver<Vec<u8>>) {
-    loop {
-        let mut buf = match spare.try_recv() {
-            Ok(b) => b,
-            Err(TryRecvError::Empty) => Vec::new(),
-            Err(TryRecvError::Disconnected) => return,
-        };
-        buf.resize(CHUNK, 0);
-        let mut n = 0;
-        while n < CHUNK {
-            match r.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-        if n == 0 {
-            return; // end of stream: dropping tx reports EOF
-        }
-        buf.truncate(n);
-        if tx.send(Ok(buf)).is_err() {
-            return; // the consumer stopped
+impl Timestamp {
+    pub fn now() -> Self {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(_) => Timestamp::default(),
         }
     }
 }
 
-impl Read for ReadAhead {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Ok(next)) => {
-                    let old = std::mem::replace(&mut self.cur, next);
-                    let _ = self.recycle.try_send(old);
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
+/// A member name for messages (lossy UTF-8).
+fn show(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
 }
 
 /// What a member creates.
@@ -257,7 +185,7 @@ fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, warn: bool) -> Result<Opt
         xattrs: Vec::new(),
         sparse: None,
     };
-    let mut gnu = GnuSparse::default();
+    let mut gnu = sparse::Records::default();
     if let Some(pax) = entry
         .pax_extensions()
         .with_context(|| format!("{name:?}: reading PAX records"))?
@@ -281,19 +209,25 @@ fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, warn: bool) -> Result<Opt
             }
         }
     }
-    if gnu.any {
-        gnu.apply(&mut m)
+    if gnu.any() {
+        let (sp, real_name) = gnu
+            .resolve(m.kind == Kind::File)
             .with_context(|| format!("{name:?}: GNU sparse member"))?;
+        if let Some(real_name) = real_name {
+            m.path = real_name;
+        }
+        m.sparse = Some(sp);
     }
     check(&m).with_context(|| format!("{:?}", m.show()))?;
     clamp_times(&mut m, warn);
     Ok(Some(m))
 }
 
-/// Reads the header of `entry` as the ext4 writer does and refuses what it would refuse
-/// there (for readers of the same stream: the fingerprint, so `hup pack` refuses early).
-pub fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<()> {
-    read_member(entry, false).map(|_| ())
+/// [`member`] without the warnings, for other readers of the same stream (the
+/// fingerprint): they refuse what the ext4 writer would refuse, so `hup pack` refuses
+/// early, and take a sparse member's map as the writer does.
+pub fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> {
+    read_member(entry, false)
 }
 
 /// Brings the member's times into ext4's range (as the kernel clamps what it cannot store):
@@ -323,6 +257,9 @@ fn clamp_times(m: &mut Member, warn: bool) {
     }
 }
 
+/// Largest file: ext4's logical block numbers are 32 bits, and e2fsck refuses an
+/// extent-mapped file whose size reaches 2^32 blocks of 4096 bytes (16 TiB).
+pub const MAX_FILE_SIZE: u64 = (1u64 << 32) * 4096 - 1;
 /// Earliest time ext4 stores: the signed 32-bit seconds with epoch bits 0 (1901-12-13).
 pub const TIME_MIN: i64 = -(1 << 31);
 /// Latest time ext4 stores unambiguously (2310-04-04): beyond it the epoch bits are 3 with
@@ -391,65 +328,6 @@ fn check_xattr_name(name: &str) -> Result<()> {
             "xattr name {name:?} is not in a namespace ext4 stores (user., trusted., security., \
              system.posix_acl_access, system.posix_acl_default); refused"
         ),
-    }
-}
-
-/// The `GNU.sparse.*` records of a member.
-#[derive(Default)]
-struct GnuSparse {
-    any: bool,
-    major: Option<String>,
-    minor: Option<String>,
-    name: Option<Vec<u8>>,
-    realsize: Option<String>,
-    size: Option<String>,
-    map: Option<String>,
-    old: bool,
-}
-
-impl GnuSparse {
-    fn record(&mut self, key: &str, value: &[u8]) {
-        self.any = true;
-        let text = || String::from_utf8_lossy(value).into_owned();
-        match key {
-            "major" => self.major = Some(text()),
-            "minor" => self.minor = Some(text()),
-            "name" => self.name = Some(value.to_vec()),
-            "realsize" => self.realsize = Some(text()),
-            "size" => self.size = Some(text()),
-            "map" => self.map = Some(text()),
-            "offset" | "numbytes" => self.old = true,
-            _ => {}
-        }
-    }
-
-    fn apply(self, m: &mut Member) -> Result<()> {
-        if m.kind != Kind::File {
-            bail!("GNU.sparse records on a member that is not a regular file");
-        }
-        let num = |v: Option<String>, what: &str| -> Result<u64> {
-            let v = v.with_context(|| format!("missing GNU.sparse.{what}"))?;
-            v.trim()
-                .parse()
-                .with_context(|| format!("bad GNU.sparse.{what} {v:?}"))
-        };
-        let version = (self.major.as_deref(), self.minor.as_deref());
-        let sparse = match version {
-            (Some("1"), Some("0")) => Sparse {
-                realsize: num(self.realsize, "realsize")?,
-                map: sparse::Map::InData,
-            },
-            (None, None) | (Some("0"), Some("1")) if !self.old && self.map.is_some() => Sparse {
-                realsize: num(self.size, "size")?,
-                map: sparse::Map::Listed(sparse::parse_map(self.map.as_deref().unwrap_or(""))?),
-            },
-            _ => bail!("unsupported GNU sparse format (only 1.0 and 0.1 are)"),
-        };
-        if let Some(name) = self.name {
-            m.path = name;
-        }
-        m.sparse = Some(sparse);
-        Ok(())
     }
 }
 
@@ -528,22 +406,5 @@ mod tests {
         assert_eq!(enc(TIME_MIN - 1), (3, 0), "wraps: not storable");
         assert_eq!(enc(TIME_MAX), (2, 0));
         assert_eq!(enc(TIME_MAX + 1), (3, 1), "what e2fsck reads as pre-1970");
-    }
-
-    #[test]
-    fn read_ahead_and_zstd_detection() {
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let z = zstd::encode_all(&data[..], 3).unwrap();
-        for input in [data.clone(), z] {
-            let r = maybe_decompress(Cursor::new(input)).unwrap();
-            let mut ra = ReadAhead::spawn(r).unwrap();
-            let mut out = Vec::new();
-            ra.read_to_end(&mut out).unwrap();
-            assert_eq!(out, data);
-        }
-        let mut tiny = maybe_decompress(Cursor::new(vec![1u8, 2])).unwrap();
-        let mut out = Vec::new();
-        tiny.read_to_end(&mut out).unwrap();
-        assert_eq!(out, vec![1, 2]);
     }
 }

@@ -1,12 +1,14 @@
 //! GNU tar's PAX sparse members (what `tar --sparse` writes in POSIX format, which GNU tar
-//! picks with `--xattrs`): formats 1.0 (map at the start of the data) and 0.1 (map in the
-//! `GNU.sparse.map` record). The old GNU 'S' headers are handled by the tar crate.
+//! picks with `--xattrs`): their `GNU.sparse.*` records, formats 1.0 (map at the start of
+//! the data) and 0.1 (map in the `GNU.sparse.map` record). The old GNU 'S' headers are read
+//! by the tar crate, or rewritten as format 0.1 where holes must not be read
+//! ([`super::gnu_sparse`]).
 
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 
-use crate::ext4::data::read_exact;
+use super::io::read_exact;
 
 /// Where a sparse member's map is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +109,69 @@ pub fn check(map: &[(u64, u64)], realsize: u64, stored: u64, map_bytes: u64) -> 
     Ok(())
 }
 
+/// The `GNU.sparse.*` PAX records of a member.
+#[derive(Default)]
+pub struct Records {
+    any: bool,
+    major: Option<String>,
+    minor: Option<String>,
+    name: Option<Vec<u8>>,
+    realsize: Option<String>,
+    size: Option<String>,
+    map: Option<String>,
+    old: bool,
+}
+
+impl Records {
+    /// Takes one record; `key` without its `GNU.sparse.` prefix.
+    pub fn record(&mut self, key: &str, value: &[u8]) {
+        self.any = true;
+        let text = || String::from_utf8_lossy(value).into_owned();
+        match key {
+            "major" => self.major = Some(text()),
+            "minor" => self.minor = Some(text()),
+            "name" => self.name = Some(value.to_vec()),
+            "realsize" => self.realsize = Some(text()),
+            "size" => self.size = Some(text()),
+            "map" => self.map = Some(text()),
+            "offset" | "numbytes" => self.old = true,
+            _ => {}
+        }
+    }
+
+    /// Whether the member had any `GNU.sparse.*` record.
+    pub fn any(&self) -> bool {
+        self.any
+    }
+
+    /// The sparse file the records describe, and the member's real name when they give it
+    /// (`GNU.sparse.name`). Only a regular file may be sparse (`is_file`).
+    pub fn resolve(self, is_file: bool) -> Result<(Sparse, Option<Vec<u8>>)> {
+        if !is_file {
+            bail!("GNU.sparse records on a member that is not a regular file");
+        }
+        let num = |v: Option<String>, what: &str| -> Result<u64> {
+            let v = v.with_context(|| format!("missing GNU.sparse.{what}"))?;
+            v.trim()
+                .parse()
+                .with_context(|| format!("bad GNU.sparse.{what} {v:?}"))
+        };
+        let version = (self.major.as_deref(), self.minor.as_deref());
+        let sparse = match version {
+            (Some("1"), Some("0")) => Sparse {
+                realsize: num(self.realsize, "realsize")?,
+                map: Map::InData,
+            },
+            (None, None) | (Some("0"), Some("1")) if !self.old && self.map.is_some() => Sparse {
+                realsize: num(self.size, "size")?,
+                map: Map::Listed(parse_map(self.map.as_deref().unwrap_or(""))?),
+            },
+            _ => bail!("unsupported GNU sparse format (only 1.0 and 0.1 are)"),
+        };
+        Ok((sparse, self.name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +200,72 @@ mod tests {
         assert_eq!(parse_map("0,10,100,5").unwrap(), vec![(0, 10), (100, 5)]);
         assert!(parse_map("0,10,100").is_err());
         assert!(parse_map("a,1").is_err());
+    }
+
+    fn records(recs: &[(&str, &str)]) -> Records {
+        let mut r = Records::default();
+        for (k, v) in recs {
+            r.record(k, v.as_bytes());
+        }
+        r
+    }
+
+    #[test]
+    fn records_give_the_format_the_size_and_the_name() {
+        assert!(!Records::default().any());
+        let (sp, name) = records(&[
+            ("major", "1"),
+            ("minor", "0"),
+            ("name", "dir/f"),
+            ("realsize", "1048576"),
+            ("size", "7"),
+        ])
+        .resolve(true)
+        .unwrap();
+        assert_eq!(
+            sp,
+            Sparse {
+                realsize: 1 << 20,
+                map: Map::InData
+            }
+        );
+        assert_eq!(name.as_deref(), Some(&b"dir/f"[..]));
+        // 0.1 takes `size`, not `realsize`
+        let (sp, name) = records(&[("size", "100"), ("realsize", "5"), ("map", "0,10")])
+            .resolve(true)
+            .unwrap();
+        assert_eq!(
+            sp,
+            Sparse {
+                realsize: 100,
+                map: Map::Listed(vec![(0, 10)])
+            }
+        );
+        assert_eq!(name, None);
+        let err = |r: Records, file| format!("{:#}", r.resolve(file).unwrap_err());
+        assert_eq!(
+            err(records(&[("map", "0,10"), ("size", "9")]), false),
+            "GNU.sparse records on a member that is not a regular file"
+        );
+        assert_eq!(
+            err(records(&[("major", "1"), ("minor", "0")]), true),
+            "missing GNU.sparse.realsize"
+        );
+        // format 0.0 (offset/numbytes pairs) and unknown versions are refused
+        for r in [
+            records(&[
+                ("offset", "0"),
+                ("numbytes", "1"),
+                ("map", "0,1"),
+                ("size", "1"),
+            ]),
+            records(&[("major", "2"), ("minor", "0"), ("realsize", "1")]),
+            records(&[("size", "1")]),
+        ] {
+            assert_eq!(
+                err(r, true),
+                "unsupported GNU sparse format (only 1.0 and 0.1 are)"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A directory tree to a deterministic tar stream: entries sorted by name, numeric
 //! owners, full mode bits, mtimes (nanoseconds as PAX records), symlinks, hard links,
-//! device nodes, fifos and extended attributes (PAX `SCHILY.xattr.*`).
+//! device nodes, fifos and extended attributes (PAX `SCHILY.xattr.*`). What a tree may hold
+//! and what is counted is the caller's [`Policy`] (the bundle payloads, the data backup).
 
 use std::collections::HashMap;
 use std::fs;
@@ -11,69 +12,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tar::{EntryType, Header};
-
-/// What a tree may contain.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum TreeKind {
-    /// Anything a root filesystem holds.
-    Rootfs,
-    /// Regular files and directories only (the boot partition is FAT).
-    Boot,
-}
-
-/// Counts of what was archived.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TreeStats {
-    pub entries: u64,
-    pub file_bytes: u64,
-}
-
-/// Writes `root` as a tar stream to `out` and returns what it wrote. Sockets are skipped
-/// (tar cannot hold them) with a warning.
-pub fn write_tar<W: Write>(root: &Path, kind: TreeKind, out: W) -> Result<TreeStats> {
-    let mut builder = tar::Builder::new(out);
-    let mut policy = PayloadPolicy {
-        kind,
-        stats: TreeStats::default(),
-    };
-    walk(root, &mut builder, &mut policy)?;
-    builder.finish().context("finishing the tar stream")?;
-    Ok(policy.stats)
-}
-
-/// The bundle payloads' policy: everything (boot: files and directories only).
-struct PayloadPolicy {
-    kind: TreeKind,
-    stats: TreeStats,
-}
-
-impl Policy for PayloadPolicy {
-    fn accept(&mut self, path: &Path, meta: &fs::Metadata) -> Result<bool> {
-        let ft = meta.file_type();
-        if self.kind == TreeKind::Boot && !(ft.is_dir() || ft.is_file()) {
-            bail!(
-                "{}: only regular files and directories can go to the boot partition",
-                path.display()
-            );
-        }
-        if ft.is_socket() {
-            log::warn!("skipping socket {}", path.display());
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn xattrs(&self) -> bool {
-        self.kind == TreeKind::Rootfs
-    }
-
-    fn archived(&mut self, e: &Archived) {
-        self.stats.entries += 1;
-        if e.meta.is_file() && !e.hard_link {
-            self.stats.file_bytes += e.meta.len();
-        }
-    }
-}
 
 /// What one use of [`walk`] does with the entries of its tree.
 pub(crate) trait Policy {
@@ -277,7 +215,7 @@ impl<W: Write, P: Policy> Walker<'_, W, P> {
         if records.is_empty() {
             return Ok(());
         }
-        let data = pax_records(records);
+        let data = super::pax::encode(records);
         let mut h = Header::new_ustar();
         h.set_entry_type(EntryType::XHeader);
         h.set_mode(0o644);
@@ -293,22 +231,6 @@ impl<W: Write, P: Policy> Walker<'_, W, P> {
             .append(&h, &data[..])
             .with_context(|| format!("archiving the attributes of {}", name.display()))
     }
-}
-
-/// Encodes PAX records: "LEN key=value\n" where LEN counts the whole record.
-pub fn pax_records(records: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in records {
-        let body = k.len() + v.len() + 3; // ' ', '=', '\n'
-        let mut len = body + 1;
-        while len != body + len.to_string().len() {
-            len = body + len.to_string().len();
-        }
-        out.extend_from_slice(format!("{len} {k}=").as_bytes());
-        out.extend_from_slice(v);
-        out.push(b'\n');
-    }
-    out
 }
 
 /// Extended attributes of `path` (not following symlinks) as sorted PAX records.
@@ -331,29 +253,6 @@ pub(crate) fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// A writer that counts the bytes written through it (tar and zstd stream sizes).
-pub(crate) struct Counting<W> {
-    pub(crate) inner: W,
-    pub(crate) n: u64,
-}
-
-impl<W> Counting<W> {
-    pub(crate) fn new(inner: W) -> Counting<W> {
-        Counting { inner, n: 0 }
-    }
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let k = self.inner.write(buf)?;
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Fails if the file yields fewer bytes than its size said (it shrank while archived).
@@ -380,21 +279,5 @@ impl<R: Read> Read for ExactReader<'_, R> {
         }
         self.remaining -= n as u64;
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_lengths_count_themselves() {
-        let r = pax_records(&[("a".into(), b"b".to_vec())]);
-        assert_eq!(r, b"6 a=b\n");
-        let long = vec![b'x'; 95];
-        let r = pax_records(&[("k".into(), long)]);
-        // body 99 + 3 digits = 102
-        assert!(r.starts_with(b"102 k="));
-        assert_eq!(r.len(), 102);
     }
 }

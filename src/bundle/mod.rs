@@ -5,6 +5,7 @@ pub mod pack;
 pub mod reader;
 pub mod sign;
 pub mod stream;
+pub mod tree;
 pub mod verified;
 pub mod writer;
 

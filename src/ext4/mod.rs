@@ -12,15 +12,16 @@
 //! failed or interrupted run leaves a range that `mount` and `blkid` do not recognize and
 //! `e2fsck` cannot open.
 
-pub(crate) mod data;
+mod data;
 mod dir;
 mod extents;
 mod ffi;
 mod ffi_format;
 mod format;
-pub(crate) mod inode;
-pub(crate) mod path;
+mod inode;
+mod path;
 mod populate;
+mod source;
 mod stats;
 mod target;
 
@@ -32,8 +33,7 @@ use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
 pub use format::{MIN_SIZE, inode_ratio, parse_uuid};
-pub(crate) use crate::archive::member::check_entry;
-pub use crate::archive::member::maybe_decompress;
+pub use source::maybe_decompress;
 pub use stats::Stats;
 pub use target::Dest;
 use target::Target;
@@ -136,7 +136,7 @@ pub fn mkfs_from_tar(
 }
 
 fn fill(fs: &mut Fs, t: &Target, tar: impl Read + Send + 'static) -> Result<Stats> {
-    let reader = crate::archive::member::ReadAhead::spawn(tar)?;
+    let reader = source::ReadAhead::spawn(tar)?;
     let mut p = populate::Populator::new(fs, t)?;
     p.run(reader)?;
     Ok(p.stats.clone())

@@ -12,12 +12,12 @@ use anyhow::{Context, Result, bail};
 use super::data::{self, Allocator, BUF_SIZE, Blocks, FileWriter};
 use super::dir::{self, Hasher};
 use super::ffi::{Fs, is_no_space};
-use super::inode::{self, EXTENTS_FL, INDEX_FL, InodeBuf, Meta, Timestamp, ft};
+use super::inode::{self, EXTENTS_FL, INDEX_FL, InodeBuf, Meta, ft};
 use super::path::{components, show};
-use crate::archive::member::{Kind, Member};
-use crate::archive::sparse::{self, Sparse};
 use super::stats::Stats;
 use super::target::Target;
+use crate::archive::member::{Kind, Member, Timestamp};
+use crate::archive::sparse::{self, Sparse};
 
 const ROOT: u32 = 2;
 /// Highest link count of a non-directory inode.

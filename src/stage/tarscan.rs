@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 
+use crate::archive::pax;
 use crate::bundle::sign::MAX_SIGNATURE_BYTES;
 use crate::bundle::{MANIFEST, SIGNATURE};
 use crate::model::manifest::MAX_MANIFEST_BYTES;
@@ -138,26 +139,17 @@ fn checksum_ok(h: &[u8; 512]) -> bool {
     sum == want
 }
 
-/// `size` and `path` of PAX extended header records (`LEN KEY=VALUE\n`).
+/// `size` and `path` of PAX extended header records; `None` when the records are
+/// malformed (the stream is then not followed further).
 fn parse_pax(data: &[u8]) -> Option<(Option<u64>, Option<String>)> {
     let (mut size, mut path) = (None, None);
-    let mut rest = data;
-    while !rest.is_empty() {
-        let sp = rest.iter().position(|b| *b == b' ')?;
-        let len: usize = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
-        if len <= sp || len > rest.len() {
-            return None;
-        }
-        let rec = &rest[sp + 1..len];
-        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
-        let eq = rec.iter().position(|b| *b == b'=')?;
-        let (key, value) = (&rec[..eq], &rec[eq + 1..]);
-        match key {
-            b"size" => size = Some(std::str::from_utf8(value).ok()?.parse().ok()?),
-            b"path" => path = Some(String::from_utf8_lossy(value).into_owned()),
+    for r in pax::parse(data) {
+        let r = r.ok()?;
+        match r.key {
+            b"size" => size = Some(std::str::from_utf8(r.value).ok()?.parse().ok()?),
+            b"path" => path = Some(String::from_utf8_lossy(r.value).into_owned()),
             _ => {}
         }
-        rest = &rest[len..];
     }
     Some((size, path))
 }
