@@ -118,13 +118,15 @@ impl<'a> Iterator for Records<'a> {
 mod tests {
     use super::*;
 
-    fn all(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PaxError> {
+    type KeyValue = (Vec<u8>, Vec<u8>);
+
+    fn all(data: &[u8]) -> Result<Vec<KeyValue>, PaxError> {
         parse(data)
             .map(|r| r.map(|r| (r.key.to_vec(), r.value.to_vec())))
             .collect()
     }
 
-    fn kv(k: &str, v: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    fn kv(k: &str, v: &[u8]) -> KeyValue {
         (k.as_bytes().to_vec(), v.to_vec())
     }
 
