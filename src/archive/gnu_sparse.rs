@@ -19,6 +19,8 @@ const MAX_PAX: u64 = 1 << 20;
 /// Most map entries rewritten (more: passed on unchanged).
 const MAX_ENTRIES: usize = 1 << 20;
 
+/// A `Read` of a tar stream with its old GNU sparse members rewritten as PAX 0.1.
+#[derive(Debug)]
 pub struct GnuSparseFilter<R> {
     inner: R,
     out: Vec<u8>,

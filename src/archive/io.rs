@@ -40,6 +40,7 @@ pub fn read_exact(r: &mut dyn Read, buf: &mut [u8]) -> Result<()> {
 }
 
 /// A writer that counts the bytes written through it (tar and zstd stream sizes).
+#[derive(Debug)]
 pub struct Counting<W> {
     pub inner: W,
     pub n: u64,

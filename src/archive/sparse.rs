@@ -110,7 +110,7 @@ pub fn check(map: &[(u64, u64)], realsize: u64, stored: u64, map_bytes: u64) -> 
 }
 
 /// The `GNU.sparse.*` PAX records of a member.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Records {
     any: bool,
     major: Option<String>,

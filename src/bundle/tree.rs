@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::archive::tree::{Archived, Policy, walk};
 
 /// What a tree may contain.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TreeKind {
     /// Anything a root filesystem holds.
     Rootfs,
