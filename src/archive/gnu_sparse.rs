@@ -10,10 +10,10 @@
 
 use std::io::{self, Read};
 
+use super::header::{BLOCK, number, set_checksum};
 use super::io::read_full;
 use super::pax;
 
-const BLOCK: usize = 512;
 /// Largest PAX header data held back to merge with a following 'S' header.
 const MAX_PAX: u64 = 1 << 20;
 /// Most map entries rewritten (more: passed on unchanged).
@@ -175,12 +175,12 @@ impl<R: Read> GnuSparseFilter<R> {
         pd.extend_from_slice(&pax::encode(&records));
         ph[156] = b'x';
         ph[124..136].copy_from_slice(format!("{:011o}\0", pd.len()).as_bytes());
-        checksum(&mut ph);
+        set_checksum(&mut ph);
         pd.resize(pd.len().div_ceil(BLOCK) * BLOCK, 0);
         let mut reg = h;
         reg[156] = b'0';
         reg[386..BLOCK].fill(0);
-        checksum(&mut reg);
+        set_checksum(&mut reg);
         self.out.extend_from_slice(&ph);
         self.out.extend_from_slice(&pd);
         self.out.extend_from_slice(&reg);
@@ -204,27 +204,6 @@ impl<R: Read> Read for GnuSparseFilter<R> {
     }
 }
 
-/// A tar numeric field: octal (space or NUL terminated) or GNU base-256.
-fn number(f: &[u8]) -> Option<u64> {
-    if f[0] & 0x80 != 0 {
-        let mut v: u64 = u64::from(f[0] & 0x7f);
-        for &b in &f[1..] {
-            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
-        }
-        return Some(v);
-    }
-    let t: Vec<u8> = f
-        .iter()
-        .copied()
-        .skip_while(|&c| c == b' ')
-        .take_while(|&c| c != 0 && c != b' ')
-        .collect();
-    if t.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(std::str::from_utf8(&t).ok()?, 8).ok()
-}
-
 /// Appends the (offset, length) entries of a GNU sparse area (24 bytes each) until an
 /// empty one; false when a number is malformed.
 fn entries(area: &[u8], map: &mut Vec<(u64, u64)>) -> bool {
@@ -244,12 +223,6 @@ fn entries(area: &[u8], map: &mut Vec<(u64, u64)>) -> bool {
 /// formed and none is a `size` record (which would override the header's size).
 fn mergeable(d: &[u8]) -> bool {
     pax::parse(d).all(|r| r.is_ok_and(|r| r.key != b"size"))
-}
-
-fn checksum(h: &mut [u8]) {
-    h[148..156].fill(b' ');
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
 }
 
 #[cfg(test)]
@@ -400,15 +373,5 @@ mod tests {
         good.extend(old_sparse("f", 0, 1 << 20));
         good.extend_from_slice(&[0u8; 1024]);
         assert_ne!(filtered(&good), good);
-    }
-
-    #[test]
-    fn numbers() {
-        assert_eq!(number(b"00000001750\0"), Some(1000));
-        let mut big = [0u8; 12];
-        big[0] = 0x80;
-        big[4..].copy_from_slice(&(1u64 << 60).to_be_bytes());
-        assert_eq!(number(&big), Some(1 << 60));
-        assert_eq!(number(b"0000000009x\0"), None);
     }
 }
