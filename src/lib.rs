@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod apply;
+pub mod archive;
 pub mod boot;
 pub mod bundle;
 pub mod cli;

@@ -8,9 +8,10 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::sign::SecretKey;
-use super::tree::{self, Counting, TreeKind};
+use super::tree::{self, TreeKind};
 use super::writer::{Member, write_bundle};
 use super::{MANIFEST, SIGNATURE};
+use crate::archive::io::{Counting, read_full};
 use crate::data::fingerprint::{Fingerprint, TarTap};
 use crate::model::layout::TargetLayout;
 use crate::model::manifest::{FORMAT, Manifest, Payload, PayloadKind};
@@ -184,7 +185,7 @@ fn rootfs_payload(src: &Path, dst: &Path, level: i32) -> Result<(Payload, Finger
     } else {
         let mut f = File::open(src).context("opening it")?;
         let mut magic = [0u8; 4];
-        let n = super::stream::read_full(&mut f, &mut magic).context("reading it")?;
+        let n = read_full(&mut f, &mut magic).context("reading it")?;
         drop(f);
         if n == 4 && magic == ZSTD_MAGIC {
             let (size, sha, unpacked, f) = copy_tar_zst(src, dst)?;

@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::verified::VerifyingReader;
+use crate::archive::io::read_full;
 
 const CHUNK: usize = 256 * 1024;
 /// Chunks in flight: bounds memory at DEPTH * CHUNK.
@@ -84,20 +85,6 @@ fn work<R: Read>(member: VerifyingReader<R>, tx: SyncSender<io::Result<Vec<u8>>>
     let member = dec.finish().into_inner();
     let end = member.finish().map_err(io::Error::other);
     let _ = tx.send(end.map(|()| Vec::new()));
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-pub(crate) fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl Read for Decompressed {

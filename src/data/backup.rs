@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tar::{EntryType, Header};
 
-use crate::bundle::tree::{Archived, Counting, Policy, pax_records, walk};
+use crate::archive::io::Counting;
+use crate::archive::pax;
+use crate::archive::tree::{Archived, Policy, walk};
 
 /// zstd level of the backup (zstd's default: fast, and data partitions are often binary).
 const LEVEL: i32 = 3;
@@ -214,7 +216,7 @@ impl ExtraFile {
         let mut b = tar::Builder::new(Vec::new());
         if self.mtime_nsec != 0 {
             let t = format!("{}.{:09}", self.mtime, self.mtime_nsec);
-            let data = pax_records(&[("mtime".to_string(), t.into_bytes())]);
+            let data = pax::encode(&[("mtime".to_string(), t.into_bytes())]);
             let mut x = Header::new_ustar();
             x.set_entry_type(EntryType::XHeader);
             x.set_mode(0o644);

@@ -9,7 +9,6 @@
 mod check;
 mod compare;
 mod embed;
-mod gnu_sparse;
 mod scan;
 mod sparse;
 mod tap;

@@ -10,13 +10,13 @@ use super::extents::{self, Extent};
 use super::ffi::{Ext2Error, Fs, is_no_space};
 use super::format::BLOCK_SIZE;
 use super::target::Target;
+use crate::archive::member::MAX_FILE_SIZE;
 
 const BS: usize = BLOCK_SIZE as usize;
 /// Bytes read from the archive at once.
 pub const BUF_SIZE: usize = 1 << 20;
-/// Largest file: logical block numbers are 32 bits, and e2fsck refuses an extent-mapped
-/// file whose size reaches 2^32 blocks (16 TiB).
-pub const MAX_FILE_SIZE: u64 = (1u64 << 32) * BLOCK_SIZE - 1;
+// The largest file the archive reader lets through is the largest this writer stores.
+const _: () = assert!(MAX_FILE_SIZE == (1u64 << 32) * BLOCK_SIZE - 1);
 
 /// Why writing a file's data failed, for the caller's message.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,8 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("the ext4 inode layout code assumes a little-endian host");
 
+use crate::archive::member::Timestamp;
+
 /// Inode size of the filesystems we create (and the only one `populate` accepts).
 pub const INODE_SIZE: usize = 256;
 /// `sizeof(struct ext2_inode_large) - 128`: the extra fields we fill (times, crtime, projid).
@@ -38,24 +40,8 @@ pub mod ft {
     pub const SYMLINK: u8 = 7;
 }
 
-/// Seconds since the epoch (may be negative) and nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Timestamp {
-    pub secs: i64,
-    pub nsec: u32,
-}
-
+/// A member's time as the inode stores it.
 impl Timestamp {
-    pub fn now() -> Self {
-        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => Timestamp {
-                secs: d.as_secs() as i64,
-                nsec: d.subsec_nanos(),
-            },
-            Err(_) => Timestamp::default(),
-        }
-    }
-
     /// The kernel's encoding: low 32 bits of the seconds, and an extra word holding two epoch
     /// bits (seconds beyond the signed 32-bit range) and the nanoseconds shifted left by 2.
     fn encode(self) -> (u32, u32) {

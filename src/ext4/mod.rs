@@ -22,7 +22,6 @@ mod inode;
 mod path;
 mod populate;
 mod source;
-pub(crate) mod sparse;
 mod stats;
 mod target;
 
@@ -34,7 +33,6 @@ use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
 pub use format::{MIN_SIZE, MkfsOptions, inode_ratio, parse_uuid};
-pub(crate) use source::check_entry;
 pub use source::maybe_decompress;
 pub use stats::Stats;
 pub use target::Dest;

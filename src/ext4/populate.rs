@@ -12,12 +12,12 @@ use anyhow::{Context, Result, bail};
 use super::data::{self, Allocator, BUF_SIZE, Blocks, FileWriter};
 use super::dir::{self, Hasher};
 use super::ffi::{Fs, InodeWrite, is_no_space};
-use super::inode::{self, EXTENTS_FL, INDEX_FL, InodeBuf, Meta, Timestamp, ft};
+use super::inode::{self, EXTENTS_FL, INDEX_FL, InodeBuf, Meta, ft};
 use super::path::{components, show};
-use super::source::{Kind, Member};
-use super::sparse::{self, Sparse};
 use super::stats::Stats;
 use super::target::Target;
+use crate::archive::member::{Kind, Member, Timestamp};
+use crate::archive::sparse::{self, Sparse};
 
 const ROOT: u32 = 2;
 /// Highest link count of a non-directory inode.
@@ -96,7 +96,7 @@ impl<'a> Populator<'a> {
         for entry in entries {
             let mut entry =
                 entry.with_context(|| format!("reading the tar stream after member {last:?}"))?;
-            let Some(m) = super::source::member(&mut entry)? else {
+            let Some(m) = crate::archive::member::member(&mut entry)? else {
                 continue;
             };
             last = m.show();

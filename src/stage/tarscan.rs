@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 
+use crate::archive::{header, pax};
 use crate::bundle::sign::MAX_SIGNATURE_BYTES;
 use crate::bundle::{MANIFEST, SIGNATURE};
 use crate::model::manifest::MAX_MANIFEST_BYTES;
@@ -98,66 +99,17 @@ pub struct Scanner {
     end_at: Option<u64>,
 }
 
-fn octal_or_binary(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|b| b & 0x80 != 0) {
-        // GNU base-256: big-endian, first byte's top bit is the marker.
-        let mut v: u64 = u64::from(field[0] & 0x7f);
-        for b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(u64::from(*b))?;
-        }
-        return Some(v);
-    }
-    let s = std::str::from_utf8(field).ok()?;
-    let s = s.trim_matches(|c: char| c == '\0' || c == ' ');
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(s, 8).ok()
-}
-
-fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-fn checksum_ok(h: &[u8; 512]) -> bool {
-    let Some(want) = octal_or_binary(&h[148..156]) else {
-        return false;
-    };
-    let sum: u64 = h
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(*b)
-            }
-        })
-        .sum();
-    sum == want
-}
-
-/// `size` and `path` of PAX extended header records (`LEN KEY=VALUE\n`).
+/// `size` and `path` of PAX extended header records; `None` when the records are
+/// malformed (the stream is then not followed further).
 fn parse_pax(data: &[u8]) -> Option<(Option<u64>, Option<String>)> {
     let (mut size, mut path) = (None, None);
-    let mut rest = data;
-    while !rest.is_empty() {
-        let sp = rest.iter().position(|b| *b == b' ')?;
-        let len: usize = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
-        if len <= sp || len > rest.len() {
-            return None;
-        }
-        let rec = &rest[sp + 1..len];
-        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
-        let eq = rec.iter().position(|b| *b == b'=')?;
-        let (key, value) = (&rec[..eq], &rec[eq + 1..]);
-        match key {
-            b"size" => size = Some(std::str::from_utf8(value).ok()?.parse().ok()?),
-            b"path" => path = Some(String::from_utf8_lossy(value).into_owned()),
+    for r in pax::parse(data) {
+        let r = r.ok()?;
+        match r.key {
+            b"size" => size = Some(std::str::from_utf8(r.value).ok()?.parse().ok()?),
+            b"path" => path = Some(String::from_utf8_lossy(r.value).into_owned()),
             _ => {}
         }
-        rest = &rest[len..];
     }
     Some((size, path))
 }
@@ -270,8 +222,8 @@ impl Scanner {
                 self.pos - 1024
             );
         }
-        let size = octal_or_binary(&h[124..136]);
-        let (true, Some(size)) = (checksum_ok(h), size) else {
+        let size = header::number(&h[124..136]);
+        let (true, Some(size)) = (header::checksum_ok(h), size) else {
             if self.members.is_empty() {
                 bail!("not a hup bundle: the data does not start with a tar header");
             }
@@ -283,9 +235,9 @@ impl Scanner {
             self.st = St::End;
             return Ok(());
         };
-        let mut name = cstr(&h[0..100]);
+        let mut name = header::text(&h[0..100]);
         if &h[257..262] == b"ustar" {
-            let prefix = cstr(&h[345..500]);
+            let prefix = header::text(&h[345..500]);
             if !prefix.is_empty() {
                 name = format!("{prefix}/{name}");
             }
@@ -370,13 +322,13 @@ impl Scanner {
                     }
                     None => self.lost = true,
                 }
-                octal_or_binary(&self.header[124..136]).unwrap_or(0)
+                header::number(&self.header[124..136]).unwrap_or(0)
             }
             Kind::LongName => {
-                self.pending_name = Some(cstr(&captured.unwrap_or_default()));
-                octal_or_binary(&self.header[124..136]).unwrap_or(0)
+                self.pending_name = Some(header::text(&captured.unwrap_or_default()));
+                header::number(&self.header[124..136]).unwrap_or(0)
             }
-            Kind::Skip => octal_or_binary(&self.header[124..136]).unwrap_or(0),
+            Kind::Skip => header::number(&self.header[124..136]).unwrap_or(0),
         };
         let pad = (512 - size % 512) % 512;
         if pad > 0 {

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 fn boot_tar(files: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, data) in files {
-        let pax = hup::bundle::tree::pax_records(&[("path".to_string(), name.clone())]);
+        let pax = hup::archive::pax::encode(&[("path".to_string(), name.clone())]);
         let mut x = tar::Header::new_ustar();
         x.set_path("PaxHeader").unwrap();
         x.set_entry_type(tar::EntryType::XHeader);

@@ -3,7 +3,7 @@
 //! everything before it is inserted before the end-of-archive blocks. The apply pipeline
 //! wraps the rootfs stream it populates the slot from, so the slot carries its own record.
 
-use crate::bundle::stream::read_full;
+use crate::archive::io::read_full;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 

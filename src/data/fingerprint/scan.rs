@@ -12,9 +12,11 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::gnu_sparse::GnuSparseFilter;
 use super::sparse::{SparseHasher, digest_file, digest_reader, has_holes};
 use super::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
+use crate::archive::gnu_sparse::GnuSparseFilter;
+use crate::archive::member::{Member, check_entry};
+use crate::archive::sparse::{Map, Sparse, read_map};
 
 const BUF: usize = 1 << 20;
 
@@ -32,14 +34,14 @@ pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
     for entry in archive.entries().context("reading the tar stream")? {
         let mut entry =
             entry.with_context(|| format!("reading the tar stream after member {last:?}"))?;
-        // What the ext4 writer would refuse, refused here too (with its message).
-        crate::ext4::check_entry(&mut entry)?;
-        let name = escape_path(&entry.path_bytes());
-        let Some(e) =
-            tar_entry(&mut entry, &fp, &mut buf).with_context(|| format!("member {name:?}"))?
-        else {
+        // What the ext4 writer would refuse, refused here too (with its message); a sparse
+        // member's map and real name as the writer takes them.
+        let Some(member) = check_entry(&mut entry)? else {
             continue;
         };
+        let name = escape_path(&entry.path_bytes());
+        let e = tar_entry(&mut entry, &member, &fp, &mut buf)
+            .with_context(|| format!("member {name:?}"))?;
         last = e.path.clone();
         let mut p = parent(&e.path);
         while let Some(dir) = p {
@@ -54,52 +56,16 @@ pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
     Ok(fp)
 }
 
-/// The `GNU.sparse.*` PAX records of a member (GNU tar's POSIX sparse formats 0.1 and 1.0).
-#[derive(Default)]
-struct Sparse {
-    any: bool,
-    version: (String, String),
-    name: Option<Vec<u8>>,
-    realsize: Option<u64>,
-    map: Option<String>,
-}
-
+/// The record of one member (`member`: its header as the ext4 writer reads it).
 fn tar_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
+    member: &Member,
     fp: &Fingerprint,
     buf: &mut [u8],
-) -> Result<Option<Entry>> {
+) -> Result<Entry> {
     let etype = entry.header().entry_type();
-    if etype == EntryType::XGlobalHeader {
-        return Ok(None);
-    }
-    let mut sparse = Sparse::default();
-    if let Some(pax) = entry.pax_extensions().context("reading PAX records")? {
-        for ext in pax {
-            let ext = ext.context("malformed PAX record")?;
-            let Some(key) = ext.key().ok().and_then(|k| k.strip_prefix("GNU.sparse.")) else {
-                continue;
-            };
-            sparse.any = true;
-            let text = String::from_utf8_lossy(ext.value_bytes())
-                .trim()
-                .to_string();
-            match key {
-                "major" => sparse.version.0 = text,
-                "minor" => sparse.version.1 = text,
-                "name" => sparse.name = Some(ext.value_bytes().to_vec()),
-                "realsize" | "size" => {
-                    sparse.realsize = Some(text.parse().context("bad GNU.sparse size")?)
-                }
-                "map" => sparse.map = Some(text),
-                _ => {}
-            }
-        }
-    }
-    let raw_path = match &sparse.name {
-        Some(n) => n.clone(),
-        None => entry.path_bytes().into_owned(),
-    };
+    // A sparse member's real name (`GNU.sparse.name`) is the member's path.
+    let raw_path = member.path.clone();
     let path = normalize(&raw_path)?;
     let h = entry.header();
     let mode = h.mode().context("bad mode field")?;
@@ -128,7 +94,7 @@ fn tar_entry<R: Read>(
                 })?
                 .clone();
             e.path = path;
-            return Ok(Some(e));
+            return Ok(e);
         }
         other => bail!(
             "tar member type {:?} cannot be stored in a filesystem",
@@ -146,8 +112,9 @@ fn tar_entry<R: Read>(
                 _ => bail!("device member without a valid device number"),
             }
         }
-        Kind::File if sparse.any => {
-            let (size, sha) = hash_sparse(entry, &sparse, buf)?;
+        Kind::File if member.sparse.is_some() => {
+            let sparse = member.sparse.as_ref().expect("checked");
+            let (size, sha) = hash_sparse(entry, sparse, buf)?;
             e.size = Some(size);
             e.sparse_sha256 = Some(sha);
         }
@@ -166,7 +133,7 @@ fn tar_entry<R: Read>(
         }
         _ => {}
     }
-    Ok(Some(e))
+    Ok(e)
 }
 
 fn hash_reader(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<(u64, String)> {
@@ -189,18 +156,10 @@ fn hash_reader(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<(u64, String)> {
 /// Size and `sparse_sha256` of a GNU PAX sparse member's apparent content: time
 /// proportional to the stored data and the map, not to the holes.
 fn hash_sparse(r: &mut dyn Read, s: &Sparse, buf: &mut [u8]) -> Result<(u64, String)> {
-    let realsize = s
-        .realsize
-        .context("sparse member without GNU.sparse.realsize")?;
-    let map: Vec<(u64, u64)> = match (s.version.0.as_str(), s.version.1.as_str()) {
-        // The map parsers of the ext4 writer, which reads the same members.
-        ("1", "0") => crate::ext4::sparse::read_map(r)?.0,
-        ("", "") | ("0", "1") => crate::ext4::sparse::parse_map(
-            s.map
-                .as_deref()
-                .context("sparse member without GNU.sparse.map")?,
-        )?,
-        (a, b) => bail!("unsupported GNU sparse format {a}.{b}"),
+    let realsize = s.realsize;
+    let map: Vec<(u64, u64)> = match &s.map {
+        Map::InData => read_map(r)?.0,
+        Map::Listed(map) => map.clone(),
     };
     let mut h = SparseHasher::new();
     let mut pos: u64 = 0;
@@ -372,5 +331,70 @@ impl Walker<'_> {
         }
         self.scan.fingerprint.insert(e);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_gnu_sparse_member_is_fingerprinted_from_its_map() {
+        // 'S' member: 512 bytes of data at 4096, apparent size 1 TiB (the holes are not read)
+        let mut h = tar::Header::new_gnu();
+        h.set_path("dir/f").unwrap();
+        h.set_entry_type(EntryType::GNUSparse);
+        h.set_size(512);
+        h.set_mode(0o640);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(5);
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(1 << 40);
+        g.sparse[0].set_offset(4096);
+        g.sparse[0].set_length(512);
+        g.sparse[1].set_offset(1 << 40);
+        g.sparse[1].set_length(0);
+        h.set_cksum();
+        let mut input = h.as_bytes().to_vec();
+        input.extend_from_slice(&[7u8; 512]);
+        input.extend_from_slice(&[0u8; 1024]);
+        let fp = fingerprint_of_tar(&input[..]).unwrap();
+        let e = fp.get("dir/f").unwrap();
+        assert_eq!(e.size, Some(1 << 40));
+        let mut want = SparseHasher::new();
+        want.zeros(4096);
+        want.data(&[7u8; 512]);
+        want.zeros((1 << 40) - 4096 - 512);
+        assert_eq!(e.sparse_sha256, Some(want.finish().1));
+        assert_eq!(e.sha256, None);
+    }
+
+    #[test]
+    fn a_sparse_member_has_the_size_the_ext4_writer_gives_it() {
+        // format 0.1 with a contradicting `realsize` after its `size`: the writer takes
+        // `size` (archive::sparse), and so does the fingerprint
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("GNU.sparse.size", &b"8192"[..]),
+            ("GNU.sparse.map", b"0,4"),
+            ("GNU.sparse.realsize", b"5"),
+        ])
+        .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(5);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"abcd"[..]).unwrap();
+        let fp = fingerprint_of_tar(&b.into_inner().unwrap()[..]).unwrap();
+        let e = fp.get("f").unwrap();
+        assert_eq!(e.size, Some(8192));
+        let mut want = SparseHasher::new();
+        want.data(b"abcd");
+        want.zeros(8192 - 4);
+        assert_eq!(e.sparse_sha256, Some(want.finish().1));
     }
 }
