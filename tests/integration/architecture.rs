@@ -20,7 +20,15 @@ const LAYERS: &[&[&str]] = &[
     &["stage", "apply", "device", "initramfs"],
     &["layout", "data", "bundle", "boot", "migrate"],
     &["archive", "disk", "ext4"],
-    &["model", "sys", "size", "error", "failpoint", "logging", "fsutil"],
+    &[
+        "model",
+        "sys",
+        "size",
+        "error",
+        "failpoint",
+        "logging",
+        "fsutil",
+    ],
 ];
 
 type Module = Vec<String>;
@@ -35,7 +43,10 @@ fn src_dir() -> PathBuf {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -53,7 +64,10 @@ fn module_of(path: &Path) -> Module {
         .iter()
         .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string())
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         parts.pop();
     }
     parts
@@ -74,7 +88,9 @@ fn sources() -> Vec<Source> {
         .filter(|p| !module_of(p).is_empty())
         .map(|p| Source {
             module: module_of(&p),
-            text: strip_tests(&strip_comments_and_strings(&fs::read_to_string(&p).unwrap())),
+            text: strip_tests(&strip_comments_and_strings(
+                &fs::read_to_string(&p).unwrap(),
+            )),
         })
         .collect()
 }
@@ -107,7 +123,10 @@ fn strip_comments_and_strings(s: &str) -> String {
                     i += 1;
                 }
             }
-        } else if c == 'r' && (next == Some('"') || next == Some('#')) && !ident_char(b.get(i.wrapping_sub(1)).copied()) {
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !ident_char(b.get(i.wrapping_sub(1)).copied())
+        {
             // Raw string r"..." or r#"..."#.
             let mut j = i + 1;
             let mut hashes = 0;
@@ -430,9 +449,26 @@ fn no_two_files_import_each_other() {
     let g = graph();
     let found: Vec<String> = loops(&g.files)
         .iter()
-        .map(|c| c.iter().map(show).collect::<Vec<_>>().join(" <-> "))
+        .map(|c| {
+            let members: BTreeSet<&Module> = c.iter().collect();
+            c.iter()
+                .map(|f| {
+                    let inside: Vec<String> = g.files[f]
+                        .iter()
+                        .filter(|t| members.contains(t))
+                        .map(show)
+                        .collect();
+                    format!("{} -> {}", show(f), inside.join(" "))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .collect();
-    assert!(found.is_empty(), "import loops between files:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "import loops between files:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -440,7 +476,10 @@ fn modules_import_downwards_only() {
     let g = graph();
     let tops = top_edges(&g);
     for (from, to) in &tops {
-        println!("{from} -> {}", to.iter().cloned().collect::<Vec<_>>().join(" "));
+        println!(
+            "{from} -> {}",
+            to.iter().cloned().collect::<Vec<_>>().join(" ")
+        );
     }
     let mut bad = Vec::new();
     for (from, to) in &tops {
@@ -457,7 +496,11 @@ fn modules_import_downwards_only() {
         }
     }
     let cycles: Vec<String> = loops(&tops).iter().map(|c| c.join(" <-> ")).collect();
-    bad.extend(cycles.into_iter().map(|c| format!("modules import each other: {c}")));
+    bad.extend(
+        cycles
+            .into_iter()
+            .map(|c| format!("modules import each other: {c}")),
+    );
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
@@ -465,7 +508,11 @@ fn modules_import_downwards_only() {
 fn the_named_rules_hold() {
     let tops = top_edges(&graph());
     let imports = |m: &str| tops.get(m).cloned().unwrap_or_default();
-    assert!(imports("model").is_empty(), "model imports {:?}", imports("model"));
+    assert!(
+        imports("model").is_empty(),
+        "model imports {:?}",
+        imports("model")
+    );
     for banned in ["bundle", "ext4"] {
         assert!(!imports("data").contains(banned), "data imports {banned}");
     }
@@ -494,15 +541,50 @@ fn the_checker_sees_paths_of_every_shape() {
     assert_eq!(got, want);
 }
 
+/// Every `.rs` file under `dir`, test files included.
+fn all_files(dir: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    collect(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), &mut out);
+    out
+}
+
 #[test]
-fn print_file_edges() {
-    let g = graph();
-    for c in loops(&g.files) {
-        let set: BTreeSet<_> = c.iter().cloned().collect();
-        for f in &c {
-            let e: Vec<String> = g.files[f].iter().filter(|t| set.contains(*t)).map(show).collect();
-            println!("{} -> {}", show(f), e.join(" "));
+fn no_file_is_over_600_lines() {
+    let long: Vec<String> = ["src", "tests", "qemu-tests"]
+        .iter()
+        .flat_map(|d| all_files(d))
+        .filter_map(|p| {
+            let n = fs::read_to_string(&p).unwrap().lines().count();
+            (n > 600).then(|| format!("{} has {n} lines", p.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+#[test]
+fn the_lifecycle_is_not_stringly_typed() {
+    let banned = [
+        // the boot backend is a BootBackendKind
+        "boot_backend: String",
+        // steps are model::journal::Step
+        "completed: Vec<String>",
+        "[&str; 8]",
+        // enums print through Display, not their Debug form
+        ":?}\").to_lowercase()",
+    ];
+    let mut found = Vec::new();
+    for p in all_files("src") {
+        let text = fs::read_to_string(&p).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for b in &banned {
+                if line.contains(b) {
+                    found.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+                }
+            }
+            if line.contains("format!(\"{:?}\"") && line.contains("to_lowercase") {
+                found.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+            }
         }
-        println!();
     }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }

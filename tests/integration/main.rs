@@ -8,6 +8,7 @@ mod support;
 
 mod apply;
 mod apply_base;
+mod architecture;
 // Needs the `failpoints` feature (scripts/test enables it).
 #[cfg(feature = "failpoints")]
 mod apply_failpoints;

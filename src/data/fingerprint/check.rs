@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::Fingerprint;
 use super::compare::{DEFAULT_IGNORE, Diff, compare};
 use super::embed::EMBED_PATH;
+use super::record::Fingerprint;
 use super::scan::scan_dir_for;
 use crate::model::slot::Slot;
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Entry, Fingerprint, Kind, ROOT};
+use super::record::{Entry, Fingerprint, Kind, ROOT};
 
 /// Paths that legitimately change on a running device (each also covers everything below
 /// it). From the seed's checker, adapted: identity and random seeds written at first boot,

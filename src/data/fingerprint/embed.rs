@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 
 use sha2::{Digest, Sha256};
 
+use super::record::{Entry, Fingerprint, Kind, normalize, parent, unescape_path};
 use super::tap::Feeder;
-use super::{Entry, Fingerprint, Kind, normalize, parent, unescape_path};
 
 /// Where the fingerprint is recorded inside a root filesystem.
 pub const EMBED_PATH: &str = "etc/hup/fingerprint.json";

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use super::record::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
 use super::sparse::{SparseHasher, digest_file, digest_reader, has_holes};
-use super::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
 use crate::archive::gnu_sparse::GnuSparseFilter;
 use crate::archive::member::{Member, check_entry};
 use crate::archive::sparse::{Map, Sparse, read_map};

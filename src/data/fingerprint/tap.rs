@@ -7,7 +7,8 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, anyhow};
 
-use super::{Fingerprint, fingerprint_of_tar};
+use super::record::Fingerprint;
+use super::scan::fingerprint_of_tar;
 
 /// Bytes collected before they are handed to the worker.
 const CHUNK: usize = 256 << 10;
