@@ -72,6 +72,7 @@ pub fn add_sink(sink: Sink) {
 }
 
 /// Removes its tee sink (and drops what the sink owns, e.g. a file) when dropped.
+#[derive(Debug)]
 pub struct TeeGuard(u64);
 
 impl Drop for TeeGuard {

@@ -24,6 +24,13 @@ pub struct Context<'a> {
     pub base: Option<&'a dyn BaseRoot>,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
 /// Gives the running slot's files to the fingerprint check of preflight.
 pub trait BaseRoot {
     /// Runs `f` with the root of the slot whose partition is labelled `label` mounted
@@ -32,6 +39,7 @@ pub trait BaseRoot {
 }
 
 /// A base root that is mounted already (the host: `hup apply --base-root DIR`).
+#[derive(Debug)]
 pub struct MountedBase(pub PathBuf);
 
 impl BaseRoot for MountedBase {

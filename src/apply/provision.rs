@@ -23,6 +23,7 @@ pub const DEFAULT_BOOT_SIZE: u64 = 64 * MIB;
 /// Default EFI loader for `--boot-backend systemd-boot` (Debian's systemd-boot-efi).
 pub const DEFAULT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
+#[derive(Debug)]
 pub struct ProvisionOptions {
     pub bundle: PathBuf,
     pub keys: TrustedKeys,
@@ -39,6 +40,7 @@ pub struct ProvisionOptions {
 }
 
 /// What provision laid out.
+#[derive(Debug)]
 pub struct Provisioned {
     pub version: String,
     pub boot_size: u64,

@@ -30,6 +30,13 @@ pub struct Payload<'a> {
     pub len: u64,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl std::fmt::Debug for Payload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload").finish_non_exhaustive()
+    }
+}
+
 impl<'a> Payload<'a> {
     pub fn new(reader: &'a mut dyn Read, len: u64) -> Payload<'a> {
         Payload { reader, len }

@@ -20,6 +20,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd window: 8 MiB, so that a device decompresses with bounded memory.
 const WINDOW_LOG: u32 = 23;
 
+#[derive(Debug)]
 pub struct PackOptions {
     /// A directory, a tar or a tar.zst.
     pub rootfs: PathBuf,

@@ -25,6 +25,7 @@ pub struct Member {
 }
 
 /// What a bundle file holds, before any trust decision.
+#[derive(Debug)]
 pub struct Scan {
     pub path: PathBuf,
     pub file_len: u64,
@@ -35,6 +36,7 @@ pub struct Scan {
 }
 
 /// A bundle whose manifest is parsed (and, when opened with keys, signed by a trusted key).
+#[derive(Debug)]
 pub struct Bundle {
     pub scan: Scan,
     pub manifest: Manifest,

@@ -23,12 +23,14 @@ const SECRET_KEY_BYTES: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
 pub const MAX_SIGNATURE_BYTES: u64 = 4096;
 
 /// A secret signing key (unencrypted minisign secret key file).
+#[derive(Debug)]
 pub struct SecretKey {
     keynum: [u8; 8],
     signing: ed25519_dalek::SigningKey,
 }
 
 /// A trusted public key, with the file it came from for messages.
+#[derive(Debug)]
 pub struct PublicKey {
     pub key: minisign_verify::PublicKey,
     pub key_id: String,
@@ -211,6 +213,7 @@ impl PublicKey {
 }
 
 /// The set of keys a device (or a `hup verify` call) trusts.
+#[derive(Debug)]
 pub struct TrustedKeys(pub Vec<PublicKey>);
 
 impl TrustedKeys {

@@ -19,6 +19,7 @@ const CHUNK: usize = 256 * 1024;
 const DEPTH: usize = 8;
 
 /// A `Read` of the decompressed payload, fed by a worker thread.
+#[derive(Debug)]
 pub struct Decompressed {
     rx: Receiver<io::Result<Vec<u8>>>,
     buf: Vec<u8>,

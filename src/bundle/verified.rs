@@ -28,6 +28,7 @@ pub enum VerifyError {
     },
 }
 
+#[derive(Debug)]
 pub struct VerifyingReader<R> {
     inner: R,
     name: String,

@@ -14,6 +14,13 @@ pub struct Member<'a> {
     pub data: Box<dyn Read + 'a>,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl std::fmt::Debug for Member<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").finish_non_exhaustive()
+    }
+}
+
 /// Writes the members, in order, as a ustar archive to `out` (created or truncated), and fsyncs it.
 pub fn write_bundle(out: &Path, members: Vec<Member<'_>>) -> Result<()> {
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;

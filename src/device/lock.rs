@@ -33,6 +33,7 @@ pub const WAIT_ENV: &str = "HUP_LOCK_WAIT_MS";
 const POLL: Duration = Duration::from_millis(50);
 
 /// A held lock; released when dropped.
+#[derive(Debug)]
 pub struct Lock {
     _file: Flock<File>,
     pub path: PathBuf,

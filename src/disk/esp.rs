@@ -97,6 +97,13 @@ pub struct Esp {
     name: String,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl std::fmt::Debug for Esp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Esp").finish_non_exhaustive()
+    }
+}
+
 fn trim(path: &str) -> &str {
     path.trim_start_matches('/').trim_end_matches('/')
 }

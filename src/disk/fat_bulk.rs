@@ -61,6 +61,13 @@ pub struct BulkWriter<'a> {
     zeros: Vec<u8>,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl std::fmt::Debug for BulkWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkWriter").finish_non_exhaustive()
+    }
+}
+
 /// The directory's bytes: its clusters one after the other.
 fn read_dir(g: &Geometry, io: &FatIo, clusters: &[u32]) -> Result<Vec<u8>> {
     let cs = g.cluster_bytes as usize;

@@ -18,6 +18,7 @@ use crate::model::slot::Slot;
 use crate::sys::mount::{mount, umount};
 
 /// What the init hands to the apply pipeline.
+#[derive(Debug)]
 pub struct PendingContext<'a> {
     pub config: &'a SystemConfig,
     pub cmdline: &'a Cmdline,
@@ -125,6 +126,7 @@ impl BaseRoot for InitBase<'_> {
 
 /// The init's data partition, for the layout migration: it is unmounted before the new
 /// table is written and mounted again (same device node, new range) after the restore.
+#[derive(Debug)]
 pub struct InitDataMount {
     pub dir: PathBuf,
     pub node: PathBuf,

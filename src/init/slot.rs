@@ -8,6 +8,7 @@ use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::slot::Slot;
 
 /// What a chooser may look at.
+#[derive(Debug)]
 pub struct ChooseContext<'a> {
     pub config: &'a SystemConfig,
     pub cmdline: &'a Cmdline,

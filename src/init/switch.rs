@@ -100,6 +100,7 @@ pub fn delete_contents(dir: &Path, dev: u64) -> usize {
 
 /// A mount to carry into the new root: `from` (in the initramfs) goes to
 /// `new_root/to`; when that directory is missing it is detached instead.
+#[derive(Debug)]
 pub struct Carry<'a> {
     pub from: &'a Path,
     pub to: &'a str,

@@ -24,6 +24,7 @@ use super::connman::{self, Ipv4, Ipv6, Medium, Security, Service};
 use super::migration::{Check, Migration, MigrationContext, Report};
 use super::nm::Connection;
 
+#[derive(Debug)]
 pub struct WifiToNetworkManager;
 
 const ID: &str = "wifi-config-json-to-networkmanager";

@@ -28,6 +28,7 @@ pub const CA_BUNDLES: [&str; 4] = [
 ];
 
 /// An http(s) URL to download.
+#[derive(Debug)]
 pub struct HttpOrigin {
     url: String,
     agent: ureq::Agent,

@@ -19,6 +19,13 @@ pub struct Opened {
     pub validator: Option<Validator>,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").finish_non_exhaustive()
+    }
+}
+
 /// Why opening failed: worth retrying or not.
 #[derive(Debug)]
 pub enum OpenError {

@@ -42,6 +42,7 @@ impl Pace {
 }
 
 /// Watches one download against its [`Pace`].
+#[derive(Debug)]
 pub struct Watch {
     pace: Pace,
     deadline: Option<Instant>,

@@ -283,8 +283,8 @@ fn referenced_paths(src: &Source, children: &BTreeSet<String>) -> Vec<Module> {
     let mut found = Vec::new();
     let mut i = 0;
     while i < s.len() {
-        let at_word = !ident_char(i.checked_sub(1).map(|j| s[j]))
-            && !(i >= 2 && s[i - 1] == ':' && s[i - 2] == ':');
+        let after_path = i >= 2 && s[i - 1] == ':' && s[i - 2] == ':';
+        let at_word = !(ident_char(i.checked_sub(1).map(|j| s[j])) || after_path);
         if !at_word || !ident_char(Some(s[i])) {
             i += 1;
             continue;
@@ -354,10 +354,10 @@ fn graph() -> Graph {
                 .rev()
                 .map(|n| path[..n].to_vec())
                 .find(|p| modules.contains(p));
-            if let Some(t) = target {
-                if t != src.module {
-                    edges.insert(t);
-                }
+            if let Some(t) = target
+                && t != src.module
+            {
+                edges.insert(t);
             }
         }
         files.insert(src.module.clone(), edges);

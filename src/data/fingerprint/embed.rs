@@ -85,6 +85,13 @@ pub struct EmbedReader<R> {
     result: Embedded,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl<R> std::fmt::Debug for EmbedReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbedReader").finish_non_exhaustive()
+    }
+}
+
 impl<R: Read> Read for EmbedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.out.len() {

@@ -19,6 +19,7 @@ const BLOCK: usize = 4096;
 const PREFIX: &[u8] = b"hup sparse sha256 1\0";
 
 /// Computes a `sparse_sha256` from data and hole lengths given in file order.
+#[derive(Debug)]
 pub struct SparseHasher {
     h: Sha256,
     /// The current partial block.

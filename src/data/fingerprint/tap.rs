@@ -113,6 +113,13 @@ pub struct TarTap<T> {
     feeder: Feeder,
 }
 
+/// Only the name: the fields are I/O handles and readers without a useful Debug form.
+impl<T> std::fmt::Debug for TarTap<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TarTap").finish_non_exhaustive()
+    }
+}
+
 impl<T> TarTap<T> {
     pub fn new(inner: T) -> Result<TarTap<T>> {
         Ok(TarTap {
