@@ -108,10 +108,17 @@ pub fn parse_pax_time(v: &str) -> Option<Timestamp> {
 /// Reads the header of `entry`. `None` for members that create nothing (PAX global headers).
 /// Times outside ext4's range are clamped to it, with a warning.
 pub fn member<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> {
-    read_member(entry, true)
+    read_member(entry, TimeClamp::Warn)
 }
 
-fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, warn: bool) -> Result<Option<Member>> {
+/// Whether a time clamped into ext4's range is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeClamp {
+    Warn,
+    Quiet,
+}
+
+fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, clamp: TimeClamp) -> Result<Option<Member>> {
     let header = entry.header();
     let etype = header.entry_type();
     if etype == EntryType::XGlobalHeader {
@@ -219,7 +226,7 @@ fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, warn: bool) -> Result<Opt
         m.sparse = Some(sp);
     }
     check(&m).with_context(|| format!("{:?}", m.show()))?;
-    clamp_times(&mut m, warn);
+    clamp_times(&mut m, clamp);
     Ok(Some(m))
 }
 
@@ -227,14 +234,14 @@ fn read_member<R: Read>(entry: &mut tar::Entry<'_, R>, warn: bool) -> Result<Opt
 /// fingerprint): they refuse what the ext4 writer would refuse, so `hup pack` refuses
 /// early, and take a sparse member's map as the writer does.
 pub fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Member>> {
-    read_member(entry, false)
+    read_member(entry, TimeClamp::Quiet)
 }
 
 /// Brings the member's times into ext4's range (as the kernel clamps what it cannot store):
 /// a time the inode cannot hold would wrap to another date, or be taken by e2fsck for a
 /// mis-encoded one. Times are not part of a fingerprint, and a data partition's backup may
 /// legitimately hold such a time (the kernel stores up to 2446), so this is not refused.
-fn clamp_times(m: &mut Member, warn: bool) {
+fn clamp_times(m: &mut Member, clamp: TimeClamp) {
     let name = m.show();
     for (what, t) in [
         ("mtime", Some(&mut m.mtime)),
@@ -246,7 +253,7 @@ fn clamp_times(m: &mut Member, warn: bool) {
             continue;
         }
         let to = t.secs.clamp(TIME_MIN, TIME_MAX);
-        if warn {
+        if clamp == TimeClamp::Warn {
             log::warn!(
                 "{name:?}: {what} {} is outside ext4's time range (1901-12-13..2310-04-04); \
                  stored as {to}",

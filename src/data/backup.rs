@@ -89,12 +89,12 @@ impl Source {
 
     /// The exact size and content counts of the tar stream, from metadata alone.
     pub fn scan(&self) -> Result<Scan> {
-        self.walk(io::sink(), true).map(|(s, _)| s)
+        self.walk(io::sink(), Contents::CountOnly).map(|(s, _)| s)
     }
 
     /// Writes the tar stream to `out`.
     pub fn write_tar<W: Write>(&self, out: W) -> Result<Scan> {
-        self.walk(out, false).map(|(s, _)| s)
+        self.walk(out, Contents::Read).map(|(s, _)| s)
     }
 
     /// Writes the tar stream compressed with zstd (all cores) to `out`; returns what the tar
@@ -106,7 +106,7 @@ impl Source {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         enc.multithread(u32::try_from(threads).unwrap_or(1))
             .context("enabling zstd worker threads")?;
-        let (scan, enc) = self.walk(enc, false)?;
+        let (scan, enc) = self.walk(enc, Contents::Read)?;
         let counted = enc.finish().context("finishing the zstd stream")?;
         Ok((scan, counted.n))
     }
@@ -116,11 +116,11 @@ impl Source {
         self.write_zstd(io::sink())
     }
 
-    fn walk<W: Write>(&self, out: W, count_only: bool) -> Result<(Scan, W)> {
+    fn walk<W: Write>(&self, out: W, contents: Contents) -> Result<(Scan, W)> {
         let mut builder = tar::Builder::new(Counting::new(out));
         let mut policy = BackupPolicy {
             src: self,
-            count_only,
+            count_only: contents == Contents::CountOnly,
             scan: Scan::default(),
         };
         walk(&self.root, &mut builder, &mut policy)?;
@@ -129,6 +129,13 @@ impl Source {
         scan.tar_bytes += counted.n;
         Ok((scan, counted.inner))
     }
+}
+
+/// Whether a walk reads file contents into the stream or only counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    Read,
+    CountOnly,
 }
 
 /// The data backup's policy: one filesystem, no excluded file, no socket; counts what the
