@@ -1,4 +1,4 @@
-//! Planner tests on tables in memory (the disk tests are in tests/layout_*.rs).
+//! Planner tests on tables in memory (the disk tests are in tests/integration/layout_*.rs).
 
 use super::*;
 use crate::disk::{TYPE_ESP, TYPE_LINUX_FS, TYPE_LINUX_ROOT_X86_64};

@@ -1,7 +1,7 @@
 //! The `hup status` document: the stable JSON types (`status_version`), documented with a
 //! JSON Schema in docs/status.md. [`Status`] is that document, so the init and the apply
 //! pipeline can produce or read it too. Changing a field here changes the JSON form:
-//! `golden/*.json` and tests/status_schema.rs check that it does not.
+//! `golden/*.json` and tests/integration/status_schema.rs check that it does not.
 
 use serde::{Deserialize, Serialize};
 
