@@ -3,7 +3,9 @@
 //!
 //! Paths are `/`-separated and relative to the root (a leading `/` is ignored); FAT name
 //! lookups are case-insensitive. FAT has no atomic rename-over: [`Esp::rename`] removes the
-//! destination first, so callers write to a temporary name and rename last.
+//! destination first, so callers write to a temporary name and rename last;
+//! [`Esp::replace_file`] switches an existing file's content atomically with raw
+//! directory-entry writes.
 
 use std::io::{self, Read, Write};
 
