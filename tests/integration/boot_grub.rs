@@ -34,6 +34,19 @@ impl Fixture {
             .unwrap()
             .start;
         let b = GrubBackend::new(&img);
+        // The slots' kernels, where GRUB's script boots them from.
+        let esp = hup::disk::Esp::open(
+            Disk::open(&img)
+                .unwrap()
+                .open_partition("hup-boot")
+                .unwrap(),
+        )
+        .unwrap();
+        for s in Slot::ALL {
+            esp.write_bytes(&hup::boot::grub::kernel_path(s), b"kernel")
+                .unwrap();
+        }
+        esp.close().unwrap();
         Fixture { dir, img, off, b }
     }
 
@@ -245,6 +258,21 @@ fn a_slot_being_written_never_boots() {
 #[test]
 fn no_block_yet_and_refused_blocks() {
     let f = Fixture::new(512);
+    // A slot without its kernel is not tried.
+    let esp = hup::disk::Esp::open(
+        Disk::open(&f.img)
+            .unwrap()
+            .open_partition("hup-boot")
+            .unwrap(),
+    )
+    .unwrap();
+    esp.remove("/hup/b/vmlinuz").unwrap();
+    esp.close().unwrap();
+    let e = f.b.set_try_next(Slot::B, 3).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("no kernel /hup/b/vmlinuz"),
+        "{e:#}"
+    );
     let st = f.b.state().unwrap();
     assert_eq!(st.next, None);
     assert!(st.slots.iter().all(|s| s.status == SlotStatus::Missing));
