@@ -405,3 +405,105 @@ fn a_block_at_another_path() {
 #[cfg(feature = "failpoints")]
 #[path = "boot_grub_power.rs"]
 mod power;
+
+/// The whole path with the real `hup` binary: `hup provision --boot-backend grub`, an apply
+/// of 2.0.0 (slot b on trial with `max_tries` tries), GRUB's countdown, the OS's
+/// `hup refund-try` and `hup mark-good`, each read back with `grub-editenv` and
+/// `hup status --disk`.
+#[test]
+fn provision_apply_countdown_refund_and_commit_with_the_hup_binary() {
+    use crate::support::image::{COMPATIBLE, World, part};
+    let w = World::new();
+    let img = w.provision("grub.img", "1.0.0", "grub", &[]);
+    let (off, _) = part(&img, "hup-boot");
+    let f = Fixture {
+        dir: tempfile::tempdir().unwrap(),
+        img: img.clone(),
+        off,
+        b: GrubBackend::new(&img),
+    };
+    has(&f.list(), &["ORDER=A B", "A_OK=1", "A_LEFT=", "B_OK=0"]);
+    let out = crate::support::hup_ok(&w.apply_args(&img, &w.bundle("2.0.0")));
+    assert!(out.contains("applied 2.0.0 to slot b"), "{out}");
+    has(
+        &f.list(),
+        &[
+            "ORDER=B A",
+            "B_OK=1",
+            "B_LEFT=3",
+            "B_TRIES=3",
+            "B_REFUNDS=3",
+        ],
+    );
+    let config = w.dir.join("dev.json");
+    let cfg = serde_json::json!({
+        "compatible": COMPATIBLE,
+        "boot_backend": "grub",
+        "keys_dir": w.dir.join("keys"),
+        "data_mount": w.dir.join("dev-data"),
+    });
+    std::fs::write(&config, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let data = w.dir.join("dev-data/hup");
+    let cmd = |c: &str| -> String {
+        Hup::new()
+            .args([
+                c,
+                "--config",
+                p(&config),
+                "--data-dir",
+                p(&data),
+                "--disk",
+                p(&img),
+            ])
+            .env("HUP_BOOTED_SLOT", "b")
+            .ok()
+            .trim_end()
+            .to_string()
+    };
+    let status = || -> Value {
+        let out = Hup::new()
+            .args([
+                "status",
+                "--json",
+                "--config",
+                p(&config),
+                "--disk",
+                p(&img),
+            ])
+            .ok();
+        serde_json::from_str(&out).unwrap()
+    };
+    assert_eq!(
+        cmd("refund-try"),
+        "slot b: this boot used no try: nothing to give back"
+    );
+    f.grub_sets("B_LEFT=2");
+    assert_eq!(
+        cmd("refund-try"),
+        "slot b: the try of this boot is given back (2 refunds left)"
+    );
+    has(&f.list(), &["B_LEFT=3", "B_REFUNDS=2"]);
+    f.grub_sets("B_LEFT=2");
+    let st = status();
+    assert_eq!(st["boot"]["next"], "b");
+    assert_eq!(st["boot"]["slots"][1]["tries_left"], 2);
+    assert_eq!(st["boot"]["slots"][1]["tries_done"], 1);
+    let text = Hup::new()
+        .args(["status", "--config", p(&config), "--disk", p(&img)])
+        .ok();
+    assert!(
+        text.contains("grub backend, next boot: slot b, order: b a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("slot b: trying, ok 1, tries left 2"),
+        "{text}"
+    );
+    let out = cmd("mark-good");
+    assert!(out.contains("slot b"), "{out}");
+    has(&f.list(), &["ORDER=B A", "B_OK=1", "B_LEFT=", "A_OK=1"]);
+    let st = status();
+    assert_eq!(st["boot"]["slots"][1]["status"], "good");
+    assert_eq!(st["boot"]["order"], serde_json::json!(["b", "a"]));
+    assert_fsck_fat_clean(&img, f.dir.path());
+}
