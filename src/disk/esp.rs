@@ -3,7 +3,9 @@
 //!
 //! Paths are `/`-separated and relative to the root (a leading `/` is ignored); FAT name
 //! lookups are case-insensitive. FAT has no atomic rename-over: [`Esp::rename`] removes the
-//! destination first, so callers write to a temporary name and rename last.
+//! destination first, so callers write to a temporary name and rename last;
+//! [`Esp::replace_file`] switches an existing file's content atomically with raw
+//! directory-entry writes.
 
 use std::io::{self, Read, Write};
 
@@ -349,6 +351,77 @@ impl Esp {
             .with_context(|| format!("renaming {from:?} to {to:?} on {}", self.name))
     }
 
+    /// Replaces the content of the existing file `path` by `data` so that a power cut at any
+    /// point leaves `path` whole with its old or its new content (never torn, never missing);
+    /// creates the file (not atomically: there is nothing to keep) when it is absent.
+    ///
+    /// fatfs 0.3.6 cannot rename onto an existing file, so the switch is raw
+    /// (docs/boot-backends.md, "The atomic update"): fatfs writes `data` as `<path>.new`
+    /// (chain N) and everything is synced; then three single-entry writes, each synced:
+    /// (1) `<path>.new` is pointed at no cluster, (2) `path` at N with the new size, (3)
+    /// `<path>.new` at the old chain O with the old size; fatfs then removes `<path>.new`,
+    /// freeing O. No two entries ever share a cluster; a cut after (1) or (2) leaves one
+    /// chain (N, then O) that no entry references, which `fsck.fat` reclaims. The next call
+    /// removes a leftover `<path>.new`, freeing whatever it still points at.
+    pub fn replace_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        let tmp = format!("{}.new", trim(path));
+        let (parent, name) = split(path);
+        let (_, tmp_name) = split(&tmp);
+        self.create_dir_all(parent)?;
+        let geo = super::fat_raw::geometry(&self.sync_io)?;
+        let (dir, _) = geo.dir_at(&self.sync_io, parent)?;
+        let raw_err = || format!("replacing {path:?} on {}", self.name);
+        if let Some(left) = geo
+            .file_entry(&self.sync_io, dir, tmp_name)
+            .with_context(raw_err)?
+        {
+            let cur = geo
+                .file_entry(&self.sync_io, dir, name)
+                .with_context(raw_err)?;
+            if cur.is_some_and(|c| c.cluster != 0 && c.cluster == left.cluster) {
+                // A cut inside fatfs's rename when `path` was first created (below): both
+                // entries name one chain; drop the temporary name, keep the chain.
+                geo.forget_entry(&self.sync_io, &left)
+                    .with_context(raw_err)?;
+            } else {
+                self.remove(&tmp)?;
+            }
+            self.sync()?;
+        }
+        if !self.exists(path)? {
+            self.write_new_file(&tmp, &mut &data[..])?;
+            return self.rename(&tmp, path);
+        }
+        self.write_new_file(&tmp, &mut &data[..])?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-written");
+        let find = |n: &str| -> Result<super::fat_raw::FileEntry> {
+            geo.file_entry(&self.sync_io, dir, n)
+                .with_context(raw_err)?
+                .with_context(|| format!("{n:?} vanished while replacing {path:?}"))
+        };
+        let (old, new) = (find(name)?, find(tmp_name)?);
+        geo.point_entry(&self.sync_io, &new, 0, 0)
+            .with_context(raw_err)?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-detached");
+        geo.point_entry(&self.sync_io, &old, new.cluster, new.size)
+            .with_context(raw_err)?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-switched");
+        geo.point_entry(&self.sync_io, &new, old.cluster, old.size)
+            .with_context(raw_err)?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-swapped");
+        self.remove(&tmp)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.sync_io
+            .sync()
+            .with_context(|| format!("syncing the boot partition {}", self.name))
+    }
+
     /// Removes a file or an empty directory.
     pub fn remove(&self, path: &str) -> Result<()> {
         self.fs
@@ -377,3 +450,7 @@ impl Esp {
             .with_context(|| format!("syncing the boot partition {name}"))
     }
 }
+
+#[cfg(test)]
+#[path = "esp_replace_tests.rs"]
+mod replace_tests;

@@ -28,7 +28,22 @@ pub fn chooser_for(config: &SystemConfig) -> Box<dyn SlotChooser> {
         BootBackendKind::SystemdBoot => Box::new(SystemdBoot {
             efivars: std::path::PathBuf::from(EFIVARS),
         }),
+        BootBackendKind::Grub => Box::new(Grub),
         BootBackendKind::Gpt => Box::new(Gpt),
+    }
+}
+
+/// `grub` backend: hup's GRUB script chose the slot and counted its try; it puts
+/// `hup.slot=` on the kernel command line, which names the slot to mount.
+struct Grub;
+
+impl SlotChooser for Grub {
+    fn candidates(&mut self, ctx: &ChooseContext) -> Result<Vec<Slot>> {
+        let slot = ctx.cmdline.slot.unwrap_or_else(|| {
+            log::error!("no hup.slot= on the command line from GRUB; trying slot a");
+            Slot::A
+        });
+        Ok(vec![slot, slot.other()])
     }
 }
 
@@ -210,5 +225,26 @@ mod tests {
             ..ctx
         };
         assert_eq!(sb.candidates(&ctx).unwrap(), [Slot::B, Slot::A]);
+    }
+
+    #[test]
+    fn grub_boots_the_slot_of_hup_slot() {
+        let config =
+            SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"grub"}"#).unwrap();
+        let devices = Devices::default();
+        let mut chooser = chooser_for(&config);
+        for (line, want) in [
+            ("hup.slot=b quiet", [Slot::B, Slot::A]),
+            ("hup.slot=a", [Slot::A, Slot::B]),
+            ("quiet", [Slot::A, Slot::B]),
+        ] {
+            let cmdline = crate::boot::cmdline::parse(line);
+            let ctx = ChooseContext {
+                config: &config,
+                cmdline: &cmdline,
+                devices: &devices,
+            };
+            assert_eq!(chooser.candidates(&ctx).unwrap(), want, "{line}");
+        }
     }
 }
