@@ -11,6 +11,7 @@ mod backend;
 mod bls;
 pub mod cmdline;
 pub mod gpt;
+pub mod grub_script;
 pub mod systemd_boot;
 
 use std::path::Path;
