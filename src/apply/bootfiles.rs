@@ -115,6 +115,9 @@ pub fn install(
             )
             .install_entry(slot, cmdline.trim())?;
         }
+        // MINIMAL ARM (g-backend): the GRUB boot helper fills in what the grub backend
+        // needs after a slot's boot files are written (owned by that helper).
+        BootBackendKind::Grub => {}
         BootBackendKind::Gpt => {}
     }
     log::info!("boot files: {files} files into {dir}");

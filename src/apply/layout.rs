@@ -82,7 +82,7 @@ fn migrate_inner(
         return Ok(false);
     };
     let labels = &ctx.config.labels;
-    let backend = boot::open(ctx.config.boot_backend, ctx.disk, labels);
+    let backend = boot::open_config(ctx.config, ctx.disk);
     let mut current = super::context::current_slot(backend.as_ref())?;
     *spare = Some(current.other());
     let disk = Disk::open(ctx.disk)?;
@@ -277,6 +277,8 @@ fn copy_boot_files(disk_path: &Path, config: &SystemConfig, from: Slot, to: Slot
             )
             .install_entry(to, &cmdline)?;
         }
+        // grub: the script boots /hup/<slot>/ as copied above; nothing per slot to write.
+        BootBackendKind::Grub => {}
         BootBackendKind::Gpt => {}
     }
     Ok(())

@@ -31,7 +31,7 @@ pub fn apply(ctx: &Context, bundle_path: &Path) -> Result<Report> {
 /// is still verified by preflight on every run.
 pub fn apply_known(ctx: &Context, bundle_path: &Path, sha256: Option<&str>) -> Result<Report> {
     let mut state = ctx.data.load_state()?;
-    let backend = boot::open(ctx.config.boot_backend, ctx.disk, &ctx.config.labels);
+    let backend = boot::open_config(ctx.config, ctx.disk);
     let bundle_sha = match sha256 {
         Some(s) => s.to_string(),
         None => {

@@ -124,6 +124,9 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
             boot::systemd_boot::SystemdBootBackend::with_labels(&o.disk, labels.clone())
                 .install_loader(&efi)?;
         }
+        // MINIMAL ARM (g-backend): the GRUB boot helper installs GRUB, its script and the
+        // environment block here (owned by that helper).
+        BootBackendKind::Grub => {}
         BootBackendKind::Gpt => {}
     }
 
@@ -131,7 +134,7 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     slotfs::format(&o.disk, &labels.root_a, Slot::A)?;
     slotfs::populate(&o.disk, &labels.root_a, &bundle, Vec::new())?;
     bootfiles::install(&o.disk, &config, &bundle, Slot::A)?;
-    let backend = boot::open(config.boot_backend, &o.disk, labels);
+    let backend = boot::open_config(&config, &o.disk);
     backend.mark_good(Slot::A)?;
     backend.mark_bad(Slot::B)?;
 

@@ -92,7 +92,7 @@ pub fn note_booted(disk: &Path, data: &DataDir, config: &SystemConfig, booted: S
     if last.outcome != Outcome::Applied || last.slot == booted {
         return Ok(());
     }
-    let backend = boot::open(config.boot_backend, disk, &config.labels);
+    let backend = boot::open_config(config, disk);
     let st = backend.state()?;
     let target = st.slot(last.slot);
     if target.status == SlotStatus::Trying && target.tries_left.unwrap_or(0) > 0 {
@@ -119,7 +119,7 @@ pub fn give_up_slot(
     slot: Slot,
     why: &str,
 ) -> Result<bool> {
-    let backend = boot::open(config.boot_backend, disk, &config.labels);
+    let backend = boot::open_config(config, disk);
     let st = backend.state()?;
     if st.slot(slot).status != SlotStatus::Trying {
         return Ok(false);

@@ -25,15 +25,21 @@ pub struct SlotState {
     pub entry: Option<String>,
     /// systemd-boot: the entry's `version` (hup's generation counter; higher sorts first).
     pub version: Option<u64>,
+    /// grub: `<S>_OK` of the environment block (`null` when absent).
+    #[serde(default)]
+    pub ok: Option<bool>,
 }
 
 /// The whole boot state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootState {
-    /// `gpt` or `systemd-boot`.
+    /// `gpt`, `systemd-boot` or `grub`.
     pub backend: BootBackendKind,
     /// The slot the next boot starts (what [`BootBackend::active`] returns), if any.
     pub next: Option<Slot>,
+    /// grub: the slots of `ORDER`, in order of preference (`null` for other backends).
+    #[serde(default)]
+    pub order: Option<Vec<Slot>>,
     /// Slot A, then slot B.
     pub slots: Vec<SlotState>,
 }

@@ -308,10 +308,12 @@ impl BootBackend for GptBackend {
                     refunds_left: Some(u32::from(a.refunds)),
                     entry: None,
                     version: None,
+                    ok: None,
                 }
             })
             .collect();
         Ok(BootState {
+            order: None,
             backend: BootBackendKind::Gpt,
             next: Some(pick(&attrs).0),
             slots,

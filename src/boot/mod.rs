@@ -2,7 +2,8 @@
 //!
 //! [`BootBackend`] is the contract (docs/boot-backends.md); [`gpt::GptBackend`] keeps the state
 //! in GPT attribute bits of the root partitions, [`systemd_boot::SystemdBootBackend`] in Boot
-//! Loader Specification entries on the ESP. The on-disk formats are in docs/boot-backends.md.
+//! Loader Specification entries on the ESP, [`grub::GrubBackend`] in a GRUB environment block
+//! on the ESP ([`grubenv`]). The on-disk formats are in docs/boot-backends.md.
 //!
 //! Every backend call opens the disk, reads the current state, writes and closes: nothing is
 //! cached between calls, so several processes (or a reboot in between) see the same truth.
@@ -11,22 +12,45 @@ mod backend;
 mod bls;
 pub mod cmdline;
 pub mod gpt;
+pub mod grub;
 pub mod grub_script;
+pub mod grubenv;
 pub mod systemd_boot;
 
 use std::path::Path;
 
-use crate::model::config::{BootBackendKind, Labels};
+use crate::model::config::{BootBackendKind, DEFAULT_GRUB_ENV, Labels, SystemConfig};
 
 pub use backend::{BootBackend, BootState, SlotState};
 
-/// The backend of `kind` for the disk at `disk`.
+/// The backend `config` names for the disk at `disk`, with its labels and `grub_env`.
+pub fn open_config(config: &SystemConfig, disk: &Path) -> Box<dyn BootBackend> {
+    open_with(config.boot_backend, disk, &config.labels, &config.grub_env)
+}
+
+/// The backend of `kind` for the disk at `disk` (the `grub` backend with the default
+/// `grub_env`; use [`open_config`] when a configuration is at hand).
 pub fn open(kind: BootBackendKind, disk: &Path, labels: &Labels) -> Box<dyn BootBackend> {
+    open_with(kind, disk, labels, DEFAULT_GRUB_ENV)
+}
+
+/// The backend of `kind` for the disk at `disk`; `grub_env` is the `grub` backend's block.
+pub fn open_with(
+    kind: BootBackendKind,
+    disk: &Path,
+    labels: &Labels,
+    grub_env: &str,
+) -> Box<dyn BootBackend> {
     match kind {
         BootBackendKind::Gpt => Box::new(gpt::GptBackend::with_labels(disk, labels.clone())),
         BootBackendKind::SystemdBoot => Box::new(systemd_boot::SystemdBootBackend::with_labels(
             disk,
             labels.clone(),
+        )),
+        BootBackendKind::Grub => Box::new(grub::GrubBackend::with_labels(
+            disk,
+            labels.clone(),
+            grub_env,
         )),
     }
 }

@@ -451,6 +451,7 @@ impl BootBackend for SystemdBootBackend {
                     refunds_left: None,
                     entry: None,
                     version: None,
+                    ok: None,
                 },
                 Some((n, b)) => SlotState {
                     slot: *s,
@@ -466,10 +467,12 @@ impl BootBackend for SystemdBootBackend {
                     refunds_left: n.counter.map(|_| b.refunds_left),
                     entry: Some(n.file_name()),
                     version: Some(b.version),
+                    ok: None,
                 },
             })
             .collect();
         Ok(BootState {
+            order: None,
             backend: BootBackendKind::SystemdBoot,
             next,
             slots,

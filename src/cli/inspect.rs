@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use argh::FromArgs;
 
+use crate::boot::BootBackend;
 use crate::bundle::reader::Bundle;
 use crate::model::config::{BootBackendKind, Labels, SYSTEM_JSON, SystemConfig};
 use crate::model::layout::TargetLayout;
@@ -106,21 +107,24 @@ impl Inspect {
         let Some(layout) = layout else {
             return Ok(LayoutStatus::NotNeeded);
         };
-        let (labels, backend) = match &self.config {
-            Some(c) => config_parts(c)?,
-            None if Path::new(SYSTEM_JSON).exists() => config_parts(Path::new(SYSTEM_JSON))?,
-            None => (Labels::default(), BootBackendKind::default()),
+        let (labels, boot) = match &self.config {
+            Some(c) => config_parts(c, disk)?,
+            None if Path::new(SYSTEM_JSON).exists() => config_parts(Path::new(SYSTEM_JSON), disk)?,
+            None => (
+                Labels::default(),
+                crate::boot::open(BootBackendKind::default(), disk, &Labels::default()),
+            ),
         };
-        let boot = crate::boot::open(backend, disk, &labels);
         let active = crate::apply::current_slot(boot.as_ref())
             .with_context(|| format!("finding the active slot of {}", disk.display()))?;
         layout_status(disk, layout, &labels, active)
     }
 }
 
-fn config_parts(path: &Path) -> anyhow::Result<(Labels, BootBackendKind)> {
+fn config_parts(path: &Path, disk: &Path) -> anyhow::Result<(Labels, Box<dyn BootBackend>)> {
     let c = SystemConfig::load(path)?;
-    Ok((c.labels, c.boot_backend))
+    let boot = crate::boot::open_config(&c, disk);
+    Ok((c.labels, boot))
 }
 
 /// `layout:` with the version, then one line per partition.

@@ -90,11 +90,7 @@ impl Device {
     /// The configured boot backend on [`Device::disk`].
     pub fn backend(&self) -> Result<Box<dyn BootBackend>> {
         let disk = self.disk()?;
-        Ok(boot::open(
-            self.config.boot_backend,
-            &disk,
-            &self.config.labels,
-        ))
+        Ok(boot::open_config(&self.config, &disk))
     }
 
     /// The trusted keys of `config.keys_dir`.

@@ -349,6 +349,71 @@ impl Esp {
             .with_context(|| format!("renaming {from:?} to {to:?} on {}", self.name))
     }
 
+    /// Replaces the content of the existing file `path` by `data` so that a power cut at any
+    /// point leaves `path` whole with its old or its new content (never torn, never missing);
+    /// creates the file (not atomically: there is nothing to keep) when it is absent.
+    ///
+    /// fatfs 0.3.6 cannot rename onto an existing file, so the switch is raw
+    /// (docs/boot-backends.md, "The atomic update"): `data` is written as `<path>.new` by
+    /// fatfs and synced; one 32-byte write points `path`'s entry at the new chain and size;
+    /// one more points `<path>.new`'s entry at the old chain; fatfs then removes
+    /// `<path>.new`, freeing the old chain. A cut between the two raw writes leaves both
+    /// entries on the new chain and the old chain unreferenced (lost clusters, reclaimed by
+    /// `fsck.fat`); the next call cleans a leftover `<path>.new` up either way.
+    pub fn replace_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        let tmp = format!("{}.new", trim(path));
+        let (parent, name) = split(path);
+        let (_, tmp_name) = split(&tmp);
+        self.create_dir_all(parent)?;
+        let geo = super::fat_raw::geometry(&self.sync_io)?;
+        let (dir, _) = geo.dir_at(&self.sync_io, parent)?;
+        let raw_err = || format!("replacing {path:?} on {}", self.name);
+        if let Some(left) = geo
+            .file_entry(&self.sync_io, dir, tmp_name)
+            .with_context(raw_err)?
+        {
+            let cur = geo
+                .file_entry(&self.sync_io, dir, name)
+                .with_context(raw_err)?;
+            if cur.is_some_and(|c| c.cluster != 0 && c.cluster == left.cluster) {
+                // Cut between the raw writes: both name the new chain; drop the name only.
+                geo.forget_entry(&self.sync_io, &left)
+                    .with_context(raw_err)?;
+            } else {
+                self.remove(&tmp)?;
+            }
+            self.sync()?;
+        }
+        if !self.exists(path)? {
+            self.write_new_file(&tmp, &mut &data[..])?;
+            return self.rename(&tmp, path);
+        }
+        self.write_new_file(&tmp, &mut &data[..])?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-written");
+        let find = |n: &str| -> Result<super::fat_raw::FileEntry> {
+            geo.file_entry(&self.sync_io, dir, n)
+                .with_context(raw_err)?
+                .with_context(|| format!("{n:?} vanished while replacing {path:?}"))
+        };
+        let (old, new) = (find(name)?, find(tmp_name)?);
+        geo.point_entry(&self.sync_io, &old, new.cluster, new.size)
+            .with_context(raw_err)?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-switched");
+        geo.point_entry(&self.sync_io, &new, old.cluster, old.size)
+            .with_context(raw_err)?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-swapped");
+        self.remove(&tmp)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.sync_io
+            .sync()
+            .with_context(|| format!("syncing the boot partition {}", self.name))
+    }
+
     /// Removes a file or an empty directory.
     pub fn remove(&self, path: &str) -> Result<()> {
         self.fs

@@ -261,37 +261,127 @@ impl Geometry {
         Ok((cluster, parent))
     }
 
-    /// First cluster of the subdirectory `name` of directory `dir`.
-    fn find(&self, io: &FatIo, dir: Option<u32>, name: &str) -> Result<u32> {
+    /// The bytes of directory `dir` (`None`: the root) and the regions they came from.
+    fn dir_bytes(&self, io: &FatIo, dir: Option<u32>) -> Result<(Vec<(u64, u64)>, Vec<u8>)> {
+        let regions = self.regions(io, dir)?;
         let mut buf = Vec::new();
-        for (off, len) in self.regions(io, dir)? {
+        for &(off, len) in &regions {
             let at = buf.len();
             buf.resize(at + len as usize, 0);
             io.read_exact_at(&mut buf[at..], off)?;
         }
+        Ok((regions, buf))
+    }
+
+    /// First cluster of the subdirectory `name` of directory `dir`.
+    fn find(&self, io: &FatIo, dir: Option<u32>, name: &str) -> Result<u32> {
+        let (_, buf) = self.dir_bytes(io, dir)?;
         for (e, long) in parse(&buf, self.bits == 32) {
-            let short = {
-                let base = String::from_utf8_lossy(&e.short[..8])
-                    .trim_end()
-                    .to_string();
-                let ext = String::from_utf8_lossy(&e.short[8..])
-                    .trim_end()
-                    .to_string();
-                if ext.is_empty() {
-                    base
-                } else {
-                    format!("{base}.{ext}")
-                }
-            };
-            let matches = long
-                .as_deref()
-                .is_some_and(|l| l.eq_ignore_ascii_case(name))
-                || short.eq_ignore_ascii_case(name);
-            if e.attr & ATTR_DIR != 0 && e.attr != ATTR_LFN && matches && e.cluster != 0 {
+            if e.attr & ATTR_DIR != 0
+                && e.attr != ATTR_LFN
+                && e.cluster != 0
+                && e.named(long.as_deref(), name)
+            {
                 return Ok(e.cluster);
             }
         }
         bail!("no directory {name:?}")
+    }
+
+    /// The file (not directory) entry `name` of directory `dir`, with where it lies.
+    pub(crate) fn file_entry(
+        &self,
+        io: &FatIo,
+        dir: Option<u32>,
+        name: &str,
+    ) -> Result<Option<FileEntry>> {
+        let (regions, buf) = self.dir_bytes(io, dir)?;
+        let at = |slot: usize| -> u64 {
+            let mut byte = (slot * ENTRY) as u64;
+            for &(off, len) in &regions {
+                if byte < len {
+                    return off + byte;
+                }
+                byte -= len;
+            }
+            unreachable!("a parsed slot lies inside the directory's bytes")
+        };
+        for (e, long) in parse(&buf, self.bits == 32) {
+            if e.attr & (ATTR_DIR | ATTR_VOLUME) == 0 && e.named(long.as_deref(), name) {
+                let b = e.short_slot * ENTRY;
+                let mut raw = [0u8; ENTRY];
+                raw.copy_from_slice(&buf[b..b + ENTRY]);
+                return Ok(Some(FileEntry {
+                    slots: (e.first_slot..=e.short_slot).map(at).collect(),
+                    raw,
+                    cluster: e.cluster,
+                    size: u32::from_le_bytes([raw[28], raw[29], raw[30], raw[31]]),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rewrites the short entry of `entry` to point at `cluster` with `size` bytes: one
+    /// 32-byte write (inside one sector), nothing else of the entry changed.
+    pub(crate) fn point_entry(
+        &self,
+        io: &FatIo,
+        entry: &FileEntry,
+        cluster: u32,
+        size: u32,
+    ) -> Result<()> {
+        let mut raw = entry.raw;
+        if self.bits == 32 {
+            raw[20..22].copy_from_slice(&((cluster >> 16) as u16).to_le_bytes());
+        }
+        raw[26..28].copy_from_slice(&(cluster as u16).to_le_bytes());
+        raw[28..32].copy_from_slice(&size.to_le_bytes());
+        let short = *entry
+            .slots
+            .last()
+            .context("a file entry has a short entry")?;
+        io.write_all_at(&raw, short)
+            .context("writing a FAT directory entry")
+    }
+
+    /// Marks every slot of `entry` deleted, leaving its clusters alone (the caller knows
+    /// another entry owns them).
+    pub(crate) fn forget_entry(&self, io: &FatIo, entry: &FileEntry) -> Result<()> {
+        for &slot in &entry.slots {
+            io.write_all_at(&[DELETED], slot)
+                .context("deleting a FAT directory entry")?;
+        }
+        Ok(())
+    }
+}
+
+/// A file's directory entry found by [`Geometry::file_entry`].
+#[derive(Debug, Clone)]
+pub(crate) struct FileEntry {
+    /// Byte offsets of its slots: long-name entries, then the short entry (last).
+    pub(crate) slots: Vec<u64>,
+    /// The short entry's bytes.
+    pub(crate) raw: [u8; ENTRY],
+    pub(crate) cluster: u32,
+    pub(crate) size: u32,
+}
+
+impl RawEntry {
+    /// Whether this entry is called `name` (long or 8.3 name, case-insensitive).
+    fn named(&self, long: Option<&str>, name: &str) -> bool {
+        let base = String::from_utf8_lossy(&self.short[..8])
+            .trim_end()
+            .to_string();
+        let ext = String::from_utf8_lossy(&self.short[8..])
+            .trim_end()
+            .to_string();
+        let short = if ext.is_empty() {
+            base
+        } else {
+            format!("{base}.{ext}")
+        };
+        long.is_some_and(|l| l.eq_ignore_ascii_case(name)) || short.eq_ignore_ascii_case(name)
     }
 }
 

@@ -383,6 +383,7 @@ fn default_config() -> SystemConfig {
     SystemConfig {
         compatible: "unknown".into(),
         boot_backend: crate::model::config::BootBackendKind::Gpt,
+        grub_env: crate::model::config::DEFAULT_GRUB_ENV.into(),
         max_tries: 3,
         labels: crate::model::config::Labels::default(),
         data_mount: "/mnt/data".into(),

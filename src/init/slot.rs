@@ -28,7 +28,22 @@ pub fn chooser_for(config: &SystemConfig) -> Box<dyn SlotChooser> {
         BootBackendKind::SystemdBoot => Box::new(SystemdBoot {
             efivars: std::path::PathBuf::from(EFIVARS),
         }),
+        BootBackendKind::Grub => Box::new(Grub),
         BootBackendKind::Gpt => Box::new(Gpt),
+    }
+}
+
+/// `grub` backend: hup's GRUB script chose the slot and counted its try; it puts
+/// `hup.slot=` on the kernel command line, which names the slot to mount.
+struct Grub;
+
+impl SlotChooser for Grub {
+    fn candidates(&mut self, ctx: &ChooseContext) -> Result<Vec<Slot>> {
+        let slot = ctx.cmdline.slot.unwrap_or_else(|| {
+            log::error!("no hup.slot= on the command line from GRUB; trying slot a");
+            Slot::A
+        });
+        Ok(vec![slot, slot.other()])
     }
 }
 

@@ -27,7 +27,8 @@ impl Default for Labels {
 }
 
 /// Which boot backend keeps the slot state (docs/boot-backends.md). In JSON and on the
-/// command line by its name: `gpt` or `systemd-boot`; any other name is refused when parsed.
+/// command line by its name: `gpt`, `systemd-boot` or `grub`; any other name is refused when
+/// parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
 pub enum BootBackendKind {
@@ -36,17 +37,24 @@ pub enum BootBackendKind {
     Gpt,
     /// Boot Loader Specification entries with boot counting, on the ESP.
     SystemdBoot,
+    /// GRUB with hup's script: the state in a GRUB environment block on the ESP.
+    Grub,
 }
 
 impl BootBackendKind {
     /// Every kind, in the order the error message lists them.
-    pub const ALL: [BootBackendKind; 2] = [BootBackendKind::Gpt, BootBackendKind::SystemdBoot];
+    pub const ALL: [BootBackendKind; 3] = [
+        BootBackendKind::Gpt,
+        BootBackendKind::SystemdBoot,
+        BootBackendKind::Grub,
+    ];
 
-    /// The name in system.json, `--boot-backend` and status: `gpt` or `systemd-boot`.
+    /// The name in system.json, `--boot-backend` and status: `gpt`, `systemd-boot` or `grub`.
     pub fn name(self) -> &'static str {
         match self {
             BootBackendKind::Gpt => "gpt",
             BootBackendKind::SystemdBoot => "systemd-boot",
+            BootBackendKind::Grub => "grub",
         }
     }
 }
@@ -98,9 +106,12 @@ impl From<BootBackendKind> for &'static str {
 pub struct SystemConfig {
     /// Device type; a bundle's `compatible` must equal it.
     pub compatible: String,
-    /// Boot backend: `gpt` (when absent) or `systemd-boot`.
+    /// Boot backend: `gpt` (when absent), `systemd-boot` or `grub`.
     #[serde(default)]
     pub boot_backend: BootBackendKind,
+    /// `grub` backend: path of the GRUB environment block on the boot partition.
+    #[serde(default = "default_grub_env")]
+    pub grub_env: String,
     /// Tries a freshly installed slot gets before the device falls back.
     #[serde(default = "default_tries")]
     pub max_tries: u8,
@@ -152,6 +163,13 @@ fn default_min_rate_window() -> u64 {
     120
 }
 
+/// Default `grub_env`: where hup's GRUB script loads and saves its environment block.
+pub const DEFAULT_GRUB_ENV: &str = "/EFI/hup/grubenv";
+
+fn default_grub_env() -> String {
+    DEFAULT_GRUB_ENV.into()
+}
+
 fn default_tries() -> u8 {
     3
 }
@@ -167,6 +185,14 @@ impl SystemConfig {
     pub fn from_json(bytes: &[u8]) -> anyhow::Result<Self> {
         let c: SystemConfig = serde_json::from_slice(bytes)?;
         anyhow::ensure!(!c.compatible.is_empty(), "\"compatible\" is empty");
+        anyhow::ensure!(
+            c.grub_env.starts_with('/')
+                && c.grub_env.len() > 1
+                && !c.grub_env.ends_with('/')
+                && !c.grub_env.split('/').any(|p| p == "." || p == ".."),
+            "grub_env must be an absolute file path on the boot partition, got {:?}",
+            c.grub_env
+        );
         anyhow::ensure!(
             (1..=15).contains(&c.max_tries),
             "max_tries must be 1..=15, got {}",
@@ -198,11 +224,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with(r#"unknown boot_backend "lilo" (expected "gpt" or "systemd-boot")"#),
+            e.starts_with(
+                r#"unknown boot_backend "lilo" (expected "gpt" or "systemd-boot" or "grub")"#
+            ),
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
         assert!(SystemConfig::from_json(br#"{"compatible":"x","max_tries":0}"#).is_err());
+        assert_eq!(c.grub_env, "/EFI/hup/grubenv");
+        let g = SystemConfig::from_json(br#"{"compatible":"x","grub_env":"/boot/grub/grubenv"}"#)
+            .unwrap();
+        assert_eq!(g.grub_env, "/boot/grub/grubenv");
+        for bad in ["grubenv", "/", "/EFI/", "/EFI/../grubenv", ""] {
+            let j = format!(r#"{{"compatible":"x","grub_env":"{bad}"}}"#);
+            assert!(SystemConfig::from_json(j.as_bytes()).is_err(), "{bad}");
+        }
         assert!(SystemConfig::from_json(br#"{"compatible":"x","bogus":1}"#).is_err());
         assert_eq!(c.download, DownloadLimits::default());
         let c =
@@ -218,6 +254,7 @@ mod tests {
         for (kind, name) in [
             (BootBackendKind::Gpt, "gpt"),
             (BootBackendKind::SystemdBoot, "systemd-boot"),
+            (BootBackendKind::Grub, "grub"),
         ] {
             assert_eq!(kind.to_string(), name);
             assert_eq!(name.parse::<BootBackendKind>().unwrap(), kind);
