@@ -39,6 +39,22 @@ pub const MODULES: [&str; 10] = [
     "linux",
     "efi_gop",
 ];
+/// Where a GRUB image hup did not make (a signed `grubx64.efi` installed as
+/// `/EFI/BOOT/BOOTX64.EFI`) looks for its configuration when its own prefix has none:
+/// `$cmdpath/grub.cfg`, next to itself (Debian's signed image does so when
+/// `/EFI/debian/grub.cfg` is absent).
+pub const STUB_PATH: &str = "EFI/BOOT/grub.cfg";
+
+/// The stub at [`STUB_PATH`]: it finds the ESP by the script and sources it.
+pub fn stub() -> String {
+    let script = grub_path(SCRIPT_PATH);
+    format!(
+        "# Written by hup: GRUB images hup did not make read this file; it runs hup's script.\n\
+         search --no-floppy --set=root --file {script}\n\
+         source {script}\n"
+    )
+}
+
 /// Largest try counter the script counts down from (`max_tries` is 1 to 15).
 pub const MAX_LEFT: u8 = 15;
 
@@ -67,7 +83,10 @@ fn quote(word: &str) -> Result<String> {
 /// kernel does not undo, so a command line with any of them is refused, as is one with a
 /// control character other than white space: one line that names the word.
 pub fn kernel_args(root_label: &str, slot: Slot, cmdline: &str) -> Result<Vec<String>> {
-    let mut words = vec![format!("root=PARTLABEL={root_label}"), format!("hup.slot={slot}")];
+    let mut words = vec![
+        format!("root=PARTLABEL={root_label}"),
+        format!("hup.slot={slot}"),
+    ];
     words.extend(cmdline.split_whitespace().map(str::to_string));
     for w in &words {
         if let Some(c) = w
@@ -268,7 +287,10 @@ mod tests {
             "x=\u{7f}",
         ] {
             let e = kernel_args("hup-root-a", Slot::A, bad).unwrap_err();
-            assert!(format!("{e}").contains("grub backend refuses"), "{bad}: {e}");
+            assert!(
+                format!("{e}").contains("grub backend refuses"),
+                "{bad}: {e}"
+            );
         }
         assert!(kernel_args("hup's", Slot::A, "").is_err());
         assert_eq!(
