@@ -125,7 +125,13 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
 
     // GRUB's image and script first: a missing tool fails before the disk is touched.
     let grub = match o.boot_backend {
-        BootBackendKind::Grub => Some(grub_files(&config, o)?),
+        BootBackendKind::Grub => {
+            if let Some(cmdline) = bootfiles::check_payload(&bundle)? {
+                grub_script::kernel_args(&labels.root_a, Slot::A, &cmdline)
+                    .context("the boot payload's cmdline")?;
+            }
+            Some(grub_files(&config, o)?)
+        }
         BootBackendKind::Gpt | BootBackendKind::SystemdBoot => None,
     };
 

@@ -146,16 +146,16 @@ pub fn script(env_path: &str) -> Result<String> {
          \x20   if [ -z \"$hup_slot\" -a \"$hup_s\" = B ]; then set hup_slot=b; fi\n\
          \x20 done\n\
          \x20 if [ -z \"$hup_slot\" ]; then set hup_slot=a; fi\n\
-         \x20 echo \"hup: no slot is bootable: booting slot $hup_slot anyway (rescue)\"\n\
+         \x20 echo \"hup grub: no slot is bootable: booting slot $hup_slot anyway (rescue)\"\n\
          fi\n\
          if [ \"$hup_slot\" = a ]; then set hup_other=b; else set hup_other=a; fi\n\
          for hup_s in $hup_slot $hup_other; do\n\
-         \x20 echo \"hup: booting slot $hup_s\"\n\
+         \x20 echo \"hup grub: booting slot $hup_s\"\n\
          \x20 source \"/EFI/hup/slot-$hup_s.cfg\"\n\
          \x20 boot\n\
-         \x20 echo \"hup: slot $hup_s could not be loaded\"\n\
+         \x20 echo \"hup grub: slot $hup_s could not be loaded\"\n\
          done\n\
-         echo \"hup: no slot could be loaded\"\n",
+         echo \"hup grub: no slot could be loaded\"\n",
     );
     Ok(s)
 }

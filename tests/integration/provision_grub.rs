@@ -166,11 +166,10 @@ fn a_command_line_grub_cannot_pass_on_is_refused_before_any_write() {
         p(&w.dir.join("x.img")),
     ]);
     assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("grub backend refuses"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("grub backend refuses"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!w.dir.join("x.img").exists(), "the disk was touched");
 }
 
 #[test]
