@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::backend::{BootBackend, BootState, SlotState, check_tries};
 use super::grubenv::EnvBlock;
@@ -121,6 +121,11 @@ fn next(env: &EnvBlock) -> Slot {
         .unwrap_or(Slot::A)
 }
 
+/// The kernel GRUB's script boots for `slot` (the same file systemd-boot entries use).
+pub fn kernel_path(slot: Slot) -> String {
+    format!("/hup/{slot}/vmlinuz")
+}
+
 fn set_order(env: &mut EnvBlock, first: Slot) -> Result<()> {
     let o = format!("{} {}", slot_name(first), slot_name(first.other()));
     Ok(env.set("ORDER", &o)?)
@@ -218,6 +223,15 @@ impl BootBackend for GrubBackend {
 
     fn set_try_next(&self, slot: Slot, tries: u8) -> Result<()> {
         check_tries(tries, MAX_TRIES)?;
+        let kernel = kernel_path(slot);
+        let esp = self.esp(Disk::open_read_only(&self.disk))?;
+        if !esp.exists(&kernel)? {
+            bail!(
+                "slot {slot} has no kernel {kernel} on {}: install its boot files first",
+                self.labels.boot
+            );
+        }
+        drop(esp);
         self.update(
             &format!("setting slot {slot} to try next ({tries} tries)"),
             |env| {

@@ -3,7 +3,9 @@
 //!
 //! Paths are `/`-separated and relative to the root (a leading `/` is ignored); FAT name
 //! lookups are case-insensitive. FAT has no atomic rename-over: [`Esp::rename`] removes the
-//! destination first, so callers write to a temporary name and rename last.
+//! destination first, so callers write to a temporary name and rename last;
+//! [`Esp::replace_file`] switches an existing file's content atomically with raw
+//! directory-entry writes.
 
 use std::io::{self, Read, Write};
 
@@ -354,12 +356,13 @@ impl Esp {
     /// creates the file (not atomically: there is nothing to keep) when it is absent.
     ///
     /// fatfs 0.3.6 cannot rename onto an existing file, so the switch is raw
-    /// (docs/boot-backends.md, "The atomic update"): `data` is written as `<path>.new` by
-    /// fatfs and synced; one 32-byte write points `path`'s entry at the new chain and size;
-    /// one more points `<path>.new`'s entry at the old chain; fatfs then removes
-    /// `<path>.new`, freeing the old chain. A cut between the two raw writes leaves both
-    /// entries on the new chain and the old chain unreferenced (lost clusters, reclaimed by
-    /// `fsck.fat`); the next call cleans a leftover `<path>.new` up either way.
+    /// (docs/boot-backends.md, "The atomic update"): fatfs writes `data` as `<path>.new`
+    /// (chain N) and everything is synced; then three single-entry writes, each synced:
+    /// (1) `<path>.new` is pointed at no cluster, (2) `path` at N with the new size, (3)
+    /// `<path>.new` at the old chain O with the old size; fatfs then removes `<path>.new`,
+    /// freeing O. No two entries ever share a cluster; a cut after (1) or (2) leaves one
+    /// chain (N, then O) that no entry references, which `fsck.fat` reclaims. The next call
+    /// removes a leftover `<path>.new`, freeing whatever it still points at.
     pub fn replace_file(&self, path: &str, data: &[u8]) -> Result<()> {
         let tmp = format!("{}.new", trim(path));
         let (parent, name) = split(path);
@@ -376,7 +379,7 @@ impl Esp {
                 .file_entry(&self.sync_io, dir, name)
                 .with_context(raw_err)?;
             if cur.is_some_and(|c| c.cluster != 0 && c.cluster == left.cluster) {
-                // Cut between the raw writes: both name the new chain; drop the name only.
+                // Never left by this function; if something else did, keep `path`'s chain.
                 geo.forget_entry(&self.sync_io, &left)
                     .with_context(raw_err)?;
             } else {
@@ -397,6 +400,10 @@ impl Esp {
                 .with_context(|| format!("{n:?} vanished while replacing {path:?}"))
         };
         let (old, new) = (find(name)?, find(tmp_name)?);
+        geo.point_entry(&self.sync_io, &new, 0, 0)
+            .with_context(raw_err)?;
+        self.sync()?;
+        crate::failpoint::hit("esp-replace-detached");
         geo.point_entry(&self.sync_io, &old, new.cluster, new.size)
             .with_context(raw_err)?;
         self.sync()?;
@@ -442,3 +449,7 @@ impl Esp {
             .with_context(|| format!("syncing the boot partition {name}"))
     }
 }
+
+#[cfg(test)]
+#[path = "esp_replace_tests.rs"]
+mod replace_tests;

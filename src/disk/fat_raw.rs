@@ -43,6 +43,9 @@ fn le32(b: &[u8], at: usize) -> u64 {
     u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
 }
 
+/// A byte range of the partition: (offset, length).
+type Region = (u64, u64);
+
 /// What a FAT entry says about the cluster after this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Link {
@@ -262,7 +265,7 @@ impl Geometry {
     }
 
     /// The bytes of directory `dir` (`None`: the root) and the regions they came from.
-    fn dir_bytes(&self, io: &FatIo, dir: Option<u32>) -> Result<(Vec<(u64, u64)>, Vec<u8>)> {
+    fn dir_bytes(&self, io: &FatIo, dir: Option<u32>) -> Result<(Vec<Region>, Vec<u8>)> {
         let regions = self.regions(io, dir)?;
         let mut buf = Vec::new();
         for &(off, len) in &regions {

@@ -14,6 +14,7 @@ mod architecture;
 mod apply_failpoints;
 mod apply_layout;
 mod boot_gpt;
+mod boot_grub;
 mod boot_payload_hardening;
 mod boot_systemd;
 mod bundle;

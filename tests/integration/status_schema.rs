@@ -242,3 +242,19 @@ fn real_outputs_validate() {
     );
     assert_eq!(damaged["boot"]["backend"], "gpt");
 }
+
+#[test]
+fn golden_outputs_validate() {
+    let (schema, _) = doc_blocks();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/device/status/golden");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_valid(&schema, &v);
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "{n} golden JSON files");
+}

@@ -20,6 +20,7 @@ impl From<&BootState> for BootReport {
         BootReport {
             backend: b.backend.to_string(),
             next: b.next,
+            order: b.order.clone(),
             slots: b
                 .slots
                 .iter()
@@ -33,6 +34,7 @@ impl From<&BootState> for BootReport {
                     refunds_left: s.refunds_left,
                     entry: s.entry.clone(),
                     entry_version: s.version,
+                    ok: s.ok,
                 })
                 .collect(),
         }

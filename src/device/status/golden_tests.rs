@@ -33,6 +33,7 @@ fn boot_slot(slot: Slot, status: SlotStatus) -> BootSlotReport {
         refunds_left: None,
         entry: None,
         entry_version: None,
+        ok: None,
     }
 }
 
@@ -94,6 +95,7 @@ fn device() -> Status {
         boot: Some(BootReport {
             backend: "gpt".into(),
             next: Some(Slot::A),
+            order: None,
             slots: vec![ba, bb],
         }),
         partition_table: Some(PartitionTableReport {
@@ -171,6 +173,7 @@ fn applying() -> Status {
         boot: Some(BootReport {
             backend: "systemd-boot".into(),
             next: Some(Slot::B),
+            order: None,
             slots: vec![ba, bb],
         }),
         ..empty()
@@ -206,6 +209,7 @@ fn image() -> Status {
         boot: Some(BootReport {
             backend: "gpt".into(),
             next: None,
+            order: None,
             slots: vec![
                 boot_slot(Slot::A, SlotStatus::Bad),
                 boot_slot(Slot::B, SlotStatus::Missing),
@@ -229,10 +233,49 @@ fn image() -> Status {
     }
 }
 
+/// A device running 1.0.0 from slot a, 2.0.0 applied to slot b which is on trial with one
+/// of its 3 tries used; grub.
+fn grub() -> Status {
+    let a = slot(Slot::A, true, Some("1.0.0"), Some(SlotStatus::Good));
+    let mut b = slot(Slot::B, false, Some("2.0.0"), Some(SlotStatus::Trying));
+    b.tries_left = Some(2);
+    b.next_boot = true;
+    let mut ba = boot_slot(Slot::A, SlotStatus::Good);
+    ba.ok = Some(true);
+    let mut bb = boot_slot(Slot::B, SlotStatus::Trying);
+    bb.ok = Some(true);
+    bb.tries_left = Some(2);
+    bb.tries_done = Some(1);
+    bb.refunds_left = Some(3);
+    Status {
+        compatible: Some("pc-x86_64".into()),
+        data_dir: Some("/mnt/data/hup".into()),
+        booted: Some(a.clone()),
+        other: Some(b.clone()),
+        slots: vec![a, b],
+        last_result: Some(LastResultReport {
+            outcome: Outcome::Applied,
+            version: "2.0.0".into(),
+            slot: Slot::B,
+            reason: None,
+            log: Some("/mnt/data/hup/log/apply-1795783100.log".into()),
+            at: 1_795_783_202,
+        }),
+        boot: Some(BootReport {
+            backend: "grub".into(),
+            next: Some(Slot::B),
+            order: Some(vec![Slot::B, Slot::A]),
+            slots: vec![ba, bb],
+        }),
+        ..empty()
+    }
+}
+
 /// The reports and the golden file stem of each.
-fn cases() -> [(&'static str, Status); 4] {
+fn cases() -> [(&'static str, Status); 5] {
     [
         ("device", device()),
+        ("grub", grub()),
         ("applying", applying()),
         ("image", image()),
         ("empty", empty()),

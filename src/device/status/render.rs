@@ -187,13 +187,20 @@ fn boot(w: &mut impl Write, b: &BootReport) -> io::Result<()> {
     let next = b
         .next
         .map_or_else(|| "none".into(), |s| format!("slot {s}"));
+    let order = b.order.as_ref().map_or_else(String::new, |o| {
+        let names: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        format!(", order: {}", names.join(" "))
+    });
     line(
         w,
         "boot:",
-        &format!("{} backend, next boot: {next}", b.backend),
+        &format!("{} backend, next boot: {next}{order}", b.backend),
     )?;
     for s in &b.slots {
         let mut parts = vec![s.status.to_string()];
+        if let Some(ok) = s.ok {
+            parts.push(format!("ok {}", u8::from(ok)));
+        }
         if let Some(p) = s.priority {
             parts.push(format!("priority {p}"));
         }

@@ -136,10 +136,13 @@ pub struct PartitionTableReport {
 /// The boot backend's state, in this document's own stable form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootReport {
-    /// `gpt` or `systemd-boot`.
+    /// `gpt`, `systemd-boot` or `grub`.
     pub backend: String,
     /// The slot the next boot starts, if any.
     pub next: Option<Slot>,
+    /// grub: the slots of `ORDER`, in order of preference (absent in older outputs).
+    #[serde(default)]
+    pub order: Option<Vec<Slot>>,
     /// Slot A, then slot B.
     pub slots: Vec<BootSlotReport>,
 }
@@ -161,4 +164,7 @@ pub struct BootSlotReport {
     pub entry: Option<String>,
     /// systemd-boot: the entry's `version` (hup's generation counter).
     pub entry_version: Option<u64>,
+    /// grub: the slot's `<S>_OK` (absent in older outputs).
+    #[serde(default)]
+    pub ok: Option<bool>,
 }
