@@ -103,7 +103,8 @@ pub fn check_payload(bundle: &Bundle) -> Result<Option<String>> {
 /// Replaces the slot's boot files with the bundle's: old files removed, new ones written
 /// under their names (the slot is marked bad while this runs, and its boot entry is
 /// written last). For systemd-boot, also writes the slot's entry (not yet bootable:
-/// `switch-boot` makes it so). Returns the number of files written.
+/// `switch-boot` makes it so); for grub, removes the slot's GRUB snippet first and writes
+/// it last ([`install_grub_entry`]). Returns the number of files written.
 ///
 /// The files are written in work linear in their number (`Esp::bulk_writer`), each under its
 /// own name: fatfs would scan the whole directory for every create.
