@@ -379,7 +379,8 @@ impl Esp {
                 .file_entry(&self.sync_io, dir, name)
                 .with_context(raw_err)?;
             if cur.is_some_and(|c| c.cluster != 0 && c.cluster == left.cluster) {
-                // Never left by this function; if something else did, keep `path`'s chain.
+                // A cut inside fatfs's rename when `path` was first created (below): both
+                // entries name one chain; drop the temporary name, keep the chain.
                 geo.forget_entry(&self.sync_io, &left)
                     .with_context(raw_err)?;
             } else {

@@ -20,6 +20,17 @@ fn open_part(p: &Path) -> PartIo {
     PartIo::new(f, 0, len, "test")
 }
 
+/// Copies an image keeping its holes (the FAT32 image is 300 MiB, mostly holes).
+fn copy_sparse(from: &Path, to: &Path) {
+    let cp = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+}
+
 fn block(fill: u8) -> Vec<u8> {
     let mut b = b"# GRUB Environment Block\n".to_vec();
     b.resize(1024, fill);
@@ -56,14 +67,7 @@ fn a_power_cut_at_any_write_leaves_the_old_or_the_new_file() {
         loop {
             let what = format!("{fat}: cut after {k} writes");
             let img = work.path().join("cut.img");
-            // Sparse: the FAT32 image is 300 MiB of mostly holes.
-            let cp = Command::new("cp")
-                .arg("--sparse=always")
-                .arg(&base)
-                .arg(&img)
-                .status()
-                .unwrap();
-            assert!(cp.success());
+            copy_sparse(&base, &img);
             let esp = Esp::open(open_part(&img)).unwrap();
             esp.raw_io().cut_after(k);
             esp.raw_io().arm_cut();
@@ -111,4 +115,54 @@ fn a_power_cut_at_any_write_leaves_the_old_or_the_new_file() {
         }
         assert!(k > 5, "{fat}: only {k} cut points");
     }
+}
+
+#[test]
+fn a_power_cut_while_the_file_is_first_created_is_cleaned_up() {
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base.img");
+    let f = std::fs::File::create(&base).unwrap();
+    f.set_len(16 << 20).unwrap();
+    format_esp(open_part(&base), "HUP-BOOT", 512).unwrap();
+    // The directory is there (provisioning makes it); the file is created.
+    let esp = Esp::open(open_part(&base)).unwrap();
+    esp.create_dir_all("EFI/hup").unwrap();
+    esp.close().unwrap();
+    let (new, next) = (block(b'2'), block(b'3'));
+    let mut k = 0;
+    loop {
+        let what = format!("cut after {k} writes");
+        let img = work.path().join("cut.img");
+        copy_sparse(&base, &img);
+        let esp = Esp::open(open_part(&img)).unwrap();
+        esp.raw_io().cut_after(k);
+        esp.raw_io().arm_cut();
+        let _ = esp.replace_file(PATH, &new);
+        let cut = esp.raw_io().cut_reached();
+        drop(esp);
+        let esp = Esp::open(open_part(&img)).unwrap();
+        if esp.exists(PATH).unwrap() {
+            assert_eq!(esp.read_file(PATH).unwrap(), new, "{what}");
+        }
+        esp.replace_file(PATH, &next)
+            .unwrap_or_else(|e| panic!("{what}: the next replace: {e:#}"));
+        assert_eq!(esp.read_file(PATH).unwrap(), next, "{what}");
+        let names: Vec<String> = esp
+            .list("EFI/hup")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(
+            names.contains(&"grubenv".to_string()) && !names.iter().any(|n| n.ends_with(".new")),
+            "{what}: {names:?}"
+        );
+        esp.close().unwrap();
+        fsck_no_cross_links(&img, &what);
+        if !cut {
+            break;
+        }
+        k += 1;
+    }
+    assert!(k > 5, "only {k} cut points");
 }

@@ -226,4 +226,25 @@ mod tests {
         };
         assert_eq!(sb.candidates(&ctx).unwrap(), [Slot::B, Slot::A]);
     }
+
+    #[test]
+    fn grub_boots_the_slot_of_hup_slot() {
+        let config =
+            SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"grub"}"#).unwrap();
+        let devices = Devices::default();
+        let mut chooser = chooser_for(&config);
+        for (line, want) in [
+            ("hup.slot=b quiet", [Slot::B, Slot::A]),
+            ("hup.slot=a", [Slot::A, Slot::B]),
+            ("quiet", [Slot::A, Slot::B]),
+        ] {
+            let cmdline = crate::boot::cmdline::parse(line);
+            let ctx = ChooseContext {
+                config: &config,
+                cmdline: &cmdline,
+                devices: &devices,
+            };
+            assert_eq!(chooser.candidates(&ctx).unwrap(), want, "{line}");
+        }
+    }
 }
