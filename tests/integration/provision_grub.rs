@@ -262,3 +262,23 @@ fn provision_says_in_one_line_what_grub_needs() {
         "{err}"
     );
 }
+
+#[test]
+fn an_oversized_cmdline_is_refused_before_any_write() {
+    let w = World::new();
+    let img = w.provision("grub.img", "1.0.0", "grub", &[]);
+    let before = file_sha(&img);
+    let long = format!("console=ttyS0 {}", "x".repeat(64 << 10));
+    let bad = bundle_with_cmdline(&w, "2.0.0", &long);
+    let o = hup(&w.apply_args(&img, &bad));
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let err = stderr.lines().last().unwrap_or("");
+    assert!(
+        err.starts_with(
+            "hup: error: step preflight: the boot payload's cmdline is over 65536 bytes"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(file_sha(&img), before, "the image changed");
+}
