@@ -35,6 +35,9 @@ pub struct Artifacts {
     pub initrd_sb: PathBuf,
     /// system.json of the systemd-boot test machine.
     pub config_sb: PathBuf,
+    /// The same for the grub backend.
+    pub initrd_grub: PathBuf,
+    pub config_grub: PathBuf,
     /// Test signing key: secret (`hup pack --key`) and public (devices trust it).
     pub key: PathBuf,
     pub pubkey: PathBuf,
@@ -130,10 +133,15 @@ fn build() -> Result<Artifacts> {
         &std::fs::read(&gpt_config).with_context(|| format!("reading {}", gpt_config.display()))?,
     )
     .context("initramfs/system.json")?;
-    sb["boot_backend"] = "systemd-boot".into();
-    let config_sb = work.join("system-systemd-boot.json");
-    std::fs::write(&config_sb, serde_json::to_vec_pretty(&sb)?)
-        .with_context(|| format!("writing {}", config_sb.display()))?;
+    let mut config_for = |backend: &str| -> Result<PathBuf> {
+        sb["boot_backend"] = backend.into();
+        let path = work.join(format!("system-{backend}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&sb)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let config_sb = config_for("systemd-boot")?;
+    let config_grub = config_for("grub")?;
 
     let initramfs = |out: &Path, config: &Path| -> Result<()> {
         run(Command::new(&hup)
@@ -156,12 +164,16 @@ fn build() -> Result<Artifacts> {
     initramfs(&initrd, &gpt_config)?;
     let initrd_sb = work.join("initrd-systemd-boot.cpio");
     initramfs(&initrd_sb, &config_sb)?;
+    let initrd_grub = work.join("initrd-grub.cpio");
+    initramfs(&initrd_grub, &config_grub)?;
     Ok(Artifacts {
         hup,
         vmlinuz,
         initrd,
         initrd_sb,
         config_sb,
+        initrd_grub,
+        config_grub,
         key: keys.join("test.key"),
         pubkey: pubkeys.join("test.pub"),
         work,
@@ -177,10 +189,19 @@ pub struct OsSpec {
     pub version: String,
     /// scripts/mk-test-os flags: `--never-healthy`, `--cannot-boot`.
     pub flags: Vec<String>,
-    /// `None`: gpt backend, no boot payload (the kernel is QEMU's `-kernel`).
-    /// `Some(cmdline)`: systemd-boot backend; the boot payload holds `vmlinuz`, `initrd`
-    /// (the systemd-boot initramfs) and this `cmdline`.
-    pub systemd_boot_cmdline: Option<String>,
+    pub boot: BootPayload,
+}
+
+/// The boot payload of a test OS bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootPayload {
+    /// gpt backend: none (the kernel is QEMU's `-kernel`).
+    None,
+    /// systemd-boot backend: `vmlinuz`, `initrd` (the systemd-boot initramfs) and this
+    /// `cmdline`.
+    SystemdBoot(String),
+    /// grub backend: `vmlinuz`, `initrd` (the grub initramfs) and this `cmdline`.
+    Grub(String),
 }
 
 impl OsSpec {
@@ -190,7 +211,7 @@ impl OsSpec {
             name: name.to_string(),
             version: version.to_string(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
-            systemd_boot_cmdline: None,
+            boot: BootPayload::None,
         }
     }
 }
@@ -264,13 +285,18 @@ impl Artifacts {
             .arg("-o")
             .arg(&out)
             .args(pack_args);
-        if let Some(cmdline) = &spec.systemd_boot_cmdline {
-            cmd.arg("--config").arg(&self.config_sb);
+        let boot_payload = match &spec.boot {
+            BootPayload::None => None,
+            BootPayload::SystemdBoot(c) => Some((c, &self.config_sb, &self.initrd_sb)),
+            BootPayload::Grub(c) => Some((c, &self.config_grub, &self.initrd_grub)),
+        };
+        if let Some((cmdline, config, initrd)) = boot_payload {
+            cmd.arg("--config").arg(config);
             let boot = dir.join("boot");
             std::fs::create_dir_all(&boot)
                 .with_context(|| format!("creating {}", boot.display()))?;
             std::fs::copy(&self.vmlinuz, boot.join("vmlinuz")).context("copying the kernel")?;
-            std::fs::copy(&self.initrd_sb, boot.join("initrd")).context("copying the initrd")?;
+            std::fs::copy(initrd, boot.join("initrd")).context("copying the initrd")?;
             std::fs::write(boot.join("cmdline"), format!("{cmdline}\n"))
                 .context("writing cmdline")?;
             pack.arg("--boot").arg(&boot);

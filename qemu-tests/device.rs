@@ -29,7 +29,20 @@ pub enum Backend {
     Gpt,
     /// OVMF + systemd-boot; per-slot kernel, initramfs and entry on the ESP.
     SystemdBoot,
+    /// OVMF + GRUB with hup's script; per-slot kernel, initramfs and snippet on the ESP,
+    /// the state in the GRUB environment block.
+    Grub,
 }
+
+impl Backend {
+    /// Booted through OVMF from the ESP (not a direct kernel boot).
+    pub fn uefi(self) -> bool {
+        self != Backend::Gpt
+    }
+}
+
+/// What the guest prints once its OS is up (scripts/mk-test-os).
+const OS_UP: &str = "HUP-OS-UP ";
 
 /// Root slot size for `hup provision` (small: the test OS is a few MiB).
 const SLOT_SIZE: &str = "40M";
@@ -95,6 +108,8 @@ pub struct Boot {
     pub killed: bool,
     /// From QEMU's start to its exit (or the kill).
     pub secs: f64,
+    /// From QEMU's start (power-on) to the console's `HUP-OS-UP` (not measured with a kill).
+    pub os_up_secs: Option<f64>,
     pub log: PathBuf,
 }
 
@@ -111,6 +126,7 @@ impl Device {
         let (backend_name, size, boot_size) = match backend {
             Backend::Gpt => ("gpt", "160M", "8M"),
             Backend::SystemdBoot => ("systemd-boot", "256M", "48M"),
+            Backend::Grub => ("grub", "256M", "48M"),
         };
         let out = run(Command::new(&a.hup)
             .arg("provision")
@@ -133,7 +149,7 @@ impl Device {
         eprintln!("{name}: {}", out.trim());
         let vars = match backend {
             Backend::Gpt => None,
-            Backend::SystemdBoot => {
+            Backend::SystemdBoot | Backend::Grub => {
                 let v = dir.join("OVMF_VARS.fd");
                 std::fs::copy(vm::OVMF_VARS, &v)
                     .with_context(|| format!("copying {} to {}", vm::OVMF_VARS, v.display()))?;
@@ -197,7 +213,7 @@ impl Device {
         server.put(&self.script_rel(), script.as_bytes())?;
         let name = format!("{}/{:02}-{}", self.name, self.boots, opts.label);
         let mut cfg = match (&self.vars, self.backend) {
-            (Some(vars), Backend::SystemdBoot) => VmConfig::ovmf(&name, &self.disk, vars),
+            (Some(vars), b) if b.uefi() => VmConfig::ovmf(&name, &self.disk, vars),
             _ => {
                 let mut c = VmConfig::direct(&name, &a.vmlinuz, &a.initrd, &self.disk);
                 c.append
@@ -209,12 +225,15 @@ impl Device {
             }
         };
         if opts.failpoint.is_some() && self.backend != Backend::Gpt {
-            bail!("failpoints need the gpt backend (the harness owns its command line)");
+            bail!(
+                "failpoints need the gpt backend (the harness owns its command line); put hup.failpoint= in the bundle's cmdline"
+            );
         }
         cfg.timeout = opts.timeout;
         let started = Instant::now();
         let vm = Vm::start(&cfg)?;
         let mut killed = false;
+        let mut os_up_secs = None;
         if let Some((marker, delay)) = &opts.kill {
             match vm.wait_for(marker) {
                 Ok(_) => {
@@ -228,6 +247,10 @@ impl Device {
             }
         }
         if !killed {
+            if opts.kill.is_none() {
+                // Fails once QEMU exits without an OS coming up (an apply boot).
+                os_up_secs = vm.wait_for(OS_UP).ok().map(|d| d.as_secs_f64());
+            }
             vm.wait_exit()?;
         }
         let boot = Boot {
@@ -235,6 +258,7 @@ impl Device {
             out: vm.output(),
             killed,
             secs: started.elapsed().as_secs_f64(),
+            os_up_secs,
             log: vm.log_path().to_path_buf(),
         };
         drop(vm);
@@ -245,6 +269,10 @@ impl Device {
             boot.os_up()
                 .map(|(v, s)| format!(", OS {v} up in slot {s}"))
                 .unwrap_or_default()
+                + &boot
+                    .os_up_secs
+                    .map(|t| format!(" at {t:.1} s"))
+                    .unwrap_or_default()
         );
         Ok(boot)
     }
@@ -254,11 +282,48 @@ impl Device {
         let a = artifacts::get();
         let mut cmd = Command::new(&a.hup);
         cmd.args(["status", "--json", "--disk"]).arg(&self.disk);
-        if self.backend == Backend::SystemdBoot {
-            cmd.arg("--config").arg(&a.config_sb);
+        match self.backend {
+            Backend::SystemdBoot => {
+                cmd.arg("--config").arg(&a.config_sb);
+            }
+            Backend::Grub => {
+                cmd.arg("--config").arg(&a.config_grub);
+            }
+            Backend::Gpt => {}
         }
         let out = run(&mut cmd)?;
         serde_json::from_str(&out).with_context(|| format!("hup status --json printed {out}"))
+    }
+
+    /// The file `path` of the boot partition (copied out with mtools' `mcopy -i IMG@@OFFSET`).
+    pub fn esp_file(&self, path: &str) -> Result<Vec<u8>> {
+        let d = hup::disk::Disk::open_read_only(&self.disk)?;
+        let esp = d.partition("hup-boot")?;
+        let to = self.dir.join("esp-file.out");
+        let _ = std::fs::remove_file(&to);
+        run(Command::new("mcopy")
+            .arg("-n")
+            .arg("-i")
+            .arg(format!("{}@@{}", self.disk.display(), esp.start))
+            .arg(format!("::{path}"))
+            .arg(&to))?;
+        let bytes = std::fs::read(&to).with_context(|| format!("reading {}", to.display()))?;
+        let _ = std::fs::remove_file(&to);
+        Ok(bytes)
+    }
+
+    /// The GRUB environment block `/EFI/hup/grubenv` as `grub-editenv FILE list` reads it:
+    /// variable -> value.
+    pub fn grub_env(&self) -> Result<BTreeMap<String, String>> {
+        let block = self.dir.join("grubenv.copy");
+        std::fs::write(&block, self.esp_file("/EFI/hup/grubenv")?)
+            .with_context(|| format!("writing {}", block.display()))?;
+        let out = run(Command::new("grub-editenv").arg(&block).arg("list"))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     /// Extracts the ext4 partition `label` into a file next to the image.
@@ -470,6 +535,7 @@ mod tests {
                 .into(),
             killed: false,
             secs: 1.0,
+            os_up_secs: None,
             log: PathBuf::from("x.log"),
         };
         assert_eq!(b.os_up(), Some(("2".into(), "b".into())));

@@ -7,7 +7,7 @@
 //! [`http`] (the file server the guests download from),
 //! [`device`] (a provisioned image booted again and again, with the guest's markers
 //! parsed). Scenarios live in their own modules; `update`, `rollback`, `powercut` and
-//! `systemd_boot` are issue 6's, `layout` issue 7's (docs/layout-migration.md), `refund`
+//! `systemd_boot` are issue 6's, `grub` issue 13's (the same on GRUB), `layout` issue 7's (docs/layout-migration.md), `refund`
 //! the clean-shutdown refund of a try (docs/boot-backends.md). See docs/initramfs.md.
 
 mod artifacts;
@@ -20,6 +20,7 @@ mod status;
 mod vm;
 
 mod fallback;
+mod grub;
 mod layout;
 mod powercut;
 mod refund;

@@ -7,7 +7,7 @@
 
 use hup::model::slot::{Slot, SlotStatus};
 
-use crate::artifacts::{self, OsSpec};
+use crate::artifacts::{self, BootPayload, OsSpec};
 use crate::device::{Backend, BootOpts, Device};
 use crate::rollback::{MAX_TRIES, expect_rolled_back, run_all_tries};
 use crate::script::Script;
@@ -24,7 +24,7 @@ fn sb_bundle(device: &str, name: &str, version: &str, flags: &[&str]) -> std::pa
         name: format!("{device}-{name}"),
         version: version.to_string(),
         flags: flags.iter().map(|s| s.to_string()).collect(),
-        systemd_boot_cmdline: Some(cmdline),
+        boot: BootPayload::SystemdBoot(cmdline),
     })
 }
 

@@ -2,7 +2,7 @@
 //! (`target/qemu-logs/<name>.log`) and kept in memory for waiting on markers.
 //!
 //! Direct kernel boot, or OVMF (UEFI, q35, pflash with a per-device copy of the
-//! variables) for the systemd-boot backend, as measured in /work/shared/qemu-notes.md;
+//! variables) for the systemd-boot and grub backends, as measured in /work/shared/qemu-notes.md;
 //! TCG unless `HUP_QEMU_ACCEL` says otherwise (KVM is not usable on the project
 //! machines). At most `MAX_VMS` VMs run at once in this process.
 

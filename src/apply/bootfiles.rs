@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, bail};
 
 use std::path::Path;
 
+use crate::boot::grub_script;
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
 use crate::disk::{BootNames, Disk, Esp, ShortName};
@@ -62,30 +63,48 @@ fn entry_name<R: Read>(
     Ok(Some((name.to_string(), short)))
 }
 
+/// Longest `cmdline` file of a boot payload the preflight reads (a kernel takes a few KiB).
+const MAX_CMDLINE: u64 = 64 << 10;
+
 /// Refuses, before anything is written, a boot payload the boot partition cannot hold as
 /// given: names FAT forbids, alters or takes as one (`vmlinuz` and `VMLINUZ`), entries other
-/// than plain top-level files, more than [`crate::disk::MAX_BOOT_FILES`] files. Reads the
-/// payload's tar headers (the payload was verified before).
-pub fn check_payload(bundle: &Bundle) -> Result<()> {
+/// than plain top-level files, more than [`crate::disk::MAX_BOOT_FILES`] files, a `cmdline`
+/// over 64 KiB or not UTF-8. Reads the payload's tar headers and its `cmdline` (the payload
+/// was verified before); returns that `cmdline` (`None` without a boot payload, empty when
+/// the payload has no `cmdline`).
+pub fn check_payload(bundle: &Bundle) -> Result<Option<String>> {
     let Some(reader) = bundle.reader_for(PayloadKind::Boot)? else {
-        return Ok(());
+        return Ok(None);
     };
     let mut stream = zstd_stream(reader);
     let mut names = BootNames::new();
+    let mut cmdline = String::new();
     {
         let mut archive = tar::Archive::new(&mut stream);
         for entry in archive.entries().context("reading the boot payload")? {
-            entry_name(&entry.context("reading the boot payload")?, &mut names)?;
+            let entry = entry.context("reading the boot payload")?;
+            if let Some((name, _)) = entry_name(&entry, &mut names)?
+                && name == "cmdline"
+            {
+                if entry.header().size()? > MAX_CMDLINE {
+                    bail!("the boot payload's cmdline is over {MAX_CMDLINE} bytes");
+                }
+                let mut entry = entry;
+                entry
+                    .read_to_string(&mut cmdline)
+                    .context("reading the boot payload's cmdline")?;
+            }
         }
     }
     stream.finish().context("boot payload")?;
-    Ok(())
+    Ok(Some(cmdline))
 }
 
 /// Replaces the slot's boot files with the bundle's: old files removed, new ones written
 /// under their names (the slot is marked bad while this runs, and its boot entry is
 /// written last). For systemd-boot, also writes the slot's entry (not yet bootable:
-/// `switch-boot` makes it so). Returns the number of files written.
+/// `switch-boot` makes it so); for grub, removes the slot's GRUB snippet first and writes
+/// it last ([`install_grub_entry`]). Returns the number of files written.
 ///
 /// The files are written in work linear in their number (`Esp::bulk_writer`), each under its
 /// own name: fatfs would scan the whole directory for every create.
@@ -102,6 +121,10 @@ pub fn install(
     let disk = Disk::open(disk_path)?;
     let esp = Esp::open(disk.open_partition(&config.labels.boot)?)?;
     let dir = slot_dir(slot);
+    if config.boot_backend == BootBackendKind::Grub {
+        // Not even GRUB's rescue path may load a slot while its files are being written.
+        esp.remove_if_exists(&grub_script::slot_cfg_path(slot))?;
+    }
     empty_slot_dir(&esp, &dir)?;
     let mut stream = zstd_stream(reader);
     let (files, cmdline) = write_payload(&esp, &dir, &mut stream)?;
@@ -115,13 +138,41 @@ pub fn install(
             )
             .install_entry(slot, cmdline.trim())?;
         }
-        // MINIMAL ARM (g-backend): the GRUB boot helper fills in what the grub backend
-        // needs after a slot's boot files are written (owned by that helper).
-        BootBackendKind::Grub => {}
+        BootBackendKind::Grub => install_grub_entry(disk_path, config, slot, &cmdline)?,
         BootBackendKind::Gpt => {}
     }
     log::info!("boot files: {files} files into {dir}");
     Ok(files)
+}
+
+/// Writes `slot`'s GRUB snippet (`/EFI/hup/slot-<s>.cfg`, sourced by hup's GRUB script) for
+/// boot files already in `/hup/<slot>/`: `vmlinuz`, and `initrd` when present, with
+/// `root=PARTLABEL=<root label> hup.slot=<slot>` and `cmdline` on the kernel command line.
+/// Written under a temporary name and renamed, after the boot files: the grub backend's
+/// equivalent of systemd-boot's entry.
+pub fn install_grub_entry(
+    disk_path: &Path,
+    config: &SystemConfig,
+    slot: Slot,
+    cmdline: &str,
+) -> Result<()> {
+    let label = slot.label(&config.labels);
+    // A command line GRUB cannot pass on fails here, before the boot partition is opened.
+    grub_script::kernel_args(label, slot, cmdline)?;
+    let disk = Disk::open(disk_path)?;
+    let esp = Esp::open(disk.open_partition(&config.labels.boot)?)?;
+    let dir = slot_dir(slot);
+    if !esp.exists(&format!("{dir}/vmlinuz"))? {
+        bail!("slot {slot} has no kernel {dir}/vmlinuz on the boot partition");
+    }
+    let initrd = esp.exists(&format!("{dir}/initrd"))?;
+    let text = grub_script::slot_cfg(slot, label, cmdline, initrd)?;
+    let path = grub_script::slot_cfg_path(slot);
+    let tmp = format!("{path}.new");
+    esp.write_bytes(&tmp, text.as_bytes())?;
+    esp.rename(&tmp, &path)?;
+    esp.close()
+        .with_context(|| format!("writing the GRUB snippet of slot {slot}"))
 }
 
 /// Writes the files of a boot payload tar (plain, already decompressed) into the empty

@@ -244,7 +244,8 @@ pub fn complete(
 }
 
 /// Makes `to` boot the system just copied from `from`: its directory on the boot partition
-/// becomes a copy of `from`'s, and with systemd-boot it gets `from`'s entry.
+/// becomes a copy of `from`'s, and with systemd-boot it gets `from`'s entry (with grub, its
+/// snippet).
 fn copy_boot_files(disk_path: &Path, config: &SystemConfig, from: Slot, to: Slot) -> Result<()> {
     let disk = Disk::open(disk_path)?;
     let esp = Esp::open(disk.open_partition(&config.labels.boot)?)?;
@@ -277,8 +278,10 @@ fn copy_boot_files(disk_path: &Path, config: &SystemConfig, from: Slot, to: Slot
             )
             .install_entry(to, &cmdline)?;
         }
-        // grub: the script boots /hup/<slot>/ as copied above; nothing per slot to write.
-        BootBackendKind::Grub => {}
+        // grub: the slot's snippet names its own directory and hup.slot=.
+        BootBackendKind::Grub => {
+            super::bootfiles::install_grub_entry(disk_path, config, to, &cmdline)?;
+        }
         BootBackendKind::Gpt => {}
     }
     Ok(())

@@ -5,8 +5,10 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 
 use super::context::Context;
+use crate::boot::grub_script;
 use crate::bundle::reader::Bundle;
 use crate::disk::{Disk, Esp};
+use crate::model::config::BootBackendKind;
 use crate::model::manifest::PayloadKind;
 use crate::model::slot::Slot;
 use crate::model::state::State;
@@ -92,7 +94,12 @@ pub fn check(
             target.label(labels),
         );
     }
-    super::bootfiles::check_payload(&bundle)?;
+    let cmdline = super::bootfiles::check_payload(&bundle)?;
+    if let (BootBackendKind::Grub, Some(cmdline)) = (ctx.config.boot_backend, &cmdline) {
+        // The slot's GRUB snippet is written after its files: refuse now what it cannot hold.
+        grub_script::kernel_args(target.label(labels), target, cmdline)
+            .context("the boot payload's cmdline")?;
+    }
     if let Some(boot) = m.payload(PayloadKind::Boot) {
         let esp = Esp::open(disk.open_partition(&labels.boot)?)?;
         let dir = super::bootfiles::slot_dir(target);

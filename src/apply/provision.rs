@@ -1,16 +1,19 @@
 //! `hup provision`: a factory image made from a bundle. GPT with the four partitions, the
-//! boot partition (and systemd-boot when asked), slot A installed and marked good, slot B
-//! empty, the data partition with `hup/` and a state.json that records slot A's version.
+//! boot partition (and systemd-boot or GRUB when asked), slot A installed and marked good,
+//! slot B empty, the data partition with `hup/` and a state.json that records slot A's
+//! version.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
 use super::{bootfiles, slotfs};
 use crate::boot;
+use crate::boot::grub_script;
 use crate::bundle::reader::Bundle;
 use crate::bundle::sign::TrustedKeys;
-use crate::disk::{self, Disk};
+use crate::disk::{self, Disk, Esp};
 use crate::fsutil::{DataDir, now};
 use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::manifest::PayloadKind;
@@ -22,6 +25,10 @@ const MIB: u64 = 1 << 20;
 pub const DEFAULT_BOOT_SIZE: u64 = 64 * MIB;
 /// Default EFI loader for `--boot-backend systemd-boot` (Debian's systemd-boot-efi).
 pub const DEFAULT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// Default GRUB modules for `--boot-backend grub` (Debian's grub-efi-amd64-bin).
+pub const DEFAULT_GRUB_MODULES: &str = "/usr/lib/grub/x86_64-efi";
+/// Where the firmware looks for the default loader.
+const LOADER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
 
 #[derive(Debug)]
 pub struct ProvisionOptions {
@@ -32,7 +39,11 @@ pub struct ProvisionOptions {
     pub slot_size: Option<u64>,
     pub boot_size: Option<u64>,
     pub boot_backend: BootBackendKind,
+    /// The loader's EFI binary: systemd-boot's (default [`DEFAULT_EFI`]), or a GRUB image
+    /// (default: one made with `grub-mkimage` from `grub_modules`).
     pub efi: Option<PathBuf>,
+    /// `grub` without `efi`: the GRUB modules directory (default [`DEFAULT_GRUB_MODULES`]).
+    pub grub_modules: Option<PathBuf>,
     /// Also write hup's state here (host use: stands for the data partition).
     pub data_dir: Option<PathBuf>,
     /// Logical sector size of the image (512 or 4096).
@@ -112,6 +123,18 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     .context("--boot-backend")?;
     let labels = &config.labels;
 
+    // GRUB's image and script first: a missing tool fails before the disk is touched.
+    let grub = match o.boot_backend {
+        BootBackendKind::Grub => {
+            if let Some(cmdline) = bootfiles::check_payload(&bundle)? {
+                grub_script::kernel_args(&labels.root_a, Slot::A, &cmdline)
+                    .context("the boot payload's cmdline")?;
+            }
+            Some(grub_files(&config, o)?)
+        }
+        BootBackendKind::Gpt | BootBackendKind::SystemdBoot => None,
+    };
+
     log::info!("partitioning {}", o.disk.display());
     let specs = disk::hup_layout(boot_size, slot_size, None);
     let d = disk::create_layout(&o.disk, o.sector_size, o.size, &specs)?;
@@ -124,9 +147,13 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
             boot::systemd_boot::SystemdBootBackend::with_labels(&o.disk, labels.clone())
                 .install_loader(&efi)?;
         }
-        // MINIMAL ARM (g-backend): the GRUB boot helper installs GRUB, its script and the
-        // environment block here (owned by that helper).
-        BootBackendKind::Grub => {}
+        // The environment block is made by the backend below (mark_good, mark_bad).
+        BootBackendKind::Grub => install_grub(
+            &o.disk,
+            &config,
+            grub.as_ref().expect("made above"),
+            o.efi.is_some(),
+        )?,
         BootBackendKind::Gpt => {}
     }
 
@@ -159,6 +186,82 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
         slot_size,
         data_size,
     })
+}
+
+/// What `--boot-backend grub` installs: the GRUB image and hup's script.
+#[derive(Debug)]
+struct GrubFiles {
+    image: Vec<u8>,
+    script: String,
+}
+
+/// The GRUB image (`--grub-efi`, or one made by [`make_grub_image`]) and the script for
+/// `grub_env`.
+fn grub_files(config: &SystemConfig, o: &ProvisionOptions) -> Result<GrubFiles> {
+    let script = grub_script::script(&config.grub_env).context("grub_env")?;
+    let image = match &o.efi {
+        Some(p) => std::fs::read(p)
+            .with_context(|| format!("reading the GRUB EFI image {}", p.display()))?,
+        None => make_grub_image(
+            o.grub_modules
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_GRUB_MODULES)),
+        )?,
+    };
+    Ok(GrubFiles { image, script })
+}
+
+/// Installs GRUB on the boot partition: the image as `/EFI/BOOT/BOOTX64.EFI` and hup's
+/// script as `/EFI/hup/grub.cfg`. A made image has `/EFI/hup` as its prefix and reads the
+/// script by itself; a `given` one (a signed `grubx64.efi`) reads `grub.cfg` next to itself,
+/// so a stub there sources the script.
+fn install_grub(disk: &Path, config: &SystemConfig, files: &GrubFiles, given: bool) -> Result<()> {
+    let d = Disk::open(disk)?;
+    let esp = Esp::open(d.open_partition(&config.labels.boot)?)?;
+    esp.ensure_room(esp.allocation(files.image.len() as u64) + 8 * esp.cluster_size())?;
+    esp.write_bytes(LOADER_PATH, &files.image)?;
+    esp.write_bytes(grub_script::SCRIPT_PATH, files.script.as_bytes())?;
+    if given {
+        esp.write_bytes(grub_script::STUB_PATH, grub_script::stub().as_bytes())?;
+    }
+    esp.close().context("installing GRUB")
+}
+
+/// A GRUB EFI image made on this host with `grub-mkimage -O x86_64-efi`: only
+/// [`grub_script::MODULES`] (and what they need) from `modules`, prefix `/EFI/hup` on the
+/// ESP it is loaded from. Made in a fresh temporary directory on every call.
+pub fn make_grub_image(modules: &Path) -> Result<Vec<u8>> {
+    if !modules.join("normal.mod").is_file() {
+        bail!(
+            "no GRUB x86_64-efi modules in {} (normal.mod is missing): install grub-efi-amd64-bin, or give a GRUB image with --grub-efi",
+            modules.display()
+        );
+    }
+    let tmp = tempfile::tempdir().context("a temporary directory for grub-mkimage")?;
+    let out = tmp.path().join("grubx64.efi");
+    let run = Command::new("grub-mkimage")
+        .args(["-O", "x86_64-efi", "-p", grub_script::PREFIX, "-d"])
+        .arg(modules)
+        .arg("-o")
+        .arg(&out)
+        .args(grub_script::MODULES)
+        .output();
+    let run = match run {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "grub-mkimage not found: install grub-common and grub-efi-amd64-bin, or give a GRUB image with --grub-efi"
+        ),
+        Err(e) => return Err(e).context("running grub-mkimage"),
+    };
+    if !run.status.success() {
+        let err = String::from_utf8_lossy(&run.stderr);
+        bail!(
+            "grub-mkimage failed ({}): {}",
+            run.status,
+            err.lines().last().unwrap_or("").trim()
+        );
+    }
+    std::fs::read(&out).with_context(|| format!("reading {}", out.display()))
 }
 
 /// The initial content of the data partition: `hup/` with its directories and state.json.

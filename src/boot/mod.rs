@@ -13,6 +13,7 @@ mod bls;
 pub mod cmdline;
 pub mod gpt;
 pub mod grub;
+pub mod grub_script;
 pub mod grubenv;
 pub mod systemd_boot;
 

@@ -26,12 +26,19 @@ pub struct Provision {
     /// size of the boot partition (default 64M)
     #[argh(option, from_str_fn(size_arg))]
     boot_size: Option<u64>,
-    /// boot backend: gpt (default) or systemd-boot
+    /// boot backend: gpt (default), systemd-boot or grub
     #[argh(option, default = "BootBackendKind::Gpt", from_str_fn(backend_arg))]
     boot_backend: BootBackendKind,
     /// systemd-boot EFI binary (default: Debian's systemd-bootx64.efi)
     #[argh(option)]
     systemd_boot_efi: Option<PathBuf>,
+    /// GRUB EFI image to install, e.g. a signed grubx64.efi (default: one made with
+    /// grub-mkimage)
+    #[argh(option)]
+    grub_efi: Option<PathBuf>,
+    /// GRUB x86_64-efi modules for grub-mkimage (default: /usr/lib/grub/x86_64-efi)
+    #[argh(option)]
+    grub_modules: Option<PathBuf>,
     /// logical sector size of the image: 512 (default) or 4096
     #[argh(option, default = "512")]
     sector_size: u64,
@@ -52,8 +59,42 @@ fn size_arg(s: &str) -> Result<u64, String> {
 }
 
 impl Provision {
+    /// The loader binary option that goes with `--boot-backend`; the others are refused.
+    fn loader_options(&self) -> anyhow::Result<Option<PathBuf>> {
+        let backend = self.boot_backend;
+        let misplaced = [
+            (
+                "--systemd-boot-efi",
+                self.systemd_boot_efi.is_some(),
+                BootBackendKind::SystemdBoot,
+            ),
+            ("--grub-efi", self.grub_efi.is_some(), BootBackendKind::Grub),
+            (
+                "--grub-modules",
+                self.grub_modules.is_some(),
+                BootBackendKind::Grub,
+            ),
+        ];
+        for (flag, given, kind) in misplaced {
+            if given && kind != backend {
+                anyhow::bail!("{flag} needs --boot-backend {kind} (this is {backend})");
+            }
+        }
+        if self.grub_efi.is_some() && self.grub_modules.is_some() {
+            anyhow::bail!(
+                "--grub-efi and --grub-modules exclude each other: a given image is not made"
+            );
+        }
+        Ok(match backend {
+            BootBackendKind::SystemdBoot => self.systemd_boot_efi.clone(),
+            BootBackendKind::Grub => self.grub_efi.clone(),
+            BootBackendKind::Gpt => None,
+        })
+    }
+
     pub fn run(self) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
+        let efi = self.loader_options()?;
         let keys = TrustedKeys::load(&self.key, &[])?;
         let data_dir = self
             .data_dir
@@ -66,7 +107,8 @@ impl Provision {
             slot_size: self.slot_size,
             boot_size: self.boot_size,
             boot_backend: self.boot_backend,
-            efi: self.systemd_boot_efi,
+            efi,
+            grub_modules: self.grub_modules,
             data_dir: Some(data_dir.clone()),
             sector_size: self.sector_size,
         })?;

@@ -39,6 +39,7 @@ mod layout_refuse;
 mod manifest_hardening;
 mod migrate_wifi;
 mod payload_bounds;
+mod provision_grub;
 mod refund_try;
 mod stage_hardening;
 mod stage_http;
