@@ -34,16 +34,79 @@ pub fn chooser_for(config: &SystemConfig) -> Box<dyn SlotChooser> {
 }
 
 /// `grub` backend: hup's GRUB script chose the slot and counted its try; it puts
-/// `hup.slot=` on the kernel command line, which names the slot to mount.
+/// `hup.slot=` on the kernel command line, which names the slot to mount. The init
+/// confirms it with the GRUB environment block on the boot partition: the script boots only
+/// a slot with `<S>_OK=1`, or the first slot of `ORDER` when none may boot (rescue).
 struct Grub;
 
 impl SlotChooser for Grub {
     fn candidates(&mut self, ctx: &ChooseContext) -> Result<Vec<Slot>> {
-        let slot = ctx.cmdline.slot.unwrap_or_else(|| {
-            log::error!("no hup.slot= on the command line from GRUB; trying slot a");
-            Slot::A
-        });
+        let state = grub_state(ctx);
+        if let Err(e) = &state {
+            log::warn!("cannot confirm the slot with the GRUB environment: {e:#}");
+        }
+        let slot = grub_slot(ctx.cmdline.slot, state.as_ref().ok());
         Ok(vec![slot, slot.other()])
+    }
+}
+
+/// The GRUB environment as the boot backend reads it, from the disk holding the boot
+/// partition.
+fn grub_state(ctx: &ChooseContext) -> Result<crate::boot::BootState> {
+    let boot = &ctx.config.labels.boot;
+    let part = ctx
+        .devices
+        .get(boot)
+        .with_context(|| format!("no partition labelled {boot}"))?;
+    let disk = part
+        .disk
+        .as_ref()
+        .with_context(|| format!("no whole-disk device known for {}", part.node.display()))?;
+    crate::boot::open_config(ctx.config, disk).state()
+}
+
+/// The slot to mount: `hup.slot=` when present (an inconsistent environment is logged, as
+/// for systemd-boot's entry), else the slot the environment prefers, else slot a.
+fn grub_slot(cmdline: Option<Slot>, env: Option<&crate::boot::BootState>) -> Slot {
+    let ok = |st: &crate::boot::BootState, s: Slot| st.slot(s).ok == Some(true);
+    let first = |st: &crate::boot::BootState| {
+        st.order
+            .as_ref()
+            .and_then(|o| o.first().copied())
+            .unwrap_or(Slot::A)
+    };
+    match (cmdline, env) {
+        (Some(c), Some(st)) => {
+            let rescue = !ok(st, Slot::A) && !ok(st, Slot::B) && first(st) == c;
+            if !ok(st, c) && !rescue {
+                log::error!(
+                    "hup.slot={c} but the GRUB environment does not let slot {c} boot \
+                     ({}_OK is not 1); trusting hup.slot",
+                    crate::boot::grub::slot_name(c)
+                );
+            }
+            c
+        }
+        (Some(c), None) => c,
+        (None, Some(st)) => {
+            let s = st
+                .order
+                .iter()
+                .flatten()
+                .copied()
+                .find(|&s| ok(st, s))
+                .unwrap_or_else(|| first(st));
+            log::warn!(
+                "no hup.slot= on the command line from GRUB; using slot {s} from its environment"
+            );
+            s
+        }
+        (None, None) => {
+            log::error!(
+                "no hup.slot= on the command line from GRUB and no environment; trying slot a"
+            );
+            Slot::A
+        }
     }
 }
 
@@ -246,5 +309,48 @@ mod tests {
             };
             assert_eq!(chooser.candidates(&ctx).unwrap(), want, "{line}");
         }
+    }
+
+    fn grub_env(a_ok: bool, b_ok: bool, order: [Slot; 2]) -> crate::boot::BootState {
+        let slot = |slot: Slot, ok: bool| crate::boot::SlotState {
+            slot,
+            status: if ok {
+                crate::model::slot::SlotStatus::Good
+            } else {
+                crate::model::slot::SlotStatus::Bad
+            },
+            priority: None,
+            tries_left: None,
+            tries_done: None,
+            successful: ok,
+            refunds_left: None,
+            entry: None,
+            version: None,
+            ok: Some(ok),
+        };
+        crate::boot::BootState {
+            backend: BootBackendKind::Grub,
+            next: None,
+            order: Some(order.to_vec()),
+            slots: vec![slot(Slot::A, a_ok), slot(Slot::B, b_ok)],
+        }
+    }
+
+    #[test]
+    fn grub_confirms_hup_slot_with_the_environment() {
+        use Slot::{A, B};
+        let both = grub_env(true, true, [B, A]);
+        let only_a = grub_env(true, false, [A, B]);
+        let none = grub_env(false, false, [B, A]);
+        // hup.slot= always wins (an inconsistent environment is only logged).
+        assert_eq!(grub_slot(Some(B), Some(&only_a)), B);
+        assert_eq!(grub_slot(Some(B), Some(&none)), B);
+        assert_eq!(grub_slot(Some(A), None), A);
+        // Without hup.slot=: the first slot of ORDER that may boot, else rescue.
+        assert_eq!(grub_slot(None, Some(&both)), B);
+        assert_eq!(grub_slot(None, Some(&only_a)), A);
+        assert_eq!(grub_slot(None, Some(&grub_env(false, true, [A, B]))), B);
+        assert_eq!(grub_slot(None, Some(&none)), B);
+        assert_eq!(grub_slot(None, None), A);
     }
 }
