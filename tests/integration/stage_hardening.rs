@@ -355,6 +355,24 @@ fn mark_good_is_not_held_up_by_a_download() {
     let out = ok(&dev.cmd("mark-good", &[], &[]));
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert!(out.contains("last update: committed"), "{out}");
+    // refund-try and mark-bad take the same short state lock: they answer at once too
+    // (refund-try has nothing to give back on a committed slot; mark-bad refuses because
+    // slot b cannot boot, which it can only tell after it got the lock).
+    let t = Instant::now();
+    let o = dev.cmd("refund-try", &[], &[]);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_ne!(
+        o.status.code(),
+        Some(3),
+        "refund-try waited for a lock: {o:?}"
+    );
+    let t = Instant::now();
+    fails(
+        &dev.cmd("mark-bad", &[], &[]),
+        1,
+        "would leave nothing to boot",
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // A second stage, and cancel, still refuse while the download runs.
     let e = fails(&dev.cmd("cancel", &[], &[]), 3, "download.lock");
     assert!(e.contains("hup stage"), "{e}");
