@@ -22,11 +22,7 @@ impl Fixture {
     fn new(ss: u64) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let img = hup_image_with_esp(dir.path(), ss);
-        let off = Disk::open(&img)
-            .unwrap()
-            .partition("hup-boot")
-            .unwrap()
-            .start;
+        let off = esp_offset(&img);
         let b = SystemdBootBackend::new(&img);
         b.install_loader(Path::new(EFI)).unwrap();
         Fixture {

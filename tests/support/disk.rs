@@ -19,6 +19,15 @@ pub fn hup_image(dir: &Path, ss: u64) -> PathBuf {
 }
 
 /// A hup image with a formatted ESP.
+/// Byte offset of the boot partition (the ESP) in `img`, for mtools' `-i IMG@@OFFSET`.
+pub fn esp_offset(img: &Path) -> u64 {
+    Disk::open(img)
+        .unwrap()
+        .partition("hup-boot")
+        .unwrap()
+        .start
+}
+
 pub fn hup_image_with_esp(dir: &Path, ss: u64) -> PathBuf {
     let path = hup_image(dir, ss);
     let d = Disk::open(&path).unwrap();
