@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use hup::device::status::Status;
 
 use crate::artifacts::{self, run};
+pub use crate::machine::Machine;
 use crate::script::Script;
 use crate::vm::{self, Vm, VmConfig};
 
@@ -44,9 +45,6 @@ impl Backend {
 /// What the guest prints once its OS is up (scripts/mk-test-os).
 const OS_UP: &str = "HUP-OS-UP ";
 
-/// Root slot size for `hup provision` (small: the test OS is a few MiB).
-const SLOT_SIZE: &str = "40M";
-
 /// A provisioned disk image and how to boot it.
 pub struct Device {
     pub name: String,
@@ -55,6 +53,7 @@ pub struct Device {
     pub backend: Backend,
     vars: Option<PathBuf>,
     boots: u32,
+    machine: Machine,
 }
 
 /// How one boot goes.
@@ -117,16 +116,24 @@ impl Device {
     /// `hup provision --bundle BUNDLE --key TEST.pub --boot-backend ...` into a fresh
     /// scratch directory named after the device.
     pub fn provision(name: &str, bundle: &Path, backend: Backend) -> Result<Device> {
+        Device::provision_on(name, bundle, backend, Machine::test_os(backend))
+    }
+
+    /// [`Device::provision`] on another machine (sizes, memory, kernel).
+    pub fn provision_on(
+        name: &str,
+        bundle: &Path,
+        backend: Backend,
+        machine: Machine,
+    ) -> Result<Device> {
         let a = artifacts::get();
         let dir = a.scratch(&format!("dev-{name}"))?;
         fresh_logs(name)?;
         let disk = dir.join("disk.img");
-        // The data partition must hold a staged bundle plus hup stage's 16 MiB margin:
-        // about 3 MiB with gpt, 18 MiB with systemd-boot (kernel and initramfs inside).
-        let (backend_name, size, boot_size) = match backend {
-            Backend::Gpt => ("gpt", "160M", "8M"),
-            Backend::SystemdBoot => ("systemd-boot", "256M", "48M"),
-            Backend::Grub => ("grub", "256M", "48M"),
+        let backend_name = match backend {
+            Backend::Gpt => "gpt",
+            Backend::SystemdBoot => "systemd-boot",
+            Backend::Grub => "grub",
         };
         let out = run(Command::new(&a.hup)
             .arg("provision")
@@ -136,11 +143,11 @@ impl Device {
             .arg(&a.pubkey)
             .args([
                 "--size",
-                size,
+                &machine.size,
                 "--slot-size",
-                SLOT_SIZE,
+                &machine.slot_size,
                 "--boot-size",
-                boot_size,
+                &machine.boot_size,
             ])
             .args(["--boot-backend", backend_name])
             .arg("--data-dir")
@@ -163,6 +170,7 @@ impl Device {
             backend,
             vars,
             boots: 0,
+            machine,
         })
     }
 
@@ -188,6 +196,7 @@ impl Device {
             backend: self.backend,
             vars,
             boots: 0,
+            machine: self.machine.clone(),
         })
     }
 
@@ -215,7 +224,11 @@ impl Device {
         let mut cfg = match (&self.vars, self.backend) {
             (Some(vars), b) if b.uefi() => VmConfig::ovmf(&name, &self.disk, vars),
             _ => {
-                let mut c = VmConfig::direct(&name, &a.vmlinuz, &a.initrd, &self.disk);
+                let (kernel, initrd) = match &self.machine.direct {
+                    Some((k, i)) => (k.as_path(), i.as_path()),
+                    None => (a.vmlinuz.as_path(), a.initrd.as_path()),
+                };
+                let mut c = VmConfig::direct(&name, kernel, initrd, &self.disk);
                 c.append
                     .push_str(&format!(" hup.test={}", Device::test_url(&self.name)));
                 if let Some(f) = &opts.failpoint {
@@ -230,6 +243,7 @@ impl Device {
             );
         }
         cfg.timeout = opts.timeout;
+        cfg.memory_mib = self.machine.memory_mib;
         let started = Instant::now();
         let vm = Vm::start(&cfg)?;
         let mut killed = false;

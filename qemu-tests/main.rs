@@ -11,14 +11,19 @@
 //! the clean-shutdown refund of a try (docs/boot-backends.md). See docs/initramfs.md.
 
 mod artifacts;
+mod debian;
 mod device;
 mod disk;
 mod fixture;
 mod http;
+mod machine;
 mod script;
 mod status;
+#[path = "../tests/support/status_schema.rs"]
+mod status_schema;
 mod vm;
 
+mod debian_update;
 mod fallback;
 mod grub;
 mod layout;

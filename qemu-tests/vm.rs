@@ -374,9 +374,29 @@ impl Drop for Vm {
     }
 }
 
+/// How many bytes at the end of `b` begin a UTF-8 sequence that is not complete yet.
+fn incomplete_tail(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead byte
+        }
+        let need = match c {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
+}
+
 /// Copies a QEMU output stream to the log file and the shared console text.
 fn pump(mut stream: Box<dyn Read + Send>, console: Shared, log: Arc<Mutex<std::fs::File>>) {
     let mut buf = [0u8; 4096];
+    // A read may end inside a UTF-8 sequence: its bytes wait for the next read.
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         let n = match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -386,14 +406,38 @@ fn pump(mut stream: Box<dyn Read + Send>, console: Shared, log: Arc<Mutex<std::f
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .write_all(&buf[..n]);
+        pending.extend_from_slice(&buf[..n]);
+        let whole = pending.len() - incomplete_tail(&pending);
         let (lock, cv) = &*console;
         lock.lock()
             .unwrap_or_else(|e| e.into_inner())
             .text
-            .push_str(&String::from_utf8_lossy(&buf[..n]));
+            .push_str(&String::from_utf8_lossy(&pending[..whole]));
+        pending.drain(..whole);
         cv.notify_all();
     }
     let (lock, cv) = &*console;
     lock.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
     cv.notify_all();
+}
+
+#[cfg(test)]
+mod utf8_tests {
+    use super::incomplete_tail;
+
+    #[test]
+    fn a_sequence_cut_by_a_read_waits_for_its_end() {
+        let s = "Café ö €𝄞".as_bytes();
+        // Every cut of the text: the complete part decodes, the rest is what is held back.
+        for cut in 0..=s.len() {
+            let head = &s[..cut];
+            let whole = cut - incomplete_tail(head);
+            assert!(std::str::from_utf8(&head[..whole]).is_ok(), "cut {cut}");
+            assert!(cut - whole <= 3, "cut {cut}");
+            let rest = [&head[whole..], &s[cut..]].concat();
+            assert!(std::str::from_utf8(&rest).is_ok(), "cut {cut}");
+        }
+        assert_eq!(incomplete_tail(b"abc"), 0);
+        assert_eq!(incomplete_tail(&"é".as_bytes()[..1]), 1);
+    }
 }

@@ -19,6 +19,7 @@ pub mod image;
 pub mod layout;
 pub mod runner;
 pub mod server;
+pub mod status_schema;
 pub mod tars;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
