@@ -2,10 +2,9 @@
 # dracut module: hup's pending apply in a dracut initramfs (docs/initramfs-integration.md).
 # Installed as /usr/lib/dracut/modules.d/90hup/ (with hup-apply-pending.sh beside it).
 
-# Included only where hup is installed, or when asked for (--add hup).
+# Always included once installed: a missing binary or configuration fails the build in
+# install(), as the initramfs-tools hook does, instead of leaving hup out unnoticed.
 check() {
-    require_binaries /usr/bin/hup || return 1
-    [[ -f /etc/hup/system.json ]] || return 1
     return 0
 }
 
@@ -15,12 +14,13 @@ depends() {
 
 install() {
     if [[ ! -x /usr/bin/hup ]]; then
-        dfatal "hup: /usr/bin/hup is missing or not executable"
-        return 1
+        dfatal "hup: /usr/bin/hup is missing or not executable (install the static hup binary there)"
+        # dracut ignores install()'s status: stop the build, as the initramfs-tools hook does.
+        exit 1
     fi
     if [[ ! -f /etc/hup/system.json ]]; then
-        dfatal "hup: /etc/hup/system.json is missing"
-        return 1
+        dfatal "hup: /etc/hup/system.json is missing (the device configuration apply-pending reads)"
+        exit 1
     fi
     inst_binary /usr/bin/hup
     inst_simple /etc/hup/system.json
