@@ -259,11 +259,20 @@ impl Premount<'_> {
             None
         };
         self.mount_data()?;
-        if let Some((rec, secs)) = &resumed
-            && let Err(e) =
-                pending::complete_layout(self.config, self.devices, Path::new(DATA_MNT), rec, *secs)
-        {
-            log::error!("recording the layout migration: {e:#}");
+        // The distribution's initramfs resolved root= before the table changed: once the
+        // migration is recorded (its header cleared), a reboot starts the boot afresh.
+        let mut table_changed = false;
+        if let Some((rec, secs)) = &resumed {
+            match pending::complete_layout(
+                self.config,
+                self.devices,
+                Path::new(DATA_MNT),
+                rec,
+                *secs,
+            ) {
+                Ok(()) => table_changed = true,
+                Err(e) => log::error!("recording the layout migration: {e:#}"),
+            }
         }
         let ctx = PendingContext {
             config: self.config,
@@ -299,6 +308,11 @@ impl Premount<'_> {
             Err(e) => {
                 log::error!("applying the pending update failed: {e:#}; booting the current root");
             }
+        }
+        if table_changed {
+            log::info!("rebooting: the partition table changed under this initramfs");
+            self.release_data();
+            crate::sys::power::reboot();
         }
         if let (Some(b), true) = (booted, self.data_mounted)
             && let Err(e) = pending::note_booted(&ctx, b)
