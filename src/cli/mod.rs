@@ -3,6 +3,7 @@
 use argh::FromArgs;
 
 mod apply;
+mod apply_pending;
 mod cancel;
 mod fingerprint;
 mod inspect;
@@ -35,6 +36,7 @@ enum Command {
     Verify(verify::Verify),
     Provision(provision::Provision),
     Apply(apply::Apply),
+    ApplyPending(apply_pending::ApplyPending),
     Mkinitramfs(mkinitramfs::Mkinitramfs),
     Mkfs(mkfs::Mkfs),
     Stage(stage::Stage),
@@ -61,6 +63,7 @@ pub fn run() -> i32 {
         Command::Verify(c) => c.run(),
         Command::Provision(c) => c.run(),
         Command::Apply(c) => c.run(),
+        Command::ApplyPending(c) => c.run(),
         Command::Mkinitramfs(c) => c.run(),
         Command::Mkfs(c) => c.run(),
         Command::Stage(c) => c.run(),

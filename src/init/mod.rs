@@ -10,6 +10,7 @@ pub mod bootlog;
 pub mod devices;
 pub mod modules;
 pub mod pending;
+pub mod premount;
 pub mod slot;
 pub mod switch;
 
@@ -25,11 +26,10 @@ use crate::model::initramfs::{MODULES_DIR, MODULES_LIST};
 use crate::model::slot::Slot;
 use crate::sys::mount::{mount, umount};
 use devices::Devices;
+use pending::DATA_MNT;
 
 /// Where the init mounts the chosen root before switching to it.
 pub const ROOT_MNT: &str = "/hup/root";
-/// Where the init mounts the data partition (read-write) while in the initramfs.
-pub const DATA_MNT: &str = "/hup/data";
 /// What the init leaves for the OS: `/run/hup/slot` holds `a` or `b`.
 pub const RUN_DIR: &str = "/run/hup";
 

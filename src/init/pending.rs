@@ -17,6 +17,11 @@ use crate::model::config::SystemConfig;
 use crate::model::slot::Slot;
 use crate::sys::mount::{mount, umount};
 
+/// Where the data partition is mounted read-write in the initramfs (by hup's /init and by
+/// `hup apply-pending`): in the initramfs's own root, not under /run, which a distribution's
+/// initramfs moves into the real root.
+pub const DATA_MNT: &str = "/hup/data";
+
 /// What the init hands to the apply pipeline.
 #[derive(Debug)]
 pub struct PendingContext<'a> {

@@ -34,6 +34,7 @@ mod fingerprint_check;
 mod fuzz_regressions;
 mod init_mkinitramfs;
 mod init_test_os;
+mod initramfs_tools;
 mod layout_migrate;
 mod layout_refuse;
 mod manifest_hardening;
