@@ -23,6 +23,7 @@ mod status;
 mod status_schema;
 mod vm;
 
+mod debian_initramfs;
 mod debian_update;
 mod fallback;
 mod grub;

@@ -19,6 +19,7 @@ mod boot_payload_hardening;
 mod boot_systemd;
 mod bundle;
 mod bundle_refusals;
+mod debian_initrd;
 mod disk_esp;
 mod disk_gpt_repair;
 mod disk_hardening;
