@@ -10,8 +10,7 @@ use std::process::Command;
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    out
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
 #[test]
