@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::cpio::Archive;
+use super::elf;
 use crate::model::config::SystemConfig;
 use crate::model::initramfs::parse_module_list;
 
@@ -45,13 +46,20 @@ pub fn build(opts: &Options) -> Result<Archive> {
 
     let hup = std::fs::read(&opts.hup)
         .with_context(|| format!("reading the hup binary {}", opts.hup.display()))?;
-    if let Some(interp) = elf_interpreter(&hup)
-        .with_context(|| format!("checking the hup binary {}", opts.hup.display()))?
-    {
+    let checking = || format!("checking the hup binary {}", opts.hup.display());
+    let header = elf::header(&hup).with_context(checking)?;
+    if let Some(interp) = elf::interpreter(&hup).with_context(checking)? {
         bail!(
             "{} is dynamically linked (interpreter {interp}); the initramfs needs the static \
-             musl build (cargo build --release --target x86_64-unknown-linux-musl) given with --hup",
+             musl build (scripts/build-musl [--target aarch64-unknown-linux-musl]) given with --hup",
             opts.hup.display()
+        );
+    }
+    if header.kind != elf::ET_EXEC && header.kind != elf::ET_DYN {
+        bail!(
+            "{} is not an executable (ELF type {}); --hup takes the static hup binary",
+            opts.hup.display(),
+            header.kind
         );
     }
     a.add_file("init", 0o755, hup)?;
@@ -71,7 +79,7 @@ pub fn build(opts: &Options) -> Result<Archive> {
     }
 
     match (&opts.modules, &opts.modules_from) {
-        (Some(list), Some(from)) => add_modules(&mut a, list, from)?,
+        (Some(list), Some(from)) => add_modules(&mut a, list, from, header.machine)?,
         (None, None) => {}
         _ => bail!("--modules and --modules-from go together"),
     }
@@ -180,7 +188,9 @@ fn builtin_modules(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn add_modules(a: &mut Archive, list: &Path, from: &Path) -> Result<()> {
+/// Adds the modules `list` names, found under `from`; each must be an ELF object of
+/// `machine`, the hup binary's (one kernel loads them and runs /init).
+fn add_modules(a: &mut Archive, list: &Path, from: &Path, machine: u16) -> Result<()> {
     let text = std::fs::read_to_string(list)
         .with_context(|| format!("reading module list {}", list.display()))?;
     let names = parse_module_list(&text);
@@ -218,42 +228,25 @@ fn add_modules(a: &mut Archive, list: &Path, from: &Path) -> Result<()> {
         } else {
             raw
         };
+        let m = elf::header(&bytes)
+            .with_context(|| format!("module {name} ({})", path.display()))?
+            .machine;
+        if m != machine {
+            bail!(
+                "module {name} ({}) is built for {}, the hup binary for {}: /init and the \
+                 modules run on one kernel; give the modules of a kernel of the binary's \
+                 architecture (or the other binary)",
+                path.display(),
+                elf::machine_name(m),
+                elf::machine_name(machine)
+            );
+        }
         a.add_file(&format!("lib/modules/{name}.ko"), 0o644, bytes)
             .with_context(|| format!("adding module {name} (listed twice?)"))?;
         order.push_str(&name);
         order.push('\n');
     }
     a.add_file("etc/hup/modules", 0o644, order.into_bytes())
-}
-
-/// Returns the ELF interpreter (`PT_INTERP`) of an executable, `None` for a static one.
-pub fn elf_interpreter(bytes: &[u8]) -> Result<Option<String>> {
-    let get = |off: usize, len: usize| -> Result<&[u8]> {
-        bytes.get(off..off + len).context("truncated ELF file")
-    };
-    if get(0, 4)? != b"\x7fELF" {
-        bail!("not an ELF executable");
-    }
-    if get(4, 1)? != [2] || get(5, 1)? != [1] {
-        bail!("not a 64-bit little-endian ELF file");
-    }
-    let u16_at = |off| -> Result<u16> { Ok(u16::from_le_bytes(get(off, 2)?.try_into()?)) };
-    let u32_at = |off| -> Result<u32> { Ok(u32::from_le_bytes(get(off, 4)?.try_into()?)) };
-    let u64_at = |off| -> Result<u64> { Ok(u64::from_le_bytes(get(off, 8)?.try_into()?)) };
-    let phoff = u64_at(0x20)? as usize;
-    let phentsize = u16_at(0x36)? as usize;
-    let phnum = u16_at(0x38)? as usize;
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32_at(ph)? == 3 {
-            let off = u64_at(ph + 8)? as usize;
-            let size = u64_at(ph + 32)? as usize;
-            let s = get(off, size)?;
-            let s = s.split(|b| *b == 0).next().unwrap_or(s);
-            return Ok(Some(String::from_utf8_lossy(s).into_owned()));
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -263,18 +256,5 @@ mod tests {
     #[test]
     fn module_names_compare_like_modprobe() {
         assert_eq!(module_key("crc32c-intel"), "crc32c_intel");
-    }
-
-    #[test]
-    fn elf_interpreter_of_this_test_binary() {
-        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        // Test binaries are built for the host target; a glibc build has an interpreter,
-        // a musl static build has none. Either way the parser must not fail.
-        let interp = elf_interpreter(&me).unwrap();
-        if cfg!(target_env = "gnu") {
-            assert!(interp.unwrap().contains("ld-linux"));
-        }
-        assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
-        assert!(elf_interpreter(b"\x7fELF\x02\x01").is_err());
     }
 }

@@ -21,10 +21,25 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `e_machine` of x86_64, the architecture of [`STATIC_EXE`].
+const EM_X86_64: u16 = 62;
+
+/// A fake kernel module: an ELF64 relocatable header for `machine` (what mkinitramfs checks
+/// against the binary's), then `body`.
+fn fake_ko(machine: u16, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; 64];
+    v[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    v[6] = 1; // EI_VERSION
+    v[0x10..0x12].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
+    v[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
 /// A fake kernel package: lib/modules/6.1.0-test/{kernel/**.ko, modules.builtin}.
 fn fake_modules(root: &Path) -> PathBuf {
     let m = root.join("kmod/lib/modules/6.1.0-test");
-    for (rel, bytes) in [
+    for (rel, body) in [
         ("kernel/drivers/virtio/virtio_ring.ko", b"ring".as_slice()),
         ("kernel/drivers/virtio/virtio.ko", b"virtio"),
         ("kernel/drivers/block/virtio_blk.ko", b"blk"),
@@ -32,10 +47,10 @@ fn fake_modules(root: &Path) -> PathBuf {
     ] {
         let p = m.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
+        std::fs::write(p, fake_ko(EM_X86_64, body)).unwrap();
     }
     // A zstd-compressed module is stored decompressed.
-    let zst = zstd::encode_all(b"fat module".as_slice(), 3).unwrap();
+    let zst = zstd::encode_all(fake_ko(EM_X86_64, b"fat module").as_slice(), 3).unwrap();
     std::fs::create_dir_all(m.join("kernel/fs/fat")).unwrap();
     std::fs::write(m.join("kernel/fs/fat/fat.ko.zst"), zst).unwrap();
     std::fs::write(m.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
@@ -179,11 +194,11 @@ fn cpio_lists_extracts_and_is_reproducible() {
     );
     assert_eq!(
         std::fs::read(x.join("lib/modules/crc32c_intel.ko")).unwrap(),
-        b"crc"
+        fake_ko(EM_X86_64, b"crc")
     );
     assert_eq!(
         std::fs::read(x.join("lib/modules/fat.ko")).unwrap(),
-        b"fat module"
+        fake_ko(EM_X86_64, b"fat module")
     );
     assert_eq!(
         std::fs::read(x.join("etc/hup/system.json")).unwrap(),
@@ -226,6 +241,35 @@ fn refuses_dynamic_binary_and_unknown_module() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("lilo"), "{}", text(&o));
+}
+
+#[test]
+fn refuses_modules_of_another_architecture_and_non_elf_modules() {
+    let inp = inputs();
+    let out = inp.root.join("initrd.cpio");
+    let blk = inp
+        .root
+        .join("kmod/lib/modules/6.1.0-test/kernel/drivers/block/virtio_blk.ko");
+    // /init is x86_64 (busybox); an aarch64 module cannot be loaded by its kernel.
+    std::fs::write(&blk, fake_ko(183, b"blk")).unwrap();
+    let o = build(&inp, &out);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("module virtio_blk")
+            && text(&o).contains("built for aarch64, the hup binary for x86_64"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+    std::fs::write(&blk, b"not a module").unwrap();
+    let o = build(&inp, &out);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("module virtio_blk") && text(&o).contains("not an ELF file"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod architecture;
 #[cfg(feature = "failpoints")]
 mod apply_failpoints;
 mod apply_layout;
+mod arch_aarch64;
 mod boot_gpt;
 mod boot_grub;
 mod boot_payload_hardening;

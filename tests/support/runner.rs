@@ -19,6 +19,9 @@ pub struct Hup {
     stdin: Option<Vec<u8>>,
     /// Run under `timeout SECS` (a hang shows as exit status 124).
     watchdog: Option<u32>,
+    /// Another program in place of [`HUP`], with its first arguments: another build of hup,
+    /// e.g. `qemu-aarch64-static .../aarch64-unknown-linux-musl/release/hup`.
+    program: Option<(OsString, Vec<OsString>)>,
 }
 
 impl Hup {
@@ -98,6 +101,18 @@ impl Hup {
         self
     }
 
+    /// Runs `program PRE... ARGS...` instead of the binary under test (the arm64 build under
+    /// user emulation: `program("qemu-aarch64-static", [arm64_hup])`).
+    pub fn program<I, S>(mut self, program: impl AsRef<OsStr>, pre: I) -> Hup
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let pre = pre.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self.program = Some((program.as_ref().to_owned(), pre));
+        self
+    }
+
     /// The arguments, for messages.
     fn shown(&self) -> Vec<String> {
         self.args
@@ -107,15 +122,19 @@ impl Hup {
     }
 
     fn command(&self) -> Command {
+        let (program, pre) = match &self.program {
+            Some((program, pre)) => (program.clone(), pre.clone()),
+            None => (OsString::from(HUP), Vec::new()),
+        };
         let mut c = match self.watchdog {
             Some(secs) => {
                 let mut c = Command::new("timeout");
-                c.arg(secs.to_string()).arg(HUP);
+                c.arg(secs.to_string()).arg(program);
                 c
             }
-            None => Command::new(HUP),
+            None => Command::new(program),
         };
-        c.args(&self.args);
+        c.args(pre).args(&self.args);
         for (k, v) in &self.env {
             match v {
                 Some(v) => c.env(k, v),
