@@ -262,6 +262,28 @@ impl Artifacts {
         }
     }
 
+    /// `hup pack --rootfs ROOTFS` of a test bundle (level 1, the test key, the test device
+    /// type) into the HTTP server's `bundles/<name>.hup`; the command and that path.
+    pub fn pack_command(
+        &self,
+        rootfs: &Path,
+        name: &str,
+        version: &str,
+    ) -> Result<(Command, PathBuf)> {
+        let out = server().path(&format!("bundles/{name}.hup"))?;
+        let mut pack = Command::new(&self.hup);
+        pack.arg("pack")
+            .arg("--rootfs")
+            .arg(rootfs)
+            .args(["--version", version, "--compatible", COMPATIBLE])
+            .args(["--level", "1"])
+            .arg("--key")
+            .arg(&self.key)
+            .arg("-o")
+            .arg(&out);
+        Ok((pack, out))
+    }
+
     fn pack(&self, spec: &OsSpec, pack_args: &[String]) -> Result<PathBuf> {
         let dir = self.scratch(&format!("bundle-{}", spec.name))?;
         let os = dir.join("rootfs");
@@ -273,18 +295,8 @@ impl Artifacts {
             .arg(&self.hup)
             .arg("--key")
             .arg(&self.pubkey);
-        let out = server().path(&format!("bundles/{}.hup", spec.name))?;
-        let mut pack = Command::new(&self.hup);
-        pack.arg("pack")
-            .arg("--rootfs")
-            .arg(&os)
-            .args(["--version", &spec.version, "--compatible", COMPATIBLE])
-            .args(["--level", "1"])
-            .arg("--key")
-            .arg(&self.key)
-            .arg("-o")
-            .arg(&out)
-            .args(pack_args);
+        let (mut pack, out) = self.pack_command(&os, &spec.name, &spec.version)?;
+        pack.args(pack_args);
         let boot_payload = match &spec.boot {
             BootPayload::None => None,
             BootPayload::SystemdBoot(c) => Some((c, &self.config_sb, &self.initrd_sb)),
@@ -292,13 +304,7 @@ impl Artifacts {
         };
         if let Some((cmdline, config, initrd)) = boot_payload {
             cmd.arg("--config").arg(config);
-            let boot = dir.join("boot");
-            std::fs::create_dir_all(&boot)
-                .with_context(|| format!("creating {}", boot.display()))?;
-            std::fs::copy(&self.vmlinuz, boot.join("vmlinuz")).context("copying the kernel")?;
-            std::fs::copy(initrd, boot.join("initrd")).context("copying the initrd")?;
-            std::fs::write(boot.join("cmdline"), format!("{cmdline}\n"))
-                .context("writing cmdline")?;
+            let boot = boot_dir(&dir.join("boot"), &self.vmlinuz, initrd, cmdline)?;
             pack.arg("--boot").arg(&boot);
         }
         run(&mut cmd)?;
@@ -306,4 +312,13 @@ impl Artifacts {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         Ok(out)
     }
+}
+
+/// A bundle's boot directory (`hup pack --boot`): `vmlinuz`, `initrd` and `cmdline`.
+pub fn boot_dir(boot: &Path, vmlinuz: &Path, initrd: &Path, cmdline: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
+    std::fs::copy(vmlinuz, boot.join("vmlinuz")).context("copying the kernel")?;
+    std::fs::copy(initrd, boot.join("initrd")).context("copying the initrd")?;
+    std::fs::write(boot.join("cmdline"), format!("{cmdline}\n")).context("writing cmdline")?;
+    Ok(boot.to_path_buf())
 }

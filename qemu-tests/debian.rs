@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::artifacts::{self, COMPATIBLE, REPO, run};
+use crate::artifacts::{self, REPO, run};
 use crate::device::{Backend, BootOpts, Device, Machine};
 use crate::fixture::Cached;
 
@@ -145,27 +145,16 @@ fn pack(spec: &DebianOs) -> Result<PathBuf> {
         .arg(&a.pubkey)
         .arg("--config")
         .arg(&config))?;
-    let out = artifacts::server().path(&format!("bundles/{}.hup", spec.name))?;
-    let mut pack = Command::new(&a.hup);
-    pack.arg("pack")
-        .arg("--rootfs")
-        .arg(&os)
-        .args(["--version", &spec.version, "--compatible", COMPATIBLE])
-        .args(["--level", "1"])
-        .arg("--key")
-        .arg(&a.key)
-        .arg("-o")
-        .arg(&out)
-        .args(&spec.pack_args);
+    let (mut pack, out) = a.pack_command(&os, &spec.name, &spec.version)?;
+    pack.args(&spec.pack_args);
     if let Some(cmdline) = &spec.grub_cmdline {
-        let boot = dir.join("boot");
-        std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
         let tree_boot = os.join("boot");
-        std::fs::copy(one_file(&tree_boot, "vmlinuz-")?, boot.join("vmlinuz"))
-            .context("copying the kernel")?;
-        std::fs::copy(one_file(&tree_boot, "initrd.img-")?, boot.join("initrd"))
-            .context("copying the initrd")?;
-        std::fs::write(boot.join("cmdline"), format!("{cmdline}\n")).context("writing cmdline")?;
+        let boot = artifacts::boot_dir(
+            &dir.join("boot"),
+            &one_file(&tree_boot, "vmlinuz-")?,
+            &one_file(&tree_boot, "initrd.img-")?,
+            cmdline,
+        )?;
         pack.arg("--boot").arg(&boot);
     }
     run(&mut pack)?;

@@ -273,24 +273,8 @@ impl Init {
             devices: &self.devices,
             data_dir: Path::new(DATA_MNT),
         };
-        let node = self
-            .devices
-            .get(&self.config.labels.data)
-            .map(|p| p.node.clone())
-            .unwrap_or_default();
-        let mut data = pending::InitDataMount {
-            dir: PathBuf::from(DATA_MNT),
-            node,
-            mounted: true,
-        };
-        let result = pending::run_pending(&ctx, &mut data);
-        self.data_mounted = data.mounted;
-        if self.data_mounted && !bootlog::is_attached() {
-            // A layout migration that stopped before its point of no return.
-            if let Err(e) = bootlog::attach_file(&Path::new(DATA_MNT).join("hup/log")) {
-                log::warn!("no boot log on the data partition: {e:#}");
-            }
-        }
+        let (result, mounted) = pending::run_mounted(&ctx);
+        self.data_mounted = mounted;
         match result {
             Ok(pending::Pending::None) => {}
             Ok(pending::Pending::Reboot { reason }) => {

@@ -76,6 +76,32 @@ pub fn run_pending(ctx: &PendingContext, data_mount: &mut InitDataMount) -> Resu
     }
 }
 
+/// [`run_pending`] with the data partition mounted at `ctx.data_dir` (through the
+/// partition labelled `data` in `ctx.devices`). Returns the pipeline's answer and whether
+/// the partition is still mounted (a layout migration unmounts and mounts it again); when it
+/// is and the boot log lost its file (a migration that stopped before its point of no
+/// return), the log is attached to the data partition again.
+pub fn run_mounted(ctx: &PendingContext) -> (Result<Pending>, bool) {
+    let node = ctx
+        .devices
+        .get(&ctx.config.labels.data)
+        .map(|p| p.node.clone())
+        .unwrap_or_default();
+    let mut data = InitDataMount {
+        dir: ctx.data_dir.to_path_buf(),
+        node,
+        mounted: true,
+    };
+    let result = run_pending(ctx, &mut data);
+    if data.mounted
+        && !bootlog::is_attached()
+        && let Err(e) = bootlog::attach_file(&ctx.data_dir.join("hup/log"))
+    {
+        log::warn!("no boot log on the data partition: {e:#}");
+    }
+    (result, data.mounted)
+}
+
 /// Records in state.json which slot boots (detects a rolled-back update).
 pub fn note_booted(ctx: &PendingContext, booted: Slot) -> Result<()> {
     let data = DataDir::under_mount(ctx.data_dir);

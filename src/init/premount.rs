@@ -14,7 +14,7 @@ use nix::mount::MsFlags;
 
 use super::bootlog;
 use super::devices::{self, Devices};
-use super::pending::{self, DATA_MNT, InitDataMount, Pending, PendingContext};
+use super::pending::{self, DATA_MNT, Pending, PendingContext};
 use crate::boot::cmdline::{self, Cmdline};
 use crate::disk::Disk;
 use crate::fsutil::DataDir;
@@ -280,24 +280,8 @@ impl Premount<'_> {
             devices: self.devices,
             data_dir: Path::new(DATA_MNT),
         };
-        let node = self
-            .devices
-            .get(&self.config.labels.data)
-            .map(|p| p.node.clone())
-            .unwrap_or_default();
-        let mut data = InitDataMount {
-            dir: PathBuf::from(DATA_MNT),
-            node,
-            mounted: true,
-        };
-        let result = pending::run_pending(&ctx, &mut data);
-        self.data_mounted = data.mounted;
-        if self.data_mounted && !bootlog::is_attached() {
-            // A layout migration that stopped before its point of no return.
-            if let Err(e) = bootlog::attach_file(&Path::new(DATA_MNT).join("hup/log")) {
-                log::warn!("no boot log on the data partition: {e:#}");
-            }
-        }
+        let (result, mounted) = pending::run_mounted(&ctx);
+        self.data_mounted = mounted;
         match result {
             Ok(Pending::Reboot { reason }) => {
                 log::info!("rebooting: {reason}");
