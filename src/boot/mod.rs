@@ -16,6 +16,7 @@ pub mod grub;
 pub mod grub_script;
 pub mod grubenv;
 pub mod systemd_boot;
+pub mod ubootenv;
 
 use std::path::Path;
 
