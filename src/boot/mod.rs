@@ -11,6 +11,7 @@
 mod backend;
 mod bls;
 pub mod cmdline;
+pub mod fw_env_config;
 pub mod gpt;
 pub mod grub;
 pub mod grub_script;
