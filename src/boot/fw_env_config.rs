@@ -9,7 +9,13 @@
 //! and SECTORS are always hexadecimal, `0x` or not (`4000` is 0x4000). A line starting with
 //! `#` is a comment; a line with fewer than three fields is skipped (hup logs it when it is
 //! not blank); the first two lines that count are copy 0 and copy 1 (redundant), later ones
-//! are ignored. SECTOR_SIZE and SECTORS only matter for MTD flash, which hup does not drive.
+//! are ignored. hup is stricter in one way: where libubootenv would skip a line or read only
+//! the leading digits of OFFSET or SIZE (`0x4000k`), hup refuses the file
+//! ([`FwEnvConfigError::Number`]), so the two never disagree about where a copy is.
+//! SECTOR_SIZE and SECTORS only matter for MTD flash, which hup does not drive.
+//!
+//! Writers hold libubootenv's lock (`flock` on `/var/lock/fw_printenv.lock`, when that can be
+//! opened: not in the initramfs) so hup and `fw_setenv` never interleave.
 //!
 //! Storage of a copy ([`Storage`]): a file or block device at a byte offset, as named; or,
 //! when the device path lies under the boot partition's mount point on the running OS
@@ -18,10 +24,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
 use super::ubootenv::{FlagStyle, Image, UbootEnv, Write};
@@ -43,6 +50,12 @@ pub enum FwEnvConfigError {
     Flash { line: usize, device: String },
     #[error("fw_env.config line {line}: the device path {device:?} is not absolute")]
     Relative { line: usize, device: String },
+    #[error("fw_env.config line {line}: {what} {value:?} is not a number")]
+    Number {
+        line: usize,
+        what: &'static str,
+        value: String,
+    },
 }
 
 /// One copy's line.
@@ -100,15 +113,24 @@ impl FwEnvConfig {
                 continue;
             }
             let f: Vec<&str> = raw.split_whitespace().collect();
-            // Fields parse up to the first that does not (sscanf); three are needed.
-            let offset = f.get(1).and_then(|s| c_int(s));
-            let size = f.get(2).and_then(|s| c_hex(s));
-            let (Some(device), Some(offset), Some(size)) = (f.first(), offset, size) else {
-                if !raw.trim().is_empty() {
+            // An indented comment: libubootenv finds no number after its first word.
+            if f.first().is_some_and(|w| w.starts_with('#')) {
+                continue;
+            }
+            if f.len() < 3 {
+                if !f.is_empty() {
                     log::warn!("fw_env.config line {line} skipped (not DEVICE OFFSET SIZE): {raw}");
                 }
                 continue;
+            }
+            let number = |what, value: &str| FwEnvConfigError::Number {
+                line,
+                what,
+                value: value.to_string(),
             };
+            let device = f[0];
+            let offset = c_int(f[1]).ok_or_else(|| number("OFFSET", f[1]))?;
+            let size = c_hex(f[2]).ok_or_else(|| number("SIZE", f[2]))?;
             if copies.len() == 2 {
                 log::warn!("fw_env.config line {line} ignored: only two copies are read");
                 continue;
@@ -129,6 +151,7 @@ impl FwEnvConfig {
                     device: device.to_string(),
                 });
             }
+            // Optional fields end at a comment or at what is not a number, as sscanf stops.
             let sector_size = f.get(3).and_then(|s| c_hex(s));
             let sectors = sector_size.and(f.get(4).and_then(|s| c_hex(s)));
             copies.push(EnvDevice {
@@ -232,6 +255,28 @@ pub struct EnvStore {
     size: usize,
 }
 
+/// libubootenv's lock file: `fw_setenv` holds an exclusive `flock` on it while it works.
+pub const LOCK_PATH: &str = "/var/lock/fw_printenv.lock";
+
+/// Takes libubootenv's lock when its file can be opened (best effort, as libubootenv itself
+/// goes on without it); held until dropped.
+fn lock() -> Option<Flock<File>> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o666)
+        .open(LOCK_PATH)
+        .ok()?;
+    match Flock::lock(f, FlockArg::LockExclusive) {
+        Ok(l) => Some(l),
+        Err((_, e)) => {
+            log::warn!("cannot lock {LOCK_PATH}: {e}");
+            None
+        }
+    }
+}
+
 /// Failpoint: an in-place write stopped half way (half the copy written and synced).
 pub const FP_WRITE_MIDDLE: &str = "ubootenv-write-middle";
 /// Failpoint: the temporary file of a whole-file write is complete and synced, not renamed.
@@ -285,7 +330,7 @@ impl EnvStore {
     /// Stores `env` over `image` (what [`EnvStore::read`] returned): a single copy through a
     /// temporary file and a rename when the copy is a whole file, in place otherwise;
     /// redundant, the copy not in use, which wins once it is whole.
-    pub fn write(&self, esp: Option<&Esp>, image: &Image, env: &UbootEnv) -> Result<()> {
+    fn write(&self, esp: Option<&Esp>, image: &Image, env: &UbootEnv) -> Result<()> {
         let w = image
             .next(env)
             .context("rendering the U-Boot environment")?;
@@ -299,6 +344,7 @@ impl EnvStore {
         esp: Option<&Esp>,
         change: impl FnOnce(&mut UbootEnv) -> Result<T>,
     ) -> Result<T> {
+        let _lock = lock();
         let image = self.read(esp)?;
         let mut env = image.env.clone();
         let out = change(&mut env)?;
@@ -313,6 +359,7 @@ impl EnvStore {
     pub fn create(&self, esp: Option<&Esp>, env: &UbootEnv) -> Result<()> {
         let writes = Image::fresh(env, self.size, self.copies.len() == 2)
             .context("rendering the U-Boot environment")?;
+        let _lock = lock();
         for (i, w) in writes.iter().enumerate() {
             if i == 1 {
                 crate::failpoint::hit(FP_FRESH_FIRST);

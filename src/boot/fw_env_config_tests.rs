@@ -41,7 +41,7 @@ fn numbers_are_read_like_libubootenv() {
 #[test]
 fn short_lines_are_skipped_and_a_third_copy_ignored() {
     let c = FwEnvConfig::parse(
-        "/a.env\n/b.env 0 zz\n  # indented comment\n/c.env 0 100\n/d.env 0 100\n/e.env 0 100\n",
+        "/a.env\n/b.env 0\n  # indented comment\n/c.env 0 100\n/d.env 0 100\n/e.env 0 100\n",
     )
     .unwrap();
     let names: Vec<_> = c.copies.iter().map(|d| d.device.clone()).collect();
@@ -64,6 +64,14 @@ fn bad_configs_are_refused_with_one_line() {
         (
             "/dev/mtd1 0 4000\n",
             "fw_env.config line 1: /dev/mtd1 is MTD or UBI flash, which hup does not write",
+        ),
+        (
+            "/a 0 0x4000k\n",
+            "fw_env.config line 1: SIZE \"0x4000k\" is not a number",
+        ),
+        (
+            "/a 08 4000\n",
+            "fw_env.config line 1: OFFSET \"08\" is not a number",
         ),
         (
             "uboot.env 0 4000\n",

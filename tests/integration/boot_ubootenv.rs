@@ -406,3 +406,31 @@ fn in_order(pairs: &[(&str, &str)]) -> UbootEnv {
     data.push(0);
     UbootEnv::parse_data(&data).unwrap()
 }
+
+#[test]
+fn writes_wait_for_libubootenvs_lock() {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("uboot.env");
+    let cfg = config(dir.path(), "fw_env.config", &[format!("{} 0 4000", p(&f))]);
+    let s = store(&cfg);
+    s.create(None, &env(&[("v", "old")])).unwrap();
+    // Hold the lock as fw_setenv does while it works.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(hup::boot::fw_env_config::LOCK_PATH)
+        .unwrap();
+    let held = Flock::lock(file, FlockArg::LockExclusive).unwrap();
+    let s2 = s.clone();
+    let writer = std::thread::spawn(move || s2.update(None, |e| Ok(e.set("v", "new")?)));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // (fw_printenv would wait for the lock too; hup's read takes none.)
+    let v = s.read(None).unwrap().env.get("v").map(str::to_string);
+    assert_eq!(v.as_deref(), Some("old"), "the write waited for the lock");
+    assert!(!writer.is_finished());
+    drop(held);
+    writer.join().unwrap().unwrap();
+    assert_eq!(fw_printenv(&cfg).1, ["v=new"]);
+}
