@@ -40,7 +40,9 @@ pub enum UbootEnvError {
         "U-Boot environment variables take {need} bytes, more than the {room} bytes of its area"
     )]
     TooBig { need: usize, room: usize },
-    #[error("invalid U-Boot environment variable name {0:?}: it is empty or has '=' or NUL")]
+    #[error(
+        "invalid U-Boot environment variable name {0:?}: it is empty, starts with '#' or has '=' or NUL"
+    )]
     Name(String),
     #[error("invalid value for U-Boot environment variable {0}: it has a NUL byte")]
     Value(String),
@@ -131,8 +133,10 @@ pub struct UbootEnv {
     vars: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// A name U-Boot can import: not empty, no `=` or NUL, and not starting with `#` (U-Boot's
+/// import skips such a string as a comment).
 fn check_name(name: &str) -> Result<(), UbootEnvError> {
-    if name.is_empty() || name.contains(['=', '\0']) {
+    if name.is_empty() || name.starts_with('#') || name.contains(['=', '\0']) {
         return Err(UbootEnvError::Name(name.to_string()));
     }
     Ok(())
