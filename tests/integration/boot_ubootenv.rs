@@ -434,3 +434,82 @@ fn writes_wait_for_libubootenvs_lock() {
     writer.join().unwrap().unwrap();
     assert_eq!(fw_printenv(&cfg).1, ["v=new"]);
 }
+
+#[test]
+fn a_block_device_with_offsets_from_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("emmc.img");
+    std::fs::write(&img, vec![0x11; 8 << 20]).unwrap();
+    let lo = Loop::attach(&img, 512);
+    // Negative offsets count from the end of the block device (libubootenv's rule too).
+    let cfg = config(
+        dir.path(),
+        "fw_env.config",
+        &[
+            format!("{} -0x8000 0x4000", p(&lo.dev)),
+            format!("{} -0x4000 0x4000", p(&lo.dev)),
+        ],
+    );
+    let s = store(&cfg);
+    s.create(None, &env(DEFAULTS)).unwrap();
+    hup_change(&s, None);
+    assert_eq!(fw_printenv(&cfg), (true, changed()));
+    fw_setenv(&cfg, "BOOT_ORDER", Some("A B"));
+    assert_eq!(s.read(None).unwrap().env.get("BOOT_ORDER"), Some("A B"));
+    drop(lo);
+    let bytes = std::fs::read(&img).unwrap();
+    let end = bytes.len() - 2 * SIZE;
+    assert!(
+        bytes[..end].iter().all(|&b| b == 0x11),
+        "only the last 32 KiB changed"
+    );
+    // On a regular file a negative offset is refused, as libubootenv refuses it.
+    let cfg = config(
+        dir.path(),
+        "file.config",
+        &[format!("{} -0x4000 0x4000", p(&img))],
+    );
+    let e = store(&cfg).read(None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: a negative offset (-16384) needs a block device",
+            p(&img)
+        )
+    );
+}
+
+/// The data area up to and including its end marker.
+fn strings(file: &Path, header: usize) -> Vec<u8> {
+    let b = std::fs::read(file).unwrap();
+    let data = &b[header..];
+    let end = data.windows(2).position(|w| w == [0, 0]).unwrap();
+    data[..end + 2].to_vec()
+}
+
+#[test]
+fn hup_writes_the_same_strings_as_fw_setenv() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("defaults.txt");
+    std::fs::write(&input, lines(DEFAULTS).join("\n") + "\n").unwrap();
+    let mut cfgs = Vec::new();
+    for name in ["hup", "tool"] {
+        let f = dir.path().join(format!("{name}.env"));
+        ok("mkenvimage", &["-s", "0x4000", "-o", p(&f), p(&input)]);
+        cfgs.push((
+            f.clone(),
+            config(
+                dir.path(),
+                &format!("{name}.config"),
+                &[format!("{} 0 4000", p(&f))],
+            ),
+        ));
+    }
+    hup_change(&store(&cfgs[0].1), None);
+    let tool = &cfgs[1].1;
+    fw_setenv(tool, "BOOT_ORDER", Some("B A"));
+    fw_setenv(tool, "BOOT_A_LEFT", Some("3"));
+    fw_setenv(tool, "BOOT_B_LEFT", Some("0"));
+    fw_setenv(tool, "bootdelay", None);
+    assert_eq!(strings(&cfgs[0].0, 4), strings(&cfgs[1].0, 4));
+}
