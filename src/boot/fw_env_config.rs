@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
-use super::ubootenv::{FlagStyle, Image, UbootEnv, Write};
+use super::ubootenv::{CopyWrite, FlagStyle, Image, UbootEnv};
 use crate::disk::Esp;
 
 /// Where libubootenv and hup look when nothing else is said.
@@ -377,7 +377,7 @@ impl EnvStore {
         }
     }
 
-    fn apply(&self, esp: Option<&Esp>, w: &Write) -> Result<()> {
+    fn apply(&self, esp: Option<&Esp>, w: &CopyWrite) -> Result<()> {
         if w.obsolete_other {
             bail!("the boolean flag style of NOR flash is not written by hup");
         }

@@ -265,16 +265,16 @@ impl UbootEnv {
 
 /// One copy as read: CRC checked, flags byte when redundant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Copy {
+pub struct EnvCopy {
     /// The flags byte (redundant copies only).
     pub flags: Option<u8>,
     /// The variables, or why the copy is bad.
     pub env: Result<UbootEnv, UbootEnvError>,
 }
 
-impl Copy {
+impl EnvCopy {
     /// Reads one copy of `layout` from `buf` (exactly the configured size).
-    pub fn parse(buf: &[u8], layout: Layout) -> Result<Copy, UbootEnvError> {
+    pub fn parse(buf: &[u8], layout: Layout) -> Result<EnvCopy, UbootEnvError> {
         let h = layout.header_len();
         if buf.len() <= h {
             return Err(UbootEnvError::TooSmall(buf.len()));
@@ -287,7 +287,7 @@ impl Copy {
         } else {
             Err(UbootEnvError::BadCrc { stored, computed })
         };
-        Ok(Copy {
+        Ok(EnvCopy {
             flags: (layout == Layout::Redundant).then(|| buf[CRC_LEN]),
             env,
         })
@@ -338,7 +338,7 @@ pub struct Image {
 
 /// What writing one copy means: which copy, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
+pub struct CopyWrite {
     pub copy: usize,
     pub bytes: Vec<u8>,
     /// `Boolean` style only: after `bytes` is whole, the other copy's flags byte (at offset
@@ -355,7 +355,7 @@ impl Image {
                 size,
             });
         }
-        let env = Copy::parse(buf, Layout::Single)?.env?;
+        let env = EnvCopy::parse(buf, Layout::Single)?.env?;
         Ok(Image {
             env,
             current: 0,
@@ -381,10 +381,10 @@ impl Image {
                         size,
                     });
                 }
-                *slot = Some(Copy::parse(buf, Layout::Redundant)?);
+                *slot = Some(EnvCopy::parse(buf, Layout::Redundant)?);
             }
         }
-        let flags = [0, 1].map(|i| parsed[i].as_ref().and_then(Copy::valid_flag));
+        let flags = [0, 1].map(|i| parsed[i].as_ref().and_then(EnvCopy::valid_flag));
         let current = choose(flags, style)?;
         let env = match parsed[current].take() {
             Some(c) => c.env?,
@@ -406,16 +406,16 @@ impl Image {
 
     /// The write that stores `env` so that a cut leaves this image or the new one: single,
     /// the one copy; redundant, the copy not in use, with the flag that makes it win.
-    pub fn next(&self, env: &UbootEnv) -> Result<Write, UbootEnvError> {
+    pub fn next(&self, env: &UbootEnv) -> Result<CopyWrite, UbootEnvError> {
         let Some(flags) = self.flags else {
-            return Ok(Write {
+            return Ok(CopyWrite {
                 copy: 0,
                 bytes: render(env, self.size, None)?,
                 obsolete_other: false,
             });
         };
         let cur = flags[self.current].unwrap_or(0);
-        Ok(Write {
+        Ok(CopyWrite {
             copy: 1 - self.current,
             bytes: render(env, self.size, Some(self.style.next(cur)))?,
             obsolete_other: self.style == FlagStyle::Boolean,
@@ -428,9 +428,9 @@ impl Image {
         env: &UbootEnv,
         size: usize,
         redundant: bool,
-    ) -> Result<Vec<Write>, UbootEnvError> {
+    ) -> Result<Vec<CopyWrite>, UbootEnvError> {
         if !redundant {
-            return Ok(vec![Write {
+            return Ok(vec![CopyWrite {
                 copy: 0,
                 bytes: render(env, size, None)?,
                 obsolete_other: false,
@@ -438,12 +438,12 @@ impl Image {
         }
         // Copy 1 first: were the write cut before copy 0, copy 1 alone is whole.
         Ok(vec![
-            Write {
+            CopyWrite {
                 copy: 1,
                 bytes: render(env, size, Some(0))?,
                 obsolete_other: false,
             },
-            Write {
+            CopyWrite {
                 copy: 0,
                 bytes: render(env, size, Some(1))?,
                 obsolete_other: false,

@@ -182,7 +182,7 @@ fn flags_choose_like_libubootenv() {
 }
 
 /// Applies `w` to the pair.
-fn apply(pair: &mut [Vec<u8>; 2], w: &Write) {
+fn apply(pair: &mut [Vec<u8>; 2], w: &CopyWrite) {
     pair[w.copy] = w.bytes.clone();
     if w.obsolete_other {
         pair[1 - w.copy][CRC_LEN] = FlagStyle::OBSOLETE;
