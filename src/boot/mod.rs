@@ -3,7 +3,9 @@
 //! [`BootBackend`] is the contract (docs/boot-backends.md); [`gpt::GptBackend`] keeps the state
 //! in GPT attribute bits of the root partitions, [`systemd_boot::SystemdBootBackend`] in Boot
 //! Loader Specification entries on the ESP, [`grub::GrubBackend`] in a GRUB environment block
-//! on the ESP ([`grubenv`]). The on-disk formats are in docs/boot-backends.md.
+//! on the ESP ([`grubenv`]). [`ubootenv`] is U-Boot's environment format and
+//! [`fw_env_config`] the `fw_env.config` that says where it is, with its power-safe storage.
+//! The on-disk formats are in docs/boot-backends.md.
 //!
 //! Every backend call opens the disk, reads the current state, writes and closes: nothing is
 //! cached between calls, so several processes (or a reboot in between) see the same truth.
@@ -11,11 +13,13 @@
 mod backend;
 mod bls;
 pub mod cmdline;
+pub mod fw_env_config;
 pub mod gpt;
 pub mod grub;
 pub mod grub_script;
 pub mod grubenv;
 pub mod systemd_boot;
+pub mod ubootenv;
 
 use std::path::Path;
 

@@ -18,6 +18,10 @@ mod boot_gpt;
 mod boot_grub;
 mod boot_payload_hardening;
 mod boot_systemd;
+mod boot_ubootenv;
+// Needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+mod boot_ubootenv_power;
 mod bundle;
 mod bundle_refusals;
 mod debian_initrd;
