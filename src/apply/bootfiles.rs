@@ -139,10 +139,29 @@ pub fn install(
             .install_entry(slot, cmdline.trim())?;
         }
         BootBackendKind::Grub => install_grub_entry(disk_path, config, slot, &cmdline)?,
+        BootBackendKind::Uboot => install_uboot_cmdline(disk_path, config, slot, &cmdline)?,
         BootBackendKind::Gpt => {}
     }
     log::info!("boot files: {files} files into {dir}");
     Ok(files)
+}
+
+/// Writes `slot`'s extra kernel command line for hup's U-Boot script
+/// (`/hup/<slot>/cmdline.env`, `hup_cmdline=<cmdline>`, imported with `env import -t`).
+pub fn install_uboot_cmdline(
+    disk_path: &Path,
+    config: &SystemConfig,
+    slot: Slot,
+    cmdline: &str,
+) -> Result<()> {
+    let cmdline = cmdline.split_whitespace().collect::<Vec<_>>().join(" ");
+    let disk = Disk::open(disk_path)?;
+    let esp = Esp::open(disk.open_partition(&config.labels.boot)?)?;
+    esp.write_bytes(
+        &crate::boot::uboot_script::cmdline_env_path(slot),
+        format!("hup_cmdline={cmdline}\n").as_bytes(),
+    )?;
+    esp.close().context("writing the boot partition")
 }
 
 /// Writes `slot`'s GRUB snippet (`/EFI/hup/slot-<s>.cfg`, sourced by hup's GRUB script) for

@@ -282,6 +282,9 @@ fn copy_boot_files(disk_path: &Path, config: &SystemConfig, from: Slot, to: Slot
         BootBackendKind::Grub => {
             super::bootfiles::install_grub_entry(disk_path, config, to, &cmdline)?;
         }
+        BootBackendKind::Uboot => {
+            super::bootfiles::install_uboot_cmdline(disk_path, config, to, &cmdline)?;
+        }
         BootBackendKind::Gpt => {}
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod layout;
 mod pipeline;
 mod preflight;
 pub mod provision;
+pub mod provision_uboot;
 mod slotfs;
 mod staged;
 

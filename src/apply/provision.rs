@@ -44,6 +44,9 @@ pub struct ProvisionOptions {
     pub efi: Option<PathBuf>,
     /// `grub` without `efi`: the GRUB modules directory (default [`DEFAULT_GRUB_MODULES`]).
     pub grub_modules: Option<PathBuf>,
+    /// `uboot`: the `fw_env.config` naming where the environment is written (default
+    /// [`crate::model::config::DEFAULT_FW_ENV_CONFIG`]); recorded in system.json.
+    pub fw_env_config: Option<PathBuf>,
     /// Also write hup's state here (host use: stands for the data partition).
     pub data_dir: Option<PathBuf>,
     /// Logical sector size of the image (512 or 4096).
@@ -115,12 +118,13 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
             rootfs.unpacked_size
         );
     }
-    let config = SystemConfig::from_json(
-        serde_json::json!({ "compatible": m.compatible, "boot_backend": o.boot_backend })
-            .to_string()
-            .as_bytes(),
-    )
-    .context("--boot-backend")?;
+    let mut json =
+        serde_json::json!({ "compatible": m.compatible, "boot_backend": o.boot_backend });
+    if let Some(f) = &o.fw_env_config {
+        let abs = std::path::absolute(f).with_context(|| format!("{}", f.display()))?;
+        json["fw_env_config"] = abs.to_string_lossy().into();
+    }
+    let config = SystemConfig::from_json(json.to_string().as_bytes()).context("--boot-backend")?;
     let labels = &config.labels;
 
     // GRUB's image and script first: a missing tool fails before the disk is touched.
@@ -132,7 +136,12 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
             }
             Some(grub_files(&config, o)?)
         }
-        BootBackendKind::Gpt | BootBackendKind::SystemdBoot => None,
+        BootBackendKind::Gpt | BootBackendKind::SystemdBoot | BootBackendKind::Uboot => None,
+    };
+    // U-Boot's script compiled first: a missing mkimage fails before the disk is touched.
+    let boot_scr = match o.boot_backend {
+        BootBackendKind::Uboot => Some(super::provision_uboot::compile_script(&config.labels)?),
+        _ => None,
     };
 
     log::info!("partitioning {}", o.disk.display());
@@ -153,6 +162,11 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
             &config,
             grub.as_ref().expect("made above"),
             o.efi.is_some(),
+        )?,
+        BootBackendKind::Uboot => super::provision_uboot::install(
+            &o.disk,
+            &config,
+            boot_scr.as_deref().expect("made above"),
         )?,
         BootBackendKind::Gpt => {}
     }

@@ -3,8 +3,9 @@
 //! [`BootBackend`] is the contract (docs/boot-backends.md); [`gpt::GptBackend`] keeps the state
 //! in GPT attribute bits of the root partitions, [`systemd_boot::SystemdBootBackend`] in Boot
 //! Loader Specification entries on the ESP, [`grub::GrubBackend`] in a GRUB environment block
-//! on the ESP ([`grubenv`]). [`ubootenv`] is U-Boot's environment format and
-//! [`fw_env_config`] the `fw_env.config` that says where it is, with its power-safe storage.
+//! on the ESP ([`grubenv`]), [`uboot::UbootBackend`] in U-Boot's environment
+//! ([`ubootenv`] is its format and [`fw_env_config`] the `fw_env.config` that says where it
+//! is, with its power-safe storage; [`uboot_script`] the boot script that reads it).
 //! The on-disk formats are in docs/boot-backends.md.
 //!
 //! Every backend call opens the disk, reads the current state, writes and closes: nothing is
@@ -19,31 +20,72 @@ pub mod grub;
 pub mod grub_script;
 pub mod grubenv;
 pub mod systemd_boot;
+pub mod uboot;
+pub mod uboot_script;
 pub mod ubootenv;
 
 use std::path::Path;
 
-use crate::model::config::{BootBackendKind, DEFAULT_GRUB_ENV, Labels, SystemConfig};
+use crate::model::config::{
+    BootBackendKind, DEFAULT_BOOT_MOUNT, DEFAULT_FW_ENV_CONFIG, DEFAULT_GRUB_ENV, Labels,
+    SystemConfig,
+};
 
 pub use backend::{BootBackend, BootState, SlotState};
 
-/// The backend `config` names for the disk at `disk`, with its labels and `grub_env`.
+/// Where the backends that keep their state in a file find it (system.json's fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateFiles<'a> {
+    /// `grub`: the environment block on the boot partition.
+    pub grub_env: &'a str,
+    /// `uboot`: the `fw_env.config`.
+    pub fw_env_config: &'a str,
+    /// `uboot`: the boot partition's mount point on the running OS.
+    pub boot_mount: &'a str,
+}
+
+impl StateFiles<'static> {
+    /// system.json's defaults.
+    pub const DEFAULT: StateFiles<'static> = StateFiles {
+        grub_env: DEFAULT_GRUB_ENV,
+        fw_env_config: DEFAULT_FW_ENV_CONFIG,
+        boot_mount: DEFAULT_BOOT_MOUNT,
+    };
+}
+
+impl<'a> StateFiles<'a> {
+    /// The files `config` names.
+    pub fn of(config: &'a SystemConfig) -> StateFiles<'a> {
+        StateFiles {
+            grub_env: &config.grub_env,
+            fw_env_config: &config.fw_env_config,
+            boot_mount: &config.boot_mount,
+        }
+    }
+}
+
+/// The backend `config` names for the disk at `disk`, with its labels and state files.
 pub fn open_config(config: &SystemConfig, disk: &Path) -> Box<dyn BootBackend> {
-    open_with(config.boot_backend, disk, &config.labels, &config.grub_env)
+    open_with(
+        config.boot_backend,
+        disk,
+        &config.labels,
+        StateFiles::of(config),
+    )
 }
 
-/// The backend of `kind` for the disk at `disk` (the `grub` backend with the default
-/// `grub_env`; use [`open_config`] when a configuration is at hand).
+/// The backend of `kind` for the disk at `disk`, with the default state files (use
+/// [`open_config`] when a configuration is at hand).
 pub fn open(kind: BootBackendKind, disk: &Path, labels: &Labels) -> Box<dyn BootBackend> {
-    open_with(kind, disk, labels, DEFAULT_GRUB_ENV)
+    open_with(kind, disk, labels, StateFiles::DEFAULT)
 }
 
-/// The backend of `kind` for the disk at `disk`; `grub_env` is the `grub` backend's block.
+/// The backend of `kind` for the disk at `disk`, with its state in `files`.
 pub fn open_with(
     kind: BootBackendKind,
     disk: &Path,
     labels: &Labels,
-    grub_env: &str,
+    files: StateFiles<'_>,
 ) -> Box<dyn BootBackend> {
     match kind {
         BootBackendKind::Gpt => Box::new(gpt::GptBackend::with_labels(disk, labels.clone())),
@@ -54,7 +96,13 @@ pub fn open_with(
         BootBackendKind::Grub => Box::new(grub::GrubBackend::with_labels(
             disk,
             labels.clone(),
-            grub_env,
+            files.grub_env,
+        )),
+        BootBackendKind::Uboot => Box::new(uboot::UbootBackend::with_labels(
+            disk,
+            labels.clone(),
+            Path::new(files.fw_env_config),
+            Path::new(files.boot_mount),
         )),
     }
 }

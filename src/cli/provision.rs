@@ -26,7 +26,7 @@ pub struct Provision {
     /// size of the boot partition (default 64M)
     #[argh(option, from_str_fn(size_arg))]
     boot_size: Option<u64>,
-    /// boot backend: gpt (default), systemd-boot or grub
+    /// boot backend: gpt (default), systemd-boot, grub or uboot
     #[argh(option, default = "BootBackendKind::Gpt", from_str_fn(backend_arg))]
     boot_backend: BootBackendKind,
     /// systemd-boot EFI binary (default: Debian's systemd-bootx64.efi)
@@ -39,6 +39,10 @@ pub struct Provision {
     /// GRUB x86_64-efi modules for grub-mkimage (default: /usr/lib/grub/x86_64-efi)
     #[argh(option)]
     grub_modules: Option<PathBuf>,
+    /// uboot: the fw_env.config saying where the environment is written (default
+    /// /etc/fw_env.config); recorded in the device's system.json
+    #[argh(option)]
+    fw_env_config: Option<PathBuf>,
     /// logical sector size of the image: 512 (default) or 4096
     #[argh(option, default = "512")]
     sector_size: u64,
@@ -74,6 +78,11 @@ impl Provision {
                 self.grub_modules.is_some(),
                 BootBackendKind::Grub,
             ),
+            (
+                "--fw-env-config",
+                self.fw_env_config.is_some(),
+                BootBackendKind::Uboot,
+            ),
         ];
         for (flag, given, kind) in misplaced {
             if given && kind != backend {
@@ -88,7 +97,7 @@ impl Provision {
         Ok(match backend {
             BootBackendKind::SystemdBoot => self.systemd_boot_efi.clone(),
             BootBackendKind::Grub => self.grub_efi.clone(),
-            BootBackendKind::Gpt => None,
+            BootBackendKind::Gpt | BootBackendKind::Uboot => None,
         })
     }
 
@@ -109,6 +118,7 @@ impl Provision {
             boot_backend: self.boot_backend,
             efi,
             grub_modules: self.grub_modules,
+            fw_env_config: self.fw_env_config,
             data_dir: Some(data_dir.clone()),
             sector_size: self.sector_size,
         })?;

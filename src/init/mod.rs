@@ -368,6 +368,8 @@ fn default_config() -> SystemConfig {
         compatible: "unknown".into(),
         boot_backend: crate::model::config::BootBackendKind::Gpt,
         grub_env: crate::model::config::DEFAULT_GRUB_ENV.into(),
+        fw_env_config: crate::model::config::DEFAULT_FW_ENV_CONFIG.into(),
+        boot_mount: crate::model::config::DEFAULT_BOOT_MOUNT.into(),
         max_tries: 3,
         labels: crate::model::config::Labels::default(),
         data_mount: "/mnt/data".into(),

@@ -29,6 +29,7 @@ pub fn chooser_for(config: &SystemConfig) -> Box<dyn SlotChooser> {
             efivars: std::path::PathBuf::from(EFIVARS),
         }),
         BootBackendKind::Grub => Box::new(Grub),
+        BootBackendKind::Uboot => Box::new(Uboot),
         BootBackendKind::Gpt => Box::new(Gpt),
     }
 }
@@ -47,6 +48,46 @@ impl SlotChooser for Grub {
         }
         let slot = grub_slot(ctx.cmdline.slot, state.as_ref().ok());
         Ok(vec![slot, slot.other()])
+    }
+}
+
+/// `uboot` backend: hup's U-Boot script chose the slot and counted its try; it puts
+/// `hup.slot=` on the kernel command line, which names the slot to mount. The init confirms
+/// it with U-Boot's environment (through `fw_env.config`): the script boots a slot with
+/// `BOOT_<S>_LEFT` above 0 before its count down, or the first of `BOOT_ORDER` (rescue).
+struct Uboot;
+
+impl SlotChooser for Uboot {
+    fn candidates(&mut self, ctx: &ChooseContext) -> Result<Vec<Slot>> {
+        let state = grub_state(ctx);
+        if let Err(e) = &state {
+            log::warn!("cannot confirm the slot with the U-Boot environment: {e:#}");
+        }
+        let slot = uboot_slot(ctx.cmdline.slot, state.as_ref().ok());
+        Ok(vec![slot, slot.other()])
+    }
+}
+
+/// The slot to mount: `hup.slot=` when present (logged when the environment disagrees: a
+/// slot neither good nor on trial, that is not the rescue choice), else the environment's
+/// next slot, else slot a.
+fn uboot_slot(cmdline: Option<Slot>, env: Option<&crate::boot::BootState>) -> Slot {
+    use crate::model::slot::SlotStatus;
+    match (cmdline, env) {
+        (Some(c), Some(st)) => {
+            // The trial's last try was just counted down to 0: still the trial's boot.
+            let counted = st.slot(c).status == SlotStatus::Bad && st.slot(c).tries_done.is_some();
+            let fine = matches!(st.slot(c).status, SlotStatus::Good | SlotStatus::Trying);
+            if !fine && !counted && st.next != Some(c) {
+                log::warn!(
+                    "hup.slot={c} but U-Boot's environment does not boot slot {c}; mounting it anyway"
+                );
+            }
+            c
+        }
+        (Some(c), None) => c,
+        (None, Some(st)) => st.next.unwrap_or(Slot::A),
+        (None, None) => Slot::A,
     }
 }
 

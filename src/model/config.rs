@@ -27,7 +27,7 @@ impl Default for Labels {
 }
 
 /// Which boot backend keeps the slot state (docs/boot-backends.md). In JSON and on the
-/// command line by its name: `gpt`, `systemd-boot` or `grub`; any other name is refused when
+/// command line by its name: `gpt`, `systemd-boot`, `grub` or `uboot`; any other name is refused when
 /// parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
@@ -39,22 +39,27 @@ pub enum BootBackendKind {
     SystemdBoot,
     /// GRUB with hup's script: the state in a GRUB environment block on the ESP.
     Grub,
+    /// U-Boot with a boot script: the state in U-Boot's environment (`fw_env.config`).
+    Uboot,
 }
 
 impl BootBackendKind {
     /// Every kind, in the order the error message lists them.
-    pub const ALL: [BootBackendKind; 3] = [
+    pub const ALL: [BootBackendKind; 4] = [
         BootBackendKind::Gpt,
         BootBackendKind::SystemdBoot,
         BootBackendKind::Grub,
+        BootBackendKind::Uboot,
     ];
 
-    /// The name in system.json, `--boot-backend` and status: `gpt`, `systemd-boot` or `grub`.
+    /// The name in system.json, `--boot-backend` and status: `gpt`, `systemd-boot`, `grub`
+    /// or `uboot`.
     pub fn name(self) -> &'static str {
         match self {
             BootBackendKind::Gpt => "gpt",
             BootBackendKind::SystemdBoot => "systemd-boot",
             BootBackendKind::Grub => "grub",
+            BootBackendKind::Uboot => "uboot",
         }
     }
 }
@@ -106,12 +111,19 @@ impl From<BootBackendKind> for &'static str {
 pub struct SystemConfig {
     /// Device type; a bundle's `compatible` must equal it.
     pub compatible: String,
-    /// Boot backend: `gpt` (when absent), `systemd-boot` or `grub`.
+    /// Boot backend: `gpt` (when absent), `systemd-boot`, `grub` or `uboot`.
     #[serde(default)]
     pub boot_backend: BootBackendKind,
     /// `grub` backend: path of the GRUB environment block on the boot partition.
     #[serde(default = "default_grub_env")]
     pub grub_env: String,
+    /// `uboot` backend: the `fw_env.config` that says where U-Boot's environment is.
+    #[serde(default = "default_fw_env_config")]
+    pub fw_env_config: String,
+    /// `uboot` backend: where the boot partition is mounted on the running OS; an
+    /// environment file under it is a file on the FAT boot partition.
+    #[serde(default = "default_boot_mount")]
+    pub boot_mount: String,
     /// Tries a freshly installed slot gets before the device falls back.
     #[serde(default = "default_tries")]
     pub max_tries: u8,
@@ -170,6 +182,18 @@ fn default_grub_env() -> String {
     DEFAULT_GRUB_ENV.into()
 }
 
+/// Default `fw_env_config`: where libubootenv's tools look for it.
+pub const DEFAULT_FW_ENV_CONFIG: &str = "/etc/fw_env.config";
+/// Default `boot_mount`.
+pub const DEFAULT_BOOT_MOUNT: &str = "/boot";
+
+fn default_fw_env_config() -> String {
+    DEFAULT_FW_ENV_CONFIG.into()
+}
+fn default_boot_mount() -> String {
+    DEFAULT_BOOT_MOUNT.into()
+}
+
 fn default_tries() -> u8 {
     3
 }
@@ -193,6 +217,15 @@ impl SystemConfig {
             "grub_env must be an absolute file path on the boot partition, got {:?}",
             c.grub_env
         );
+        for (name, v) in [
+            ("fw_env_config", &c.fw_env_config),
+            ("boot_mount", &c.boot_mount),
+        ] {
+            anyhow::ensure!(
+                v.starts_with('/') && !v.split('/').any(|p| p == ".."),
+                "{name} must be an absolute path, got {v:?}"
+            );
+        }
         anyhow::ensure!(
             (1..=15).contains(&c.max_tries),
             "max_tries must be 1..=15, got {}",
@@ -225,7 +258,7 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with(
-                r#"unknown boot_backend "lilo" (expected "gpt" or "systemd-boot" or "grub")"#
+                r#"unknown boot_backend "lilo" (expected "gpt" or "systemd-boot" or "grub" or "uboot")"#
             ),
             "{e}"
         );
@@ -240,6 +273,24 @@ mod tests {
             assert!(SystemConfig::from_json(j.as_bytes()).is_err(), "{bad}");
         }
         assert!(SystemConfig::from_json(br#"{"compatible":"x","bogus":1}"#).is_err());
+        assert_eq!(
+            (c.fw_env_config.as_str(), c.boot_mount.as_str()),
+            ("/etc/fw_env.config", "/boot")
+        );
+        let u = SystemConfig::from_json(
+            br#"{"compatible":"x","boot_backend":"uboot","fw_env_config":"/etc/hup/fw_env.config","boot_mount":"/boot/firmware"}"#,
+        )
+        .unwrap();
+        assert_eq!(u.boot_backend, BootBackendKind::Uboot);
+        assert_eq!(u.fw_env_config, "/etc/hup/fw_env.config");
+        assert_eq!(u.boot_mount, "/boot/firmware");
+        for bad in [
+            r#""fw_env_config":"fw_env.config""#,
+            r#""boot_mount":"/boot/../x""#,
+        ] {
+            let j = format!(r#"{{"compatible":"x",{bad}}}"#);
+            assert!(SystemConfig::from_json(j.as_bytes()).is_err(), "{bad}");
+        }
         assert_eq!(c.download, DownloadLimits::default());
         let c =
             SystemConfig::from_json(br#"{"compatible":"x","download":{"min_rate":0}}"#).unwrap();
@@ -255,6 +306,7 @@ mod tests {
             (BootBackendKind::Gpt, "gpt"),
             (BootBackendKind::SystemdBoot, "systemd-boot"),
             (BootBackendKind::Grub, "grub"),
+            (BootBackendKind::Uboot, "uboot"),
         ] {
             assert_eq!(kind.to_string(), name);
             assert_eq!(name.parse::<BootBackendKind>().unwrap(), kind);

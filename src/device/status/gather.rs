@@ -11,7 +11,7 @@ use super::report::{
 use crate::boot::{self, BootState};
 use crate::device::Booted;
 use crate::fsutil::DataDir;
-use crate::model::config::{BootBackendKind, DEFAULT_GRUB_ENV, Labels, SystemConfig};
+use crate::model::config::{BootBackendKind, Labels, SystemConfig};
 use crate::model::slot::Slot;
 use crate::model::state::State;
 
@@ -66,10 +66,10 @@ pub fn gather(inp: Inputs) -> Status {
         .config
         .as_ref()
         .map_or_else(BootBackendKind::default, |c| c.boot_backend);
-    let grub_env = inp
+    let files = inp
         .config
         .as_ref()
-        .map_or(DEFAULT_GRUB_ENV, |c| c.grub_env.as_str());
+        .map_or(boot::StateFiles::DEFAULT, boot::StateFiles::of);
     let state: Option<State> = inp.data.as_ref().and_then(|d| {
         if !d.state_path().exists() {
             return None;
@@ -96,7 +96,7 @@ pub fn gather(inp: Inputs) -> Status {
         .as_ref()
         .filter(|_| partition_table.is_some())
         .and_then(|disk| {
-            boot::open_with(backend_name, disk, &labels, grub_env)
+            boot::open_with(backend_name, disk, &labels, files)
                 .state()
                 .map_err(|e| errors.push(format!("boot backend {backend_name}: {e:#}")))
                 .ok()
