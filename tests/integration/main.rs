@@ -47,6 +47,7 @@ mod manifest_hardening;
 mod migrate_wifi;
 mod payload_bounds;
 mod provision_grub;
+mod provision_uboot;
 mod refund_try;
 mod stage_hardening;
 mod stage_http;
