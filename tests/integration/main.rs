@@ -18,6 +18,7 @@ mod boot_gpt;
 mod boot_grub;
 mod boot_payload_hardening;
 mod boot_systemd;
+mod boot_uboot;
 mod boot_ubootenv;
 // Needs the `failpoints` feature.
 #[cfg(feature = "failpoints")]
