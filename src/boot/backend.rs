@@ -13,9 +13,10 @@ pub struct SlotState {
     pub status: SlotStatus,
     /// gpt: priority bits (0-15; 0 = never boot).
     pub priority: Option<u8>,
-    /// Boots left before the slot is given up (gpt: tries bits; systemd-boot: `+LEFT`).
+    /// Boots left before the slot is given up (gpt: tries bits; systemd-boot: `+LEFT`;
+    /// uboot: `BOOT_<S>_LEFT`).
     pub tries_left: Option<u32>,
-    /// systemd-boot: boots already counted (`-DONE`).
+    /// systemd-boot: boots already counted (`-DONE`); grub and uboot: of the trial.
     pub tries_done: Option<u32>,
     /// The slot is marked good (gpt: successful bit; systemd-boot: no counter in the name).
     pub successful: bool,
@@ -33,11 +34,12 @@ pub struct SlotState {
 /// The whole boot state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootState {
-    /// `gpt`, `systemd-boot` or `grub`.
+    /// `gpt`, `systemd-boot`, `grub` or `uboot`.
     pub backend: BootBackendKind,
     /// The slot the next boot starts (what [`BootBackend::active`] returns), if any.
     pub next: Option<Slot>,
-    /// grub: the slots of `ORDER`, in order of preference (`null` for other backends).
+    /// grub: the slots of `ORDER`, uboot: of `BOOT_ORDER`, in order of preference (`null`
+    /// for other backends).
     #[serde(default)]
     pub order: Option<Vec<Slot>>,
     /// Slot A, then slot B.

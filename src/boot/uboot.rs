@@ -193,6 +193,40 @@ pub fn initial_env() -> Result<UbootEnv> {
     Ok(env)
 }
 
+/// True when `mount` is, in this process's mount table, a mount of a partition of the
+/// block device `disk` (an image file never is).
+fn boot_mounted_from(disk: &Path, mount: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::metadata(disk) else {
+        return false;
+    };
+    if !meta.file_type().is_block_device() {
+        return false;
+    }
+    let rdev = meta.rdev();
+    let disk_dev = format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    );
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Some(mount) = mount.to_str() else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[4] == mount).then(|| f[2].to_string())
+        })
+        .any(|part| {
+            // /sys/dev/block/M:m of a partition is a directory beside its disk's.
+            let parent = Path::new("/sys/dev/block").join(&part).join("../dev");
+            std::fs::read_to_string(parent).is_ok_and(|d| d.trim() == disk_dev)
+        })
+}
+
 /// The `uboot` backend for one disk.
 #[derive(Debug, Clone)]
 pub struct UbootBackend {
@@ -230,11 +264,15 @@ impl UbootBackend {
         }
     }
 
-    /// Where the environment's copies are.
+    /// Where the environment's copies are: files under `boot_mount` are on the boot partition
+    /// of the disk, unless that partition is mounted there now (the running OS), where they
+    /// are written through the mount as `fw_setenv` does, never by hup's FAT code under the
+    /// kernel's feet.
     pub fn store(&self) -> Result<EnvStore> {
         let config = FwEnvConfig::load(&self.fw_env_config)?;
-        EnvStore::new(&config, Some(&self.boot_mount))
-            .with_context(|| format!("{}", self.fw_env_config.display()))
+        let mounted = boot_mounted_from(&self.disk, &self.boot_mount);
+        let mount = (!mounted).then_some(self.boot_mount.as_path());
+        EnvStore::new(&config, mount).with_context(|| format!("{}", self.fw_env_config.display()))
     }
 
     fn esp(&self, write: bool) -> Result<Esp> {

@@ -145,3 +145,16 @@ fn backend_on_a_plain_file() {
     assert!(b.set_try_next(Slot::B, 3).is_err());
     assert!(b.set_try_next(Slot::B, MAX_TRIES + 1).is_err());
 }
+
+#[test]
+fn an_image_file_is_never_the_mounted_boot_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, b"").unwrap();
+    // `/` is mounted in every test environment, but not from an image file.
+    assert!(!boot_mounted_from(&img, Path::new("/")));
+    assert!(!boot_mounted_from(
+        &dir.path().join("absent"),
+        Path::new("/")
+    ));
+}

@@ -394,4 +394,31 @@ mod tests {
         assert_eq!(grub_slot(None, Some(&none)), B);
         assert_eq!(grub_slot(None, None), A);
     }
+
+    #[test]
+    fn uboot_takes_hup_slot_else_the_environments_next() {
+        use Slot::{A, B};
+        let mut env = grub_env(true, true, [B, A]);
+        env.backend = BootBackendKind::Uboot;
+        env.next = Some(B);
+        // hup.slot= always wins (a disagreeing environment is only logged).
+        assert_eq!(uboot_slot(Some(A), Some(&env)), A);
+        assert_eq!(uboot_slot(Some(B), None), B);
+        // Without hup.slot=: the slot the environment boots next, else a.
+        assert_eq!(uboot_slot(None, Some(&env)), B);
+        env.next = None;
+        assert_eq!(uboot_slot(None, Some(&env)), A);
+        assert_eq!(uboot_slot(None, None), A);
+        let config =
+            SystemConfig::from_json(br#"{"compatible":"x","boot_backend":"uboot"}"#).unwrap();
+        let devices = Default::default();
+        let cmdline = crate::boot::cmdline::parse("hup.slot=b");
+        let ctx = ChooseContext {
+            config: &config,
+            cmdline: &cmdline,
+            devices: &devices,
+        };
+        // No boot partition to read the environment from: hup.slot= decides.
+        assert_eq!(chooser_for(&config).candidates(&ctx).unwrap(), [B, A]);
+    }
 }
