@@ -34,7 +34,7 @@ pub fn boot_cmd(labels: &Labels) -> String {
         "# hup boot script: walks {BOOT_ORDER}, counts the trial down"
     );
     s.push_str("setenv hup_slot\n");
-    s.push_str(&format!("for s in \"${{{BOOT_ORDER}}}\"; do\n"));
+    let _ = writeln!(s, "for s in \"${{{BOOT_ORDER}}}\"; do");
     for slot in Slot::ALL {
         let n = slot_name(slot);
         let left = left_var(slot);
@@ -66,17 +66,17 @@ pub fn boot_cmd(labels: &Labels) -> String {
             Slot::A => &labels.root_a,
             Slot::B => &labels.root_b,
         };
-        let _ = write!(
+        let _ = writeln!(
             s,
             "if test \"${{hup_slot}}\" = \"{n}\"; then setenv hup_dir /hup/{slot}; \
-             setenv hup_root PARTLABEL={label}; setenv hup_arg hup.slot={slot}; fi\n",
+             setenv hup_root PARTLABEL={label}; setenv hup_arg hup.slot={slot}; fi",
             n = slot_name(slot)
         );
     }
     let _ = write!(
         s,
         "setenv hup_cmdline\n\
-         if load {LOAD_FROM} ${{loadaddr}} ${{hup_dir}}/cmdline.env; then env import -t ${{loadaddr}} ${{filesize}} hup_cmdline; fi\n\
+         if load {LOAD_FROM} ${{ramdisk_addr_r}} ${{hup_dir}}/cmdline.env; then env import -t ${{ramdisk_addr_r}} ${{filesize}} hup_cmdline; fi\n\
          load {LOAD_FROM} ${{kernel_addr_r}} ${{hup_dir}}/vmlinuz\n\
          load {LOAD_FROM} ${{ramdisk_addr_r}} ${{hup_dir}}/initrd\n\
          setenv bootargs root=${{hup_root}} ${{hup_arg}} ${{hup_cmdline}}\n\
