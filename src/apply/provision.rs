@@ -140,7 +140,7 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     };
     // U-Boot's script compiled first: a missing mkimage fails before the disk is touched.
     let boot_scr = match o.boot_backend {
-        BootBackendKind::Uboot => Some(super::provision_uboot::compile_script(&config.labels)?),
+        BootBackendKind::Uboot => Some(super::provision_uboot::prepare(&config)?),
         _ => None,
     };
 

@@ -7,10 +7,20 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::boot::fw_env_config::{EnvStore, FwEnvConfig};
 use crate::boot::uboot::{UbootBackend, initial_env};
 use crate::boot::uboot_script;
 use crate::disk::{Disk, Esp};
 use crate::model::config::{Labels, SystemConfig};
+
+/// What provisioning needs before the disk is touched: `config`'s `fw_env.config` read and
+/// its copies resolved (a missing or bad one fails here), and the compiled script.
+pub fn prepare(config: &SystemConfig) -> Result<Vec<u8>> {
+    let fw = FwEnvConfig::load(Path::new(&config.fw_env_config))
+        .context("the fw_env.config of --fw-env-config")?;
+    EnvStore::new(&fw, Some(Path::new(&config.boot_mount)))?;
+    compile_script(&config.labels)
+}
 
 /// `boot.cmd` for `labels` compiled to `boot.scr` with
 /// `mkimage -A arm64 -T script -C none` (Debian's u-boot-tools), in a fresh temporary

@@ -174,6 +174,29 @@ fn provision_apply_status_and_mark_good_on_the_boot_partition() {
 }
 
 #[test]
+fn a_missing_fw_env_config_is_refused_before_the_disk_is_touched() {
+    let w = World::new();
+    let bundle = w.bundle("1.0.0");
+    let img = w.dir.join("x.img");
+    let o = Hup::new()
+        .args(["provision", "--bundle", p(&bundle), "--key", p(&w.pubkey)])
+        .args([
+            "--size",
+            "300M",
+            "--boot-backend",
+            "uboot",
+            "--fw-env-config",
+        ])
+        .arg(w.dir.join("absent.config"))
+        .arg(&img)
+        .run();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("fw_env.config"), "{err}");
+    assert!(!img.exists(), "the disk was made");
+}
+
+#[test]
 fn fw_env_config_needs_the_uboot_backend() {
     let w = World::new();
     let cfg = config(
