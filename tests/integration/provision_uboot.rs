@@ -12,6 +12,7 @@ use crate::support::disk::{assert_fsck_fat_clean, esp_offset, mcopy_out, mdir_tr
 use crate::support::hup_ok;
 use crate::support::image::World;
 use crate::support::runner::Hup;
+use crate::support::status_schema::{assert_valid, doc_blocks};
 use serde_json::Value;
 
 /// `fw_printenv` of `cfg`, which must succeed.
@@ -37,14 +38,18 @@ pub fn provision(w: &World, name: &str, cfg: &Path) -> PathBuf {
     w.provision(name, "1.0.0", "uboot", &["--fw-env-config", p(cfg)])
 }
 
-/// `hup status --json --disk` with the device's system.json.
+/// `hup status --json --disk` with the device's system.json, valid against the schema of
+/// docs/status.md.
 pub fn status(img: &Path) -> Value {
     let out = Hup::new()
         .args(["status", "--json", "--config"])
         .arg(system_json(img))
         .args(["--disk", p(img)])
         .ok();
-    serde_json::from_str(&out).unwrap()
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let (schema, _) = doc_blocks();
+    assert_valid(&schema, &v);
+    v
 }
 
 /// A `fw_env.config` for the host tools reading copies of the FAT files `names`, taken out
