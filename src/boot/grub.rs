@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use super::backend::{BootBackend, BootState, SlotState, check_tries};
 use super::grubenv::EnvBlock;
+use super::order::{self, kernel_path};
 use crate::disk::{Disk, Esp};
 use crate::model::config::{BootBackendKind, DEFAULT_GRUB_ENV, Labels};
 use crate::model::slot::{Slot, SlotStatus};
@@ -25,23 +26,7 @@ pub const REFUND_BUDGET: u32 = 3;
 
 /// A slot's variable name: `A_OK`, `B_LEFT`, ...
 fn var(slot: Slot, what: &str) -> String {
-    format!("{}_{what}", slot_name(slot))
-}
-
-/// The slot's name in the block: `A` or `B`.
-pub fn slot_name(slot: Slot) -> &'static str {
-    match slot {
-        Slot::A => "A",
-        Slot::B => "B",
-    }
-}
-
-fn slot_of(name: &str) -> Option<Slot> {
-    match name {
-        "A" => Some(Slot::A),
-        "B" => Some(Slot::B),
-        _ => None,
-    }
+    format!("{}_{what}", slot.upper())
 }
 
 /// `<S>_LEFT` as the script reads it.
@@ -103,32 +88,20 @@ fn tries_value(v: &str) -> Option<u8> {
     (n <= MAX_TRIES && n.to_string() == v).then_some(n)
 }
 
-/// The slots of `ORDER` the script walks (tokens other than `A` and `B` are skipped).
+/// The slots of `ORDER` the script walks.
 fn order(env: &EnvBlock) -> Option<Vec<Slot>> {
-    env.get("ORDER")
-        .map(|o| o.split_whitespace().filter_map(slot_of).collect())
+    env.get("ORDER").map(order::parse)
 }
 
-/// The slot the script boots: the first of `ORDER` that is bootable, else (rescue) the
-/// first of `ORDER`, else A.
+/// The slot the script boots (`order::next` over `ORDER`).
 fn next(env: &EnvBlock) -> Slot {
-    let order = order(env).unwrap_or_default();
-    order
-        .iter()
-        .copied()
-        .find(|s| SlotVars::read(env, *s).bootable())
-        .or_else(|| order.first().copied())
-        .unwrap_or(Slot::A)
-}
-
-/// The kernel GRUB's script boots for `slot` (the same file systemd-boot entries use).
-pub fn kernel_path(slot: Slot) -> String {
-    format!("/hup/{slot}/vmlinuz")
+    order::next(&order(env).unwrap_or_default(), |s| {
+        SlotVars::read(env, s).bootable()
+    })
 }
 
 fn set_order(env: &mut EnvBlock, first: Slot) -> Result<()> {
-    let o = format!("{} {}", slot_name(first), slot_name(first.other()));
-    Ok(env.set("ORDER", &o)?)
+    Ok(env.set("ORDER", &order::value(first))?)
 }
 
 /// The `grub` backend for one disk.

@@ -19,6 +19,7 @@ pub mod gpt;
 pub mod grub;
 pub mod grub_script;
 pub mod grubenv;
+pub mod order;
 pub mod systemd_boot;
 pub mod uboot;
 pub mod uboot_script;

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 
 use super::backend::{BootBackend, BootState, SlotState, check_tries};
 use super::fw_env_config::{EnvStore, FwEnvConfig, Storage};
+use super::order::{self, kernel_path};
 use super::ubootenv::UbootEnv;
 use crate::disk::{Disk, Esp};
 use crate::model::config::{BootBackendKind, DEFAULT_BOOT_MOUNT, DEFAULT_FW_ENV_CONFIG, Labels};
@@ -41,28 +42,7 @@ pub const HUP_REFUNDS: &str = "HUP_REFUNDS";
 
 /// `BOOT_A_LEFT` or `BOOT_B_LEFT`.
 pub fn left_var(slot: Slot) -> String {
-    format!("BOOT_{}_LEFT", slot_name(slot))
-}
-
-/// The slot's name in the environment: `A` or `B`.
-pub fn slot_name(slot: Slot) -> &'static str {
-    match slot {
-        Slot::A => "A",
-        Slot::B => "B",
-    }
-}
-
-fn slot_of(name: &str) -> Option<Slot> {
-    match name {
-        "A" => Some(Slot::A),
-        "B" => Some(Slot::B),
-        _ => None,
-    }
-}
-
-/// The kernel and initrd the boot script loads for `slot` from the boot partition.
-pub fn kernel_path(slot: Slot) -> String {
-    format!("/hup/{slot}/vmlinuz")
+    format!("BOOT_{}_LEFT", slot.upper())
 }
 
 /// What the environment says about one slot.
@@ -97,34 +77,27 @@ impl SlotVars {
 }
 
 fn trial(env: &UbootEnv) -> Option<Slot> {
-    env.get(HUP_TRIAL).and_then(slot_of)
+    env.get(HUP_TRIAL).and_then(Slot::parse_upper)
 }
 
 fn number(env: &UbootEnv, name: &str) -> Option<u32> {
     env.get(name).and_then(|v| v.parse().ok())
 }
 
-/// The slots of `BOOT_ORDER` the script walks (other tokens are skipped).
+/// The slots of `BOOT_ORDER` the script walks.
 fn order(env: &UbootEnv) -> Option<Vec<Slot>> {
-    env.get(BOOT_ORDER)
-        .map(|o| o.split_whitespace().filter_map(slot_of).collect())
+    env.get(BOOT_ORDER).map(order::parse)
 }
 
-/// The slot the script boots: the first of `BOOT_ORDER` with boots left, else (rescue) the
-/// first of `BOOT_ORDER`, else A.
+/// The slot the script boots (`order::next` over `BOOT_ORDER`: the first with boots left).
 fn next(env: &UbootEnv) -> Slot {
-    let order = order(env).unwrap_or_default();
-    order
-        .iter()
-        .copied()
-        .find(|s| SlotVars::read(env, *s).bootable())
-        .or_else(|| order.first().copied())
-        .unwrap_or(Slot::A)
+    order::next(&order(env).unwrap_or_default(), |s| {
+        SlotVars::read(env, s).bootable()
+    })
 }
 
 fn set_order(env: &mut UbootEnv, first: Slot) -> Result<()> {
-    let o = format!("{} {}", slot_name(first), slot_name(first.other()));
-    Ok(env.set(BOOT_ORDER, &o)?)
+    Ok(env.set(BOOT_ORDER, &order::value(first))?)
 }
 
 fn end_trial(env: &mut UbootEnv) -> Result<()> {
@@ -137,7 +110,7 @@ fn end_trial(env: &mut UbootEnv) -> Result<()> {
 /// [`BootBackend::set_try_next`] on the variables.
 fn try_next(env: &mut UbootEnv, slot: Slot, tries: u8) -> Result<()> {
     env.set(&left_var(slot), &tries.to_string())?;
-    env.set(HUP_TRIAL, slot_name(slot))?;
+    env.set(HUP_TRIAL, slot.upper())?;
     env.set(HUP_TRIES, &tries.to_string())?;
     env.set(HUP_REFUNDS, &REFUND_BUDGET.to_string())?;
     set_order(env, slot)

@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use super::uboot::{BOOT_ORDER, HUP_TRIAL, left_var, slot_name};
+use super::uboot::{BOOT_ORDER, HUP_TRIAL, left_var};
 use crate::model::config::Labels;
 use crate::model::slot::Slot;
 
@@ -36,7 +36,7 @@ pub fn boot_cmd(labels: &Labels) -> String {
     s.push_str("setenv hup_slot\n");
     let _ = writeln!(s, "for s in \"${{{BOOT_ORDER}}}\"; do");
     for slot in Slot::ALL {
-        let n = slot_name(slot);
+        let n = slot.upper();
         let left = left_var(slot);
         let _ = write!(
             s,
@@ -70,7 +70,7 @@ pub fn boot_cmd(labels: &Labels) -> String {
             s,
             "if test \"${{hup_slot}}\" = \"{n}\"; then setenv hup_dir /hup/{slot}; \
              setenv hup_root PARTLABEL={label}; setenv hup_arg hup.slot={slot}; fi",
-            n = slot_name(slot)
+            n = slot.upper()
         );
     }
     let _ = write!(

@@ -123,7 +123,7 @@ fn grub_slot(cmdline: Option<Slot>, env: Option<&crate::boot::BootState>) -> Slo
                 log::error!(
                     "hup.slot={c} but the GRUB environment does not let slot {c} boot \
                      ({}_OK is not 1); trusting hup.slot",
-                    crate::boot::grub::slot_name(c)
+                    c.upper()
                 );
             }
             c

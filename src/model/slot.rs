@@ -33,6 +33,24 @@ impl Slot {
         }
     }
 
+    /// `A` or `B`: the slot's name in boot loader environments (GRUB's `ORDER`, U-Boot's
+    /// `BOOT_ORDER`, the variables named after a slot).
+    pub fn upper(self) -> &'static str {
+        match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        }
+    }
+
+    /// Exactly `A` or `B` (what the boot scripts match; lower case is not a slot there).
+    pub fn parse_upper(s: &str) -> Option<Slot> {
+        match s {
+            "A" => Some(Slot::A),
+            "B" => Some(Slot::B),
+            _ => None,
+        }
+    }
+
     /// `a`/`A` or `b`/`B`.
     pub fn parse(s: &str) -> Option<Slot> {
         match s {

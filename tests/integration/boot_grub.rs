@@ -39,7 +39,7 @@ impl Fixture {
         )
         .unwrap();
         for s in Slot::ALL {
-            esp.write_bytes(&hup::boot::grub::kernel_path(s), b"kernel")
+            esp.write_bytes(&hup::boot::order::kernel_path(s), b"kernel")
                 .unwrap();
         }
         esp.close().unwrap();
