@@ -47,6 +47,8 @@ pub struct ProvisionOptions {
     /// `uboot`: the `fw_env.config` naming where the environment is written (default
     /// [`crate::model::config::DEFAULT_FW_ENV_CONFIG`]); recorded in system.json.
     pub fw_env_config: Option<PathBuf>,
+    /// uboot: the board's default environment (`NAME=VALUE` lines) the new one starts from.
+    pub uboot_initial_env: Option<PathBuf>,
     /// Also write hup's state here (host use: stands for the data partition).
     pub data_dir: Option<PathBuf>,
     /// Logical sector size of the image (512 or 4096).
@@ -140,7 +142,10 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     };
     // U-Boot's script compiled first: a missing mkimage fails before the disk is touched.
     let boot_scr = match o.boot_backend {
-        BootBackendKind::Uboot => Some(super::provision_uboot::prepare(&config)?),
+        BootBackendKind::Uboot => Some(super::provision_uboot::prepare(
+            &config,
+            o.uboot_initial_env.as_deref(),
+        )?),
         _ => None,
     };
 
@@ -163,11 +168,10 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
             grub.as_ref().expect("made above"),
             o.efi.is_some(),
         )?,
-        BootBackendKind::Uboot => super::provision_uboot::install(
-            &o.disk,
-            &config,
-            boot_scr.as_deref().expect("made above"),
-        )?,
+        BootBackendKind::Uboot => {
+            let (scr, env) = boot_scr.as_ref().expect("made above");
+            super::provision_uboot::install(&o.disk, &config, scr, env)?
+        }
         BootBackendKind::Gpt => {}
     }
 

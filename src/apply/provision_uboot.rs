@@ -1,6 +1,9 @@
 //! `hup provision --boot-backend uboot`: hup's U-Boot boot script compiled with `mkimage`
 //! and installed as `/boot.scr` on the boot partition, and the initial environment written
-//! where the device's `fw_env.config` says (docs/boot-backends.md "U-Boot backend").
+//! where the device's `fw_env.config` says (docs/boot-backends.md "U-Boot backend"),
+//! starting from the board's default environment when one is given: a stored environment
+//! replaces U-Boot's built-in one as a whole, so one holding only hup's variables would
+//! leave U-Boot without `bootcmd`.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,18 +11,62 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 
 use crate::boot::fw_env_config::{EnvStore, FwEnvConfig};
-use crate::boot::uboot::{UbootBackend, initial_env};
+use crate::boot::uboot::{UbootBackend, initial_env as hup_env};
 use crate::boot::uboot_script;
+use crate::boot::ubootenv::UbootEnv;
 use crate::disk::{Disk, Esp};
 use crate::model::config::{Labels, SystemConfig};
 
 /// What provisioning needs before the disk is touched: `config`'s `fw_env.config` read and
-/// its copies resolved (a missing or bad one fails here), and the compiled script.
-pub fn prepare(config: &SystemConfig) -> Result<Vec<u8>> {
+/// its copies resolved (a missing or bad one fails here), the compiled script, and the
+/// initial environment: `initial_env` (the board's defaults, [`parse_default_env`]) when
+/// given, with hup's variables set over it.
+pub fn prepare(config: &SystemConfig, initial_env: Option<&Path>) -> Result<(Vec<u8>, UbootEnv)> {
     let fw = FwEnvConfig::load(Path::new(&config.fw_env_config))
         .context("the fw_env.config of --fw-env-config")?;
     EnvStore::new(&fw, Some(Path::new(&config.boot_mount)))?;
-    compile_script(&config.labels)
+    let env = match initial_env {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut env =
+                parse_default_env(&text).with_context(|| format!("{}", path.display()))?;
+            for (k, v) in hup_env()?.vars() {
+                env.set(&k, &v)?;
+            }
+            env
+        }
+        None => {
+            log::warn!(
+                "no --uboot-initial-env: the new environment holds only hup's variables; \
+                 U-Boot loading it has no bootcmd of its own"
+            );
+            hup_env()?
+        }
+    };
+    // The environment must fit the size fw_env.config gives it.
+    let header = if fw.is_redundant() { 5 } else { 4 };
+    env.render_data(fw.size().saturating_sub(header))
+        .with_context(|| format!("the initial environment in {:#x} bytes", fw.size()))?;
+    Ok((compile_script(&config.labels)?, env))
+}
+
+/// A default environment as U-Boot's build writes it (`make u-boot-initial-env`) and
+/// libubootenv reads it (`fw_setenv --defenv`): one `NAME=VALUE` per line; blank lines and
+/// lines starting with `#` are skipped.
+pub fn parse_default_env(text: &str) -> Result<UbootEnv> {
+    let mut env = UbootEnv::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            bail!("line {}: not NAME=VALUE: {line:?}", n + 1);
+        };
+        env.set(name, value)
+            .with_context(|| format!("line {}", n + 1))?;
+    }
+    Ok(env)
 }
 
 /// `boot.cmd` for `labels` compiled to `boot.scr` with
@@ -53,10 +100,10 @@ pub fn compile_script(labels: &Labels) -> Result<Vec<u8>> {
     std::fs::read(&scr).with_context(|| format!("reading {}", scr.display()))
 }
 
-/// Installs `boot_scr` as `/boot.scr` on the boot partition of `disk` and writes the initial
-/// environment (slot A first and good, slot B not bootable) through `config`'s
+/// Installs `boot_scr` as `/boot.scr` on the boot partition of `disk` and writes `env` (from
+/// [`prepare`]: slot A first and good, slot B not bootable) through `config`'s
 /// `fw_env.config`, making its file when it does not exist yet.
-pub fn install(disk: &Path, config: &SystemConfig, boot_scr: &[u8]) -> Result<()> {
+pub fn install(disk: &Path, config: &SystemConfig, boot_scr: &[u8], env: &UbootEnv) -> Result<()> {
     let d = Disk::open(disk)?;
     let esp = Esp::open(d.open_partition(&config.labels.boot)?)?;
     esp.write_bytes(uboot_script::SCRIPT_PATH, boot_scr)?;
@@ -68,7 +115,7 @@ pub fn install(disk: &Path, config: &SystemConfig, boot_scr: &[u8]) -> Result<()
         Path::new(&config.fw_env_config),
         Path::new(&config.boot_mount),
     );
-    backend.create_env(&initial_env()?)
+    backend.create_env(env)
 }
 
 #[cfg(test)]
@@ -82,5 +129,22 @@ mod tests {
         assert_eq!(&scr[..4], &[0x27, 0x05, 0x19, 0x56]);
         let text = String::from_utf8_lossy(&scr);
         assert!(text.contains("setexpr BOOT_A_LEFT ${BOOT_A_LEFT} - 1"));
+    }
+
+    #[test]
+    fn a_default_environment_parses_as_u_boot_writes_it() {
+        let env = parse_default_env(
+            "# defaults\nbootcmd=run distro_bootcmd\nbootdelay=0\n\nboot_targets=virtio0 dhcp \nempty=\n",
+        )
+        .unwrap();
+        assert_eq!(env.get("bootcmd"), Some("run distro_bootcmd"));
+        assert_eq!(env.get("boot_targets"), Some("virtio0 dhcp "));
+        assert_eq!(
+            env.get("empty"),
+            None,
+            "an empty value is no variable, as in U-Boot"
+        );
+        let e = parse_default_env("bootcmd=x\nno equals sign\n").unwrap_err();
+        assert!(format!("{e:#}").contains("line 2"), "{e:#}");
     }
 }

@@ -26,6 +26,10 @@ pub struct Mkinitramfs {
     /// the static hup binary to install as /init (default: this executable)
     #[argh(option)]
     hup: Option<PathBuf>,
+    /// uboot backend: the device's fw_env.config, installed where --config's fw_env_config
+    /// says (required with that backend)
+    #[argh(option)]
+    fw_env_config: Option<PathBuf>,
 }
 
 impl Mkinitramfs {
@@ -41,6 +45,7 @@ impl Mkinitramfs {
             modules: self.modules,
             config: self.config,
             keys: self.keys,
+            fw_env_config: self.fw_env_config,
         };
         crate::initramfs::image::write(&opts, &self.output)
     }

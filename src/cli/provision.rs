@@ -43,6 +43,11 @@ pub struct Provision {
     /// /etc/fw_env.config); recorded in the device's system.json
     #[argh(option)]
     fw_env_config: Option<PathBuf>,
+    /// uboot: the board's default environment (U-Boot's `u-boot-initial-env`, NAME=VALUE
+    /// lines) the new environment starts from; without it, U-Boot would find only hup's
+    /// variables and no bootcmd
+    #[argh(option)]
+    uboot_initial_env: Option<PathBuf>,
     /// logical sector size of the image: 512 (default) or 4096
     #[argh(option, default = "512")]
     sector_size: u64,
@@ -83,6 +88,11 @@ impl Provision {
                 self.fw_env_config.is_some(),
                 BootBackendKind::Uboot,
             ),
+            (
+                "--uboot-initial-env",
+                self.uboot_initial_env.is_some(),
+                BootBackendKind::Uboot,
+            ),
         ];
         for (flag, given, kind) in misplaced {
             if given && kind != backend {
@@ -119,6 +129,7 @@ impl Provision {
             efi,
             grub_modules: self.grub_modules,
             fw_env_config: self.fw_env_config,
+            uboot_initial_env: self.uboot_initial_env,
             data_dir: Some(data_dir.clone()),
             sector_size: self.sector_size,
         })?;

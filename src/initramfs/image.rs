@@ -8,6 +8,7 @@
 //! etc/hup/system.json      device configuration (optional)
 //! etc/hup/keys/*.pub       trusted public keys (optional)
 //! etc/hup/modules          module names in load order (optional)
+//! <fw_env_config>          the uboot backend's fw_env.config, at the path system.json names
 //! lib/modules/NAME.ko      the modules named in etc/hup/modules
 //! ```
 
@@ -18,7 +19,8 @@ use anyhow::{Context, Result, bail};
 
 use super::cpio::Archive;
 use super::elf;
-use crate::model::config::SystemConfig;
+use crate::boot::fw_env_config::FwEnvConfig;
+use crate::model::config::{BootBackendKind, SystemConfig};
 use crate::model::initramfs::parse_module_list;
 
 /// What goes into the initramfs.
@@ -34,6 +36,9 @@ pub struct Options {
     pub config: Option<PathBuf>,
     /// Directory of `*.pub` keys to ship in `/etc/hup/keys/`.
     pub keys: Option<PathBuf>,
+    /// The device's `fw_env.config` (uboot backend), shipped at the path the configuration's
+    /// `fw_env_config` names: the initramfs switches slots through it.
+    pub fw_env_config: Option<PathBuf>,
 }
 
 /// Builds the archive described by `opts`.
@@ -64,15 +69,23 @@ pub fn build(opts: &Options) -> Result<Archive> {
     }
     a.add_file("init", 0o755, hup)?;
 
-    if let Some(cfg) = &opts.config {
-        let bytes =
-            std::fs::read(cfg).with_context(|| format!("reading config {}", cfg.display()))?;
-        SystemConfig::from_json(&bytes)
-            .with_context(|| format!("checking config {}", cfg.display()))?;
-        a.add_file("etc/hup/system.json", 0o644, bytes)?;
-    } else {
-        log::warn!("no --config: the initramfs has no /etc/hup/system.json and will use defaults");
-    }
+    let config = match &opts.config {
+        Some(cfg) => {
+            let bytes =
+                std::fs::read(cfg).with_context(|| format!("reading config {}", cfg.display()))?;
+            let config = SystemConfig::from_json(&bytes)
+                .with_context(|| format!("checking config {}", cfg.display()))?;
+            a.add_file("etc/hup/system.json", 0o644, bytes)?;
+            Some(config)
+        }
+        None => {
+            log::warn!(
+                "no --config: the initramfs has no /etc/hup/system.json and will use defaults"
+            );
+            None
+        }
+    };
+    add_fw_env_config(&mut a, config.as_ref(), opts.fw_env_config.as_deref())?;
 
     if let Some(dir) = &opts.keys {
         add_keys(&mut a, dir)?;
@@ -101,6 +114,43 @@ pub fn write(opts: &Options, output: &Path) -> Result<()> {
         archive.paths().count()
     );
     Ok(())
+}
+
+/// The uboot backend's `fw_env.config` at the path `config` names for it: required with
+/// that backend (the initramfs could not switch slots without it), refused with the others.
+fn add_fw_env_config(
+    a: &mut Archive,
+    config: Option<&SystemConfig>,
+    file: Option<&Path>,
+) -> Result<()> {
+    let uboot = config.is_some_and(|c| c.boot_backend == BootBackendKind::Uboot);
+    match (uboot, file) {
+        (false, None) => Ok(()),
+        (false, Some(_)) => {
+            bail!("--fw-env-config goes with a --config whose boot_backend is uboot")
+        }
+        (true, None) => bail!(
+            "the uboot backend needs --fw-env-config: the device's fw_env.config, installed at {}",
+            config.map_or("", |c| c.fw_env_config.as_str())
+        ),
+        (true, Some(file)) => {
+            let config = config.expect("uboot comes from a config");
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            FwEnvConfig::parse(&text).with_context(|| format!("checking {}", file.display()))?;
+            let at = config.fw_env_config.trim_start_matches('/');
+            if at.is_empty() || at.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+                bail!(
+                    "system.json's fw_env_config {:?} is not a plain absolute path",
+                    config.fw_env_config
+                );
+            }
+            if let Some((dir, _)) = at.rsplit_once('/') {
+                a.add_dir(dir, 0o755)?;
+            }
+            a.add_file(at, 0o644, text.into_bytes())
+        }
+    }
 }
 
 fn add_keys(a: &mut Archive, dir: &Path) -> Result<()> {

@@ -40,6 +40,7 @@ mod fat_linear;
 mod fingerprint_check;
 mod fuzz_regressions;
 mod init_mkinitramfs;
+mod init_mkinitramfs_uboot;
 mod init_test_os;
 mod initramfs_tools;
 mod layout_migrate;

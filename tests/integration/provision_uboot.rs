@@ -224,3 +224,63 @@ fn fw_env_config_needs_the_uboot_backend() {
     );
     assert!(!img.exists());
 }
+
+#[test]
+fn the_initial_environment_starts_from_the_boards_defaults() {
+    let w = World::new();
+    let env = w.dir.join("uboot.env");
+    let cfg = config(&w.dir, "fw_env.config", &[format!("{} 0 0x4000", p(&env))]);
+    // As U-Boot's `make u-boot-initial-env` writes it; a stale BOOT_ORDER is overridden.
+    let defaults = w.dir.join("u-boot-initial-env");
+    std::fs::write(
+        &defaults,
+        "bootcmd=run distro_bootcmd\nbootdelay=0\nkernel_addr_r=0x40400000\nBOOT_ORDER=B A\n",
+    )
+    .unwrap();
+    w.provision(
+        "uboot.img",
+        "1.0.0",
+        "uboot",
+        &[
+            "--fw-env-config",
+            p(&cfg),
+            "--uboot-initial-env",
+            p(&defaults),
+        ],
+    );
+    has(
+        &printenv(&cfg),
+        &[
+            "bootcmd=run distro_bootcmd",
+            "bootdelay=0",
+            "kernel_addr_r=0x40400000",
+            "BOOT_ORDER=A B",
+            "BOOT_A_LEFT=3",
+            "BOOT_B_LEFT=0",
+        ],
+    );
+}
+
+#[test]
+fn a_default_environment_that_does_not_fit_is_refused_before_the_disk_is_touched() {
+    let w = World::new();
+    let cfg = config(
+        &w.dir,
+        "fw_env.config",
+        &[format!("{} 0 0x100", p(&w.dir.join("uboot.env")))],
+    );
+    let defaults = w.dir.join("u-boot-initial-env");
+    std::fs::write(&defaults, format!("bootcmd={}\n", "x".repeat(300))).unwrap();
+    let bundle = w.bundle("1.0.0");
+    let img = w.dir.join("x.img");
+    let o = Hup::new()
+        .args(["provision", "--bundle", p(&bundle), "--key", p(&w.pubkey)])
+        .args(["--size", "300M", "--boot-backend", "uboot"])
+        .args(["--fw-env-config", p(&cfg)])
+        .args(["--uboot-initial-env", p(&defaults), p(&img)])
+        .run();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("0x100 bytes"), "{err}");
+    assert!(!img.exists(), "the disk was made");
+}
