@@ -270,12 +270,23 @@ impl Artifacts {
         name: &str,
         version: &str,
     ) -> Result<(Command, PathBuf)> {
+        self.pack_command_for(rootfs, name, version, COMPATIBLE)
+    }
+
+    /// [`Artifacts::pack_command`] for the device type `compatible`.
+    pub fn pack_command_for(
+        &self,
+        rootfs: &Path,
+        name: &str,
+        version: &str,
+        compatible: &str,
+    ) -> Result<(Command, PathBuf)> {
         let out = server().path(&format!("bundles/{name}.hup"))?;
         let mut pack = Command::new(&self.hup);
         pack.arg("pack")
             .arg("--rootfs")
             .arg(rootfs)
-            .args(["--version", version, "--compatible", COMPATIBLE])
+            .args(["--version", version, "--compatible", compatible])
             .args(["--level", "1"])
             .arg("--key")
             .arg(&self.key)

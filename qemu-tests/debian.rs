@@ -167,7 +167,8 @@ fn pack(spec: &DebianOs) -> Result<PathBuf> {
 pub fn machine(backend: Backend) -> Machine {
     let direct = match backend {
         Backend::Gpt => Some((kit().vmlinuz.clone(), kit().initrd.clone())),
-        Backend::SystemdBoot | Backend::Grub => None,
+        // (The Debian test OS is x86_64: uboot does not boot it.)
+        Backend::SystemdBoot | Backend::Grub | Backend::Uboot => None,
     };
     Machine {
         size: "3600M".into(),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hup::device::status::Status;
 
+use crate::aarch64;
 use crate::artifacts::{self, run};
 pub use crate::machine::Machine;
 use crate::script::Script;
@@ -33,12 +34,16 @@ pub enum Backend {
     /// OVMF + GRUB with hup's script; per-slot kernel, initramfs and snippet on the ESP,
     /// the state in the GRUB environment block.
     Grub,
+    /// aarch64: U-Boot with hup's boot script; per-slot kernel, initramfs and command line
+    /// on the boot partition, the state in U-Boot's environment files there
+    /// ([`crate::aarch64`]).
+    Uboot,
 }
 
 impl Backend {
     /// Booted through OVMF from the ESP (not a direct kernel boot).
     pub fn uefi(self) -> bool {
-        self != Backend::Gpt
+        matches!(self, Backend::SystemdBoot | Backend::Grub)
     }
 }
 
@@ -134,7 +139,16 @@ impl Device {
             Backend::Gpt => "gpt",
             Backend::SystemdBoot => "systemd-boot",
             Backend::Grub => "grub",
+            Backend::Uboot => "uboot",
         };
+        let mut uboot = Vec::new();
+        if backend == Backend::Uboot {
+            let arm = aarch64::get();
+            uboot.push("--fw-env-config".into());
+            uboot.push(arm.fw_env_config.clone().into_os_string());
+            uboot.push("--uboot-initial-env".into());
+            uboot.push(arm.initial_env.clone().into_os_string());
+        }
         let out = run(Command::new(&a.hup)
             .arg("provision")
             .arg("--bundle")
@@ -150,12 +164,13 @@ impl Device {
                 &machine.boot_size,
             ])
             .args(["--boot-backend", backend_name])
+            .args(&uboot)
             .arg("--data-dir")
             .arg(dir.join("host-data"))
             .arg(&disk))?;
         eprintln!("{name}: {}", out.trim());
         let vars = match backend {
-            Backend::Gpt => None,
+            Backend::Gpt | Backend::Uboot => None,
             Backend::SystemdBoot | Backend::Grub => {
                 let v = dir.join("OVMF_VARS.fd");
                 std::fs::copy(vm::OVMF_VARS, &v)
@@ -223,6 +238,7 @@ impl Device {
         let name = format!("{}/{:02}-{}", self.name, self.boots, opts.label);
         let mut cfg = match (&self.vars, self.backend) {
             (Some(vars), b) if b.uefi() => VmConfig::ovmf(&name, &self.disk, vars),
+            (_, Backend::Uboot) => VmConfig::uboot(&name, &self.disk, &aarch64::get().u_boot),
             _ => {
                 let (kernel, initrd) = match &self.machine.direct {
                     Some((k, i)) => (k.as_path(), i.as_path()),
@@ -302,6 +318,11 @@ impl Device {
             }
             Backend::Grub => {
                 cmd.arg("--config").arg(&a.config_grub);
+            }
+            // What provision recorded: the uboot config with the host's fw_env.config.
+            Backend::Uboot => {
+                cmd.arg("--config")
+                    .arg(self.dir.join("host-data/system.json"));
             }
             Backend::Gpt => {}
         }

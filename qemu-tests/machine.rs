@@ -28,12 +28,15 @@ impl Machine {
         let (size, boot_size) = match backend {
             Backend::Gpt => ("160M", "8M"),
             Backend::SystemdBoot | Backend::Grub => ("256M", "48M"),
+            // The arm64 kernel is an uncompressed Image (27 MB): two slots' boot files.
+            Backend::Uboot => ("320M", "96M"),
         };
         Machine {
             size: size.into(),
             slot_size: SLOT_SIZE.into(),
             boot_size: boot_size.into(),
-            memory_mib: 256,
+            // The arm64 kernel reserves 64 MiB for CMA.
+            memory_mib: if backend == Backend::Uboot { 512 } else { 256 },
             direct: None,
         }
     }

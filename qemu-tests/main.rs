@@ -10,6 +10,7 @@
 //! `systemd_boot` are issue 6's, `grub` issue 13's (the same on GRUB), `layout` issue 7's (docs/layout-migration.md), `refund`
 //! the clean-shutdown refund of a try (docs/boot-backends.md). See docs/initramfs.md.
 
+mod aarch64;
 mod artifacts;
 mod debian;
 mod device;
@@ -33,4 +34,5 @@ mod refund;
 mod rollback;
 mod smoke;
 mod systemd_boot;
+mod uboot;
 mod update;

@@ -2,7 +2,8 @@
 //! (`target/qemu-logs/<name>.log`) and kept in memory for waiting on markers.
 //!
 //! Direct kernel boot, or OVMF (UEFI, q35, pflash with a per-device copy of the
-//! variables) for the systemd-boot and grub backends, as measured in /work/shared/qemu-notes.md;
+//! variables) for the systemd-boot and grub backends, or U-Boot on an aarch64 `virt` machine
+//! (`qemu-system-aarch64 -bios u-boot.bin`, virtio-mmio disk and NIC) for the uboot backend;
 //! TCG unless `HUP_QEMU_ACCEL` says otherwise (KVM is not usable on the project
 //! machines). At most `MAX_VMS` VMs run at once in this process.
 
@@ -53,7 +54,7 @@ pub struct VmConfig {
     /// Names the serial log file (`<name>.log` under [`log_dir`]; may hold a `/`); unique
     /// per boot.
     pub name: String,
-    /// Direct kernel boot: kernel and initramfs (unused with `ovmf_vars`).
+    /// Direct kernel boot: kernel and initramfs (used with [`Firmware::Direct`] only).
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     /// Raw disk image, attached as virtio (`/dev/vda` in the guest).
@@ -65,9 +66,22 @@ pub struct VmConfig {
     pub timeout: Duration,
     /// Attach a virtio NIC on QEMU user networking.
     pub net: bool,
-    /// UEFI boot (OVMF, q35) with this writable copy of the variable store instead of a
-    /// direct kernel boot: the firmware starts the loader on the disk's ESP.
-    pub ovmf_vars: Option<PathBuf>,
+    /// What starts the kernel.
+    pub firmware: Firmware,
+}
+
+/// What starts the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// x86_64: QEMU loads [`VmConfig::kernel`] and [`VmConfig::initrd`] itself.
+    Direct,
+    /// x86_64 UEFI boot (OVMF, q35) with this writable copy of the variable store: the
+    /// firmware starts the loader on the disk's ESP.
+    Ovmf(PathBuf),
+    /// aarch64 `virt` machine (cortex-a57) with this U-Boot as `-bios`: U-Boot runs the boot
+    /// script on the disk's boot partition. Disk and NIC are virtio-mmio devices, where
+    /// U-Boot's environment code finds the disk.
+    Uboot(PathBuf),
 }
 
 impl VmConfig {
@@ -82,7 +96,7 @@ impl VmConfig {
             memory_mib: 256,
             timeout: Duration::from_secs(120),
             net: true,
-            ovmf_vars: None,
+            firmware: Firmware::Direct,
         }
     }
 
@@ -97,7 +111,22 @@ impl VmConfig {
             memory_mib: 256,
             timeout: Duration::from_secs(180),
             net: true,
-            ovmf_vars: Some(vars.to_path_buf()),
+            firmware: Firmware::Ovmf(vars.to_path_buf()),
+        }
+    }
+
+    /// aarch64 boot through U-Boot `u_boot` (512 MiB, network, 180 s).
+    pub fn uboot(name: &str, disk: &Path, u_boot: &Path) -> VmConfig {
+        VmConfig {
+            name: name.to_string(),
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            disk: disk.to_path_buf(),
+            append: String::new(),
+            memory_mib: 512,
+            timeout: Duration::from_secs(180),
+            net: true,
+            firmware: Firmware::Uboot(u_boot.to_path_buf()),
         }
     }
 }
@@ -159,19 +188,25 @@ impl Vm {
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
 
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let aarch64 = matches!(cfg.firmware, Firmware::Uboot(_));
+        let program = if aarch64 {
+            "qemu-system-aarch64"
+        } else {
+            "qemu-system-x86_64"
+        };
+        let mut cmd = Command::new(program);
         cmd.args(["-accel", &accel()])
             .args(["-m", &cfg.memory_mib.to_string()])
             .args(["-smp", "1", "-nographic", "-no-reboot"]);
-        match &cfg.ovmf_vars {
-            None => {
+        match &cfg.firmware {
+            Firmware::Direct => {
                 cmd.arg("-kernel")
                     .arg(&cfg.kernel)
                     .arg("-initrd")
                     .arg(&cfg.initrd)
                     .args(["-append", &cfg.append]);
             }
-            Some(vars) => {
+            Firmware::Ovmf(vars) => {
                 cmd.args(["-machine", "q35"])
                     .arg("-drive")
                     .arg(format!(
@@ -183,23 +218,36 @@ impl Vm {
                         vars.display()
                     ));
             }
+            Firmware::Uboot(u_boot) => {
+                cmd.args(["-machine", "virt", "-cpu", "cortex-a57", "-bios"])
+                    .arg(u_boot);
+            }
         }
-        cmd.arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", cfg.disk.display()));
+        if aarch64 {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=hd0,file={},format=raw",
+                    cfg.disk.display()
+                ))
+                .args(["-device", "virtio-blk-device,drive=hd0"]);
+        } else {
+            cmd.arg("-drive")
+                .arg(format!("file={},if=virtio,format=raw", cfg.disk.display()));
+        }
+        let nic = if aarch64 {
+            "virtio-net-device,netdev=n0"
+        } else {
+            "virtio-net-pci,netdev=n0,romfile="
+        };
         if cfg.net {
-            cmd.args([
-                "-netdev",
-                "user,id=n0",
-                "-device",
-                "virtio-net-pci,netdev=n0,romfile=",
-            ]);
+            cmd.args(["-netdev", "user,id=n0", "-device", nic]);
         } else {
             cmd.args(["-nic", "none"]);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+        let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
         let started = Instant::now();
         let streams: Vec<Box<dyn Read + Send>> = [
             child

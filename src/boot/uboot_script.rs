@@ -75,7 +75,8 @@ pub fn boot_cmd(labels: &Labels) -> String {
     }
     let _ = write!(
         s,
-        "setenv hup_cmdline\n\
+        "echo \"hup uboot: booting slot ${{hup_slot}}\"\n\
+         setenv hup_cmdline\n\
          if load {LOAD_FROM} ${{ramdisk_addr_r}} ${{hup_dir}}/cmdline.env; then env import -t ${{ramdisk_addr_r}} ${{filesize}} hup_cmdline; fi\n\
          load {LOAD_FROM} ${{kernel_addr_r}} ${{hup_dir}}/vmlinuz\n\
          load {LOAD_FROM} ${{ramdisk_addr_r}} ${{hup_dir}}/initrd\n\
@@ -103,5 +104,9 @@ mod tests {
         assert!(t.contains("PARTLABEL=hup-root-b"), "{t}");
         assert!(t.contains("hup.slot=b") || t.contains("hup.slot=B"), "{t}");
         assert!(t.contains("booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize}"));
+        assert!(
+            t.contains("echo \"hup uboot: booting slot ${hup_slot}\""),
+            "{t}"
+        );
     }
 }
