@@ -65,6 +65,53 @@ fn update_initramfs_in_debian_takes_hup_in_and_refuses_to_build_without_it() {
         );
     }
 
+    // With the uboot backend the initrd also carries the fw_env.config system.json names,
+    // and refuses to be built without it.
+    let sys = os.join("etc/hup/system.json");
+    let gpt = std::fs::read_to_string(&sys).unwrap();
+    let mut uboot: serde_json::Value = serde_json::from_str(&gpt).unwrap();
+    uboot["boot_backend"] = "uboot".into();
+    uboot["fw_env_config"] = "/etc/u-boot/fw_env.config".into();
+    std::fs::write(&sys, serde_json::to_vec_pretty(&uboot).unwrap()).unwrap();
+    std::fs::create_dir_all(os.join("etc/u-boot")).unwrap();
+    std::fs::write(
+        os.join("etc/u-boot/fw_env.config"),
+        "/boot/uboot.env 0x0 0x4000\n",
+    )
+    .unwrap();
+    let update = || {
+        run(Command::new("chroot")
+            .arg(&os)
+            .args(["update-initramfs", "-u", "-k", "all"]))
+    };
+    let out = update();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = run(Command::new("chroot")
+        .arg(&os)
+        .arg("lsinitramfs")
+        .arg(format!("/boot/{initrd}")));
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines().any(|l| l == "etc/u-boot/fw_env.config"),
+        "no fw_env.config in {initrd}"
+    );
+    std::fs::remove_file(os.join("etc/u-boot/fw_env.config")).unwrap();
+    let out = update();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "built an initrd without fw_env.config:\n{err}"
+    );
+    assert!(
+        err.contains("hup: /etc/u-boot/fw_env.config is missing"),
+        "{err}"
+    );
+    std::fs::write(&sys, &gpt).unwrap();
+
     // Without the binary the build fails and says why; the old initrd stays.
     let before = std::fs::read(os.join("boot").join(&initrd)).unwrap();
     std::fs::remove_file(os.join("usr/bin/hup")).unwrap();

@@ -24,6 +24,17 @@ install() {
     fi
     inst_binary /usr/bin/hup
     inst_simple /etc/hup/system.json
+    # The uboot backend switches slots through the U-Boot environment fw_env.config locates.
+    if grep -Eq '"boot_backend"[[:space:]]*:[[:space:]]*"uboot"' /etc/hup/system.json; then
+        local fw_env
+        fw_env=$(sed -n 's/.*"fw_env_config"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' /etc/hup/system.json | head -n 1)
+        [[ -n $fw_env ]] || fw_env=/etc/fw_env.config
+        if [[ ! -f $fw_env ]]; then
+            dfatal "hup: $fw_env is missing (the fw_env.config of the uboot backend in /etc/hup/system.json)"
+            exit 1
+        fi
+        inst_simple "$fw_env"
+    fi
     local key
     local keys=0
     for key in /etc/hup/keys/*.pub; do
