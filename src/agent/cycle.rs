@@ -39,12 +39,16 @@ pub fn cycle(a: &Agent) -> Result<Option<Duration>> {
     report_closed(a, &mut current)?;
 
     let running = device::running_version(&state, a.booted)?;
-    let poll = match a.client.get(&a.base).and_then(|b| ddi::parse_poll(&b)) {
+    let polled = a
+        .client
+        .get(&a.base)
+        .and_then(|b| ddi::parse_poll(&b).with_context(|| format!("polling {}", a.base)));
+    let poll = match polled {
         Ok(p) => p,
         Err(e) => {
             let line = format!("{e:#}");
             record::update(a.dev, a.booted, a.who(), |r| r.last_error = Some(line))?;
-            return Err(e.context(format!("polling {}", a.base)));
+            return Err(e);
         }
     };
     record::update(a.dev, a.booted, a.who(), |r| {

@@ -58,7 +58,7 @@ impl AgentCmd {
             booted,
             no_reboot: self.no_reboot || host,
         };
-        log::info!(
+        log::debug!(
             "agent {} polling {} (slot {booted}){}",
             agent.controller_id,
             agent.base,

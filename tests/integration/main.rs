@@ -6,6 +6,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent_bad_input;
+mod agent_mock;
 mod apply;
 mod apply_base;
 mod architecture;

@@ -8,8 +8,10 @@
 //! `layout` (v1 images and loop mounts for layout migrations), `bundle_fixture`.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod bundle;
 pub mod bundle_fixture;
+pub mod ddi_mock;
 pub mod device;
 pub mod disk;
 pub mod ext4;
