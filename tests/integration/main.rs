@@ -7,6 +7,7 @@
 mod support;
 
 mod agent_bad_input;
+mod agent_goosebit;
 mod agent_mock;
 mod apply;
 mod apply_base;

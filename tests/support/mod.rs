@@ -15,6 +15,7 @@ pub mod ddi_mock;
 pub mod device;
 pub mod disk;
 pub mod ext4;
+pub mod goosebit;
 pub mod gpt_edit;
 pub mod hostile_tar;
 pub mod image;
