@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::support::agent::Fleet;
 use crate::support::ddi_mock::{Ddi, Reply};
 use crate::support::device::{BundleSpec, sha256_hex};
+use crate::support::status_schema::{assert_valid, doc_blocks};
 use hup::model::agent::{ActionPhase, ActionResult};
 
 const ID: &str = "dev1";
@@ -111,6 +112,23 @@ fn success_is_reported_after_mark_good_and_only_once() {
     }
     assert!(ddi.requests().iter().any(|r| r.path == "/art/v2.hup"));
 
+    // `hup status` shows the agent: server, last poll, action and its state (schema-valid).
+    let st = fleet.dev.status_json();
+    assert_valid(&doc_blocks().0, &st);
+    let ag = &st["agent"];
+    assert_eq!(ag["server"], ddi.url(""));
+    assert_eq!(ag["controller_id"], ID);
+    assert!(ag["last_poll_at"].as_u64().unwrap() > 1_700_000_000, "{ag}");
+    assert_eq!(ag["action"]["id"], "7");
+    assert_eq!(ag["action"]["state"], "staged");
+    assert_eq!(ag["action"]["version"], "2.0.0");
+    let text = String::from_utf8(fleet.dev.cmd("status", &[], &[]).stdout).unwrap();
+    assert!(
+        text.contains(&format!("agent:       {} as {ID}, last poll ", ddi.url(""))),
+        "{text}"
+    );
+    assert!(text.contains("action 7: 2.0.0 staged"), "{text}");
+
     // Polling again while the deployment is still offered: nothing new is sent.
     fleet.agent_ok("a", &[]);
     assert_eq!(feedback(&ddi, "7").len(), 2);
@@ -143,6 +161,10 @@ fn success_is_reported_after_mark_good_and_only_once() {
     // A restart of the agent reports nothing again.
     fleet.agent_ok("b", &[]);
     assert_eq!(closed(&ddi, "7").len(), 1);
+    let st = fleet.dev.status_json();
+    assert_valid(&doc_blocks().0, &st);
+    assert_eq!(st["agent"]["action"]["result"], "success");
+    assert_eq!(st["agent"]["action"]["reported"], true);
 }
 
 #[test]
