@@ -62,9 +62,12 @@ pub struct StageOptions {
     pub file_check: Option<FileCheck>,
 }
 
+/// The check function of a [`FileCheck`]: gets the downloaded file.
+pub type FileCheckFn = dyn Fn(&std::path::Path) -> Result<()> + Send + Sync;
+
 /// A check of the whole downloaded file, run after verification and before the store.
 #[derive(Clone)]
-pub struct FileCheck(pub Arc<dyn Fn(&std::path::Path) -> Result<()> + Send + Sync>);
+pub struct FileCheck(pub Arc<FileCheckFn>);
 
 impl std::fmt::Debug for FileCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
