@@ -15,6 +15,8 @@ mod debian;
 mod device;
 mod disk;
 mod fixture;
+#[path = "../tests/support/goosebit.rs"]
+mod goosebit;
 mod http;
 mod machine;
 mod script;
@@ -23,6 +25,7 @@ mod status;
 mod status_schema;
 mod vm;
 
+mod agent;
 mod debian_initramfs;
 mod debian_update;
 mod fallback;
