@@ -72,6 +72,15 @@ pub enum Handling {
 }
 
 impl Handling {
+    /// The DDI name: `skip`, `attempt`, `forced`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Handling::Skip => "skip",
+            Handling::Attempt => "attempt",
+            Handling::Forced => "forced",
+        }
+    }
+
     fn parse(v: Option<&str>, what: &str) -> Result<Handling> {
         Ok(match v {
             None | Some("forced") => Handling::Forced,

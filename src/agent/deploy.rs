@@ -194,8 +194,8 @@ fn digest_check<D: sha1::Digest + Default>(name: &'static str, want: &str) -> Fi
 fn reboot_now(a: &Agent, d: &Deployment, id: &str) -> bool {
     if !d.may_install() {
         log::info!(
-            "action {id}: staged; the server does not allow the update yet (update: {:?}, maintenance window: {})",
-            d.update,
+            "action {id}: staged; the server does not allow the update yet (update: {}, maintenance window: {})",
+            d.update.name(),
             match d.window_open {
                 Some(false) => "unavailable",
                 _ => "available",
