@@ -98,6 +98,7 @@ fn goosebit_success_after_mark_good() {
 fn goosebit_failure_after_rollback() {
     let (g, fleet) = rolled_out(&BundleSpec::default());
     fleet.boot_and_apply();
+    fleet.append_to_apply_log("1 hup: the apply's last line");
     fleet.mark("mark-bad", "b");
     fleet.agent_ok("a", &[]);
     let d = g.device(ID);
@@ -118,6 +119,7 @@ fn goosebit_failure_after_rollback() {
         "{log}"
     );
     assert!(log.contains("apply log"), "{log}");
+    assert!(log.contains("1 hup: the apply's last line"), "{log}");
     fleet.agent_ok("a", &[]);
     assert_eq!(
         g.rollout_named("r")["failure_count"].as_u64(),

@@ -172,6 +172,7 @@ fn rollback_is_reported_as_failure_with_reason_and_log() {
     let (ddi, fleet, _) = offer("attempt", None, json!({}));
     fleet.agent_ok("a", &[]);
     fleet.boot_and_apply();
+    fleet.append_to_apply_log("1 hup: the apply's last line");
     fleet.mark("mark-bad", "b");
     fleet.agent_ok("a", &[]);
     let c = closed(&ddi, "7");
@@ -188,7 +189,11 @@ fn rollback_is_reported_as_failure_with_reason_and_log() {
         "{details:?}"
     );
     assert!(details[1].starts_with("apply log "), "{details:?}");
-    assert!(details.len() > 2, "the log's last lines: {details:?}");
+    assert_eq!(
+        details.last(),
+        Some(&"1 hup: the apply's last line"),
+        "{details:?}"
+    );
     fleet.agent_ok("a", &[]);
     assert_eq!(closed(&ddi, "7").len(), 1, "reported once");
 }
