@@ -312,3 +312,22 @@ fn cancel_drops_a_staged_bundle_and_rejects_an_applied_one() {
     assert_eq!(answers[0]["status"]["execution"], "rejected");
     assert_eq!(fleet.action().unwrap().phase, ActionPhase::Applied);
 }
+
+#[test]
+fn the_token_does_not_follow_a_redirect_to_another_host() {
+    let (ddi, fleet, bundle) = offer("forced", None, json!({ "target_token": "tok" }));
+    // The artifact link redirects to another server (an object store's URL).
+    let store = Ddi::start();
+    store.set("/blob/v2.hup", Reply::Bytes(bundle.clone()));
+    ddi.set("/art/v2.hup", Reply::Redirect(store.url("/blob/v2.hup")));
+    fleet.agent_ok("a", &[]);
+    fleet.dev.assert_staged(&bundle, "2.0.0");
+    let got = store.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].auth, None, "the token stays with the DDI server");
+    assert!(
+        ddi.requests()
+            .iter()
+            .all(|r| r.auth.as_deref() == Some("TargetToken tok"))
+    );
+}
