@@ -17,6 +17,8 @@ mod debian;
 mod device;
 mod disk;
 mod fixture;
+#[path = "../tests/support/goosebit.rs"]
+mod goosebit;
 mod http;
 mod machine;
 mod script;
@@ -25,6 +27,7 @@ mod status;
 mod status_schema;
 mod vm;
 
+mod agent;
 mod debian_initramfs;
 mod debian_update;
 mod fallback;

@@ -4,6 +4,7 @@
 //! initramfs `/init` (see `docs/architecture.md` for the module map).
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod apply;
 pub mod archive;
 pub mod boot;

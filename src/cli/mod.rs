@@ -2,6 +2,7 @@
 
 use argh::FromArgs;
 
+mod agent;
 mod apply;
 mod apply_pending;
 mod cancel;
@@ -45,6 +46,7 @@ enum Command {
     MarkBad(mark::MarkBad),
     RefundTry(mark::RefundTry),
     Cancel(cancel::Cancel),
+    Agent(agent::AgentCmd),
     Fingerprint(fingerprint::Fingerprint),
 }
 
@@ -72,6 +74,7 @@ pub fn run() -> i32 {
         Command::MarkBad(c) => c.run(),
         Command::RefundTry(c) => c.run(),
         Command::Cancel(c) => c.run(),
+        Command::Agent(c) => c.run(),
         Command::Fingerprint(c) => c.run(),
     };
     match result {

@@ -67,6 +67,7 @@ impl Stage {
             deadline_s: self.deadline,
             min_rate: self.min_rate,
             min_rate_window_s: self.min_rate_window,
+            ..StageOptions::default()
         };
         let r = crate::stage::stage(&dev, &opts)?;
         if let Some(plan) = &r.layout_plan {

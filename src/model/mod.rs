@@ -1,5 +1,6 @@
 //! Pure types, no I/O: manifest, versions, device configuration, state.
 
+pub mod agent;
 pub mod config;
 pub mod initramfs;
 pub mod journal;

@@ -111,6 +111,9 @@ pub struct State {
     /// after it completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout_migration: Option<LayoutMigration>,
+    /// The fleet agent's record (docs/fleet.md); absent until `hup agent` ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<super::agent::AgentRecord>,
 }
 
 /// A partition layout migration as recorded in state.json. The record written before the
@@ -205,6 +208,7 @@ impl State {
             journal: None,
             last_result: None,
             layout_migration: None,
+            agent: None,
         };
         *s.slot_mut(slot) = SlotInfo {
             version: Some(version.to_string()),

@@ -33,6 +33,8 @@ pub struct HttpOrigin {
     url: String,
     agent: ureq::Agent,
     read_timeout: Duration,
+    /// An `Authorization` header value, sent only to the source URL's scheme and authority.
+    authorization: Option<String>,
 }
 
 /// The response body, with ureq's timeout errors turned into a `TimedOut` error that says
@@ -67,28 +69,8 @@ impl<R: std::io::Read> std::io::Read for TimeoutNamed<R> {
 impl HttpOrigin {
     /// `ca`: trust only the certificates of this PEM file instead of the system CA bundle.
     pub fn new(url: &str, ca: Option<&Path>) -> Result<HttpOrigin> {
-        // Process-wide default for rustls; an error only means it is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let https = url.to_ascii_lowercase().starts_with("https://");
-        let roots = match ca {
-            Some(f) => load_pem_certs(f)?,
-            None => match system_ca_bundle() {
-                Some(f) => load_pem_certs(&f)?,
-                None if https => bail!(
-                    "no system CA bundle found (SSL_CERT_FILE, {}): use --ca FILE",
-                    CA_BUNDLES.join(", ")
-                ),
-                // Plain http: only a redirect to https would need roots, and then fails.
-                None => Vec::new(),
-            },
-        };
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::Specific(Arc::new(roots)))
-            .build();
-        let read_timeout = std::env::var(READ_TIMEOUT_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(READ_TIMEOUT, Duration::from_millis);
+        let tls = tls_config(url, ca)?;
+        let read_timeout = read_timeout();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // Redirects are followed here (`open`), so that one to another scheme is
@@ -105,8 +87,54 @@ impl HttpOrigin {
             url: url.to_string(),
             agent,
             read_timeout,
+            authorization: None,
         })
     }
+
+    /// Sends `Authorization: value` with requests to this URL's scheme and authority.
+    pub fn with_authorization(mut self, value: Option<&str>) -> HttpOrigin {
+        self.authorization = value.map(str::to_string);
+        self
+    }
+}
+
+/// [`READ_TIMEOUT`], or [`READ_TIMEOUT_ENV`] when set.
+pub fn read_timeout() -> Duration {
+    std::env::var(READ_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(READ_TIMEOUT, Duration::from_millis)
+}
+
+/// `scheme://authority` of a URL (lower case), to tell whether a redirect left the host.
+pub fn origin_of(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    let (scheme, rest) = lower.split_once("://").unwrap_or(("", &lower));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    format!("{scheme}://{authority}")
+}
+
+/// The TLS settings for `url`: the certificates of `ca`, else the system CA bundle (which
+/// plain http may lack).
+pub fn tls_config(url: &str, ca: Option<&Path>) -> Result<TlsConfig> {
+    // Process-wide default for rustls; an error only means it is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let https = url.to_ascii_lowercase().starts_with("https://");
+    let roots = match ca {
+        Some(f) => load_pem_certs(f)?,
+        None => match system_ca_bundle() {
+            Some(f) => load_pem_certs(&f)?,
+            None if https => bail!(
+                "no system CA bundle found (SSL_CERT_FILE, {}): use --ca FILE",
+                CA_BUNDLES.join(", ")
+            ),
+            // Plain http: only a redirect to https would need roots, and then fails.
+            None => Vec::new(),
+        },
+    };
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(roots)))
+        .build())
 }
 
 /// `SSL_CERT_FILE`, else the first of [`CA_BUNDLES`] that exists.
@@ -248,6 +276,11 @@ impl Origin for HttpOrigin {
         let mut hops = 0;
         let resp = loop {
             let mut req = self.agent.get(&url);
+            if let Some(auth) = &self.authorization
+                && origin_of(&url) == origin_of(&self.url)
+            {
+                req = req.header("Authorization", auth);
+            }
             if offset > 0 {
                 req = req.header("Range", format!("bytes={offset}-"));
                 if let Some(v) = validator {

@@ -54,6 +54,25 @@ pub struct StageOptions {
     pub deadline_s: Option<u64>,
     pub min_rate: Option<u64>,
     pub min_rate_window_s: Option<u64>,
+    /// An `Authorization` header value for http(s), sent only to the source URL's host (a
+    /// fleet server's artifact link; not to the hosts it redirects to).
+    pub authorization: Option<String>,
+    /// One more check of the downloaded file before it is stored (a fleet server's sha1
+    /// or md5); its error refuses the bundle like any other check.
+    pub file_check: Option<FileCheck>,
+}
+
+/// The check function of a [`FileCheck`]: gets the downloaded file.
+pub type FileCheckFn = dyn Fn(&std::path::Path) -> Result<()> + Send + Sync;
+
+/// A check of the whole downloaded file, run after verification and before the store.
+#[derive(Clone)]
+pub struct FileCheck(pub Arc<FileCheckFn>);
+
+impl std::fmt::Debug for FileCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileCheck")
+    }
 }
 
 /// A bundle that is now staged.
@@ -132,7 +151,7 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
         facts.clone(),
         store::staged_manifest(data, &state),
     );
-    let mut origin = source.origin(opts.ca.as_deref())?;
+    let mut origin = source.origin(opts.ca.as_deref(), opts.authorization.as_deref())?;
     let staging_dir = data.staging_dir();
     let space = move |bytes: u64| store::ensure_space(&staging_dir, bytes);
     let summary = download::run(download::Request {
@@ -151,6 +170,9 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
 
     let checked = (|| {
         verify::check_sha256(want_sha.as_deref(), &summary)?;
+        if let Some(check) = &opts.file_check {
+            (check.0)(&part)?;
+        }
         let (bundle, reread) = verify::verify(&part, &summary, &keys)?;
         checks::check(&bundle.manifest, &facts)?;
         if store::is_staged(data, &state, &summary.sha256) {

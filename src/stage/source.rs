@@ -72,11 +72,15 @@ impl Source {
         }
     }
 
-    /// The source for the downloader.
-    pub fn origin(&self, ca: Option<&Path>) -> Result<Box<dyn Origin>> {
+    /// The source for the downloader; `authorization`: a header value for http(s).
+    pub fn origin(
+        &self,
+        ca: Option<&Path>,
+        authorization: Option<&str>,
+    ) -> Result<Box<dyn Origin>> {
         Ok(match self {
             Source::File(p) => Box::new(FileOrigin { path: p.clone() }),
-            Source::Url(u) => Box::new(HttpOrigin::new(u, ca)?),
+            Source::Url(u) => Box::new(HttpOrigin::new(u, ca)?.with_authorization(authorization)),
         })
     }
 }
@@ -159,7 +163,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("b.hup");
         std::fs::write(&p, b"0123456789").unwrap();
-        let mut o = Source::File(p.clone()).origin(None).unwrap();
+        let mut o = Source::File(p.clone()).origin(None, None).unwrap();
         let first = o.open(0, None).unwrap();
         assert_eq!((first.start, first.total), (0, Some(10)));
         let v = first.validator.unwrap();
@@ -171,7 +175,7 @@ mod tests {
         assert_eq!(o.open(4, Some("file:1:2")).unwrap().start, 0);
         assert!(matches!(
             Source::File(t.path().join("nope"))
-                .origin(None)
+                .origin(None, None)
                 .unwrap()
                 .open(0, None),
             Err(OpenError::Permanent(_))

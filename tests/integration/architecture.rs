@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// layer when that does not close a loop.
 const LAYERS: &[&[&str]] = &[
     &["cli", "init"],
-    &["stage", "apply", "device", "initramfs"],
+    &["agent", "stage", "apply", "device", "initramfs"],
     &["layout", "data", "bundle", "boot", "migrate"],
     &["archive", "disk", "ext4"],
     &[

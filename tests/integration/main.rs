@@ -6,6 +6,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent_bad_input;
+mod agent_goosebit;
+mod agent_mock;
 mod apply;
 mod apply_base;
 mod architecture;

@@ -8,11 +8,14 @@
 //! `layout` (v1 images and loop mounts for layout migrations), `bundle_fixture`.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod bundle;
 pub mod bundle_fixture;
+pub mod ddi_mock;
 pub mod device;
 pub mod disk;
 pub mod ext4;
+pub mod goosebit;
 pub mod gpt_edit;
 pub mod hostile_tar;
 pub mod image;

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use super::report::{
-    ApplyingReport, BootReport, BootSlotReport, LastResultReport, LayoutMigrationReport,
-    PartitionTableReport, PhaseTime, STATUS_VERSION, SlotReport, StagedReport, Status,
+    AgentActionReport, AgentReport, ApplyingReport, BootReport, BootSlotReport, LastResultReport,
+    LayoutMigrationReport, PartitionTableReport, PhaseTime, STATUS_VERSION, SlotReport,
+    StagedReport, Status,
 };
 use crate::boot::{self, BootState};
 use crate::device::Booted;
@@ -194,6 +195,27 @@ pub fn gather(inp: Inputs) -> Status {
         layout_migration,
         boot: boot.as_ref().map(BootReport::from),
         partition_table,
+        agent: state
+            .as_ref()
+            .and_then(|s| s.agent.as_ref())
+            .map(agent_report),
         errors,
+    }
+}
+
+fn agent_report(a: &crate::model::agent::AgentRecord) -> AgentReport {
+    AgentReport {
+        server: a.server.clone(),
+        controller_id: a.controller_id.clone(),
+        last_poll_at: a.last_poll_at,
+        last_error: a.last_error.clone(),
+        action: a.action.as_ref().map(|x| AgentActionReport {
+            id: x.id.clone(),
+            version: x.version.clone(),
+            state: x.phase,
+            result: x.result,
+            reported: x.reported,
+            started_at: x.started_at,
+        }),
     }
 }

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::model::agent::{ActionPhase, ActionResult};
 use crate::model::journal::Step;
 use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::{LayoutPhase, Outcome};
@@ -54,6 +55,7 @@ fn empty() -> Status {
         layout_migration: None,
         boot: None,
         partition_table: None,
+        agent: None,
         errors: vec![],
     }
 }
@@ -104,6 +106,20 @@ fn device() -> Status {
             backup_ok: true,
             in_sync: true,
             problems: vec![],
+        }),
+        agent: Some(AgentReport {
+            server: "https://fleet.example.com".into(),
+            controller_id: "hup-3f2a9c1d5e7b8a60".into(),
+            last_poll_at: Some(1_795_781_900),
+            last_error: None,
+            action: Some(AgentActionReport {
+                id: "7".into(),
+                version: Some("2.0.0".into()),
+                state: ActionPhase::Staged,
+                result: None,
+                reported: false,
+                started_at: 1_795_781_872,
+            }),
         }),
         ..empty()
     }
@@ -229,6 +245,20 @@ fn image() -> Status {
             "reading disk.img.data/state.json: permission denied".into(),
             "boot backend gpt: no partition labelled hup-root-b".into(),
         ],
+        agent: Some(AgentReport {
+            server: "http://10.0.2.2:8000".into(),
+            controller_id: "qemu-1".into(),
+            last_poll_at: None,
+            last_error: Some("http://10.0.2.2:8000/DEFAULT/controller/v1/qemu-1: the server did not answer within 30.0 s".into()),
+            action: Some(AgentActionReport {
+                id: "3".into(),
+                version: Some("3.0.0".into()),
+                state: ActionPhase::Closed,
+                result: Some(ActionResult::Failure),
+                reported: false,
+                started_at: 1_795_781_800,
+            }),
+        }),
         ..empty()
     }
 }
@@ -327,6 +357,7 @@ fn golden_reports_cover_every_section() {
         "applying:",
         "last update:",
         "layout:",
+        "agent:",
         "boot:",
         "warning:",
         "error:",
@@ -345,6 +376,9 @@ fn golden_reports_cover_every_section() {
         "priority 0",
         "next boot: none",
         "none recorded",
+        "action 7: 2.0.0 staged",
+        "(failure, not reported yet)",
+        "last error: ",
     ] {
         assert!(all.contains(detail), "no {detail:?}");
     }

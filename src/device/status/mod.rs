@@ -13,8 +13,9 @@ pub mod report;
 pub use gather::{Inputs, gather};
 pub use render::{render, utc};
 pub use report::{
-    ApplyingReport, BootReport, BootSlotReport, LastResultReport, LayoutMigrationReport,
-    PartitionTableReport, PhaseTime, STATUS_VERSION, SlotReport, StagedReport, Status,
+    AgentActionReport, AgentReport, ApplyingReport, BootReport, BootSlotReport, LastResultReport,
+    LayoutMigrationReport, PartitionTableReport, PhaseTime, STATUS_VERSION, SlotReport,
+    StagedReport, Status,
 };
 
 /// The text form as a string, for the tests.

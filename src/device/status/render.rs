@@ -5,8 +5,8 @@
 use std::io::{self, Write};
 
 use super::report::{
-    ApplyingReport, BootReport, LastResultReport, LayoutMigrationReport, PartitionTableReport,
-    SlotReport, StagedReport, Status,
+    AgentReport, ApplyingReport, BootReport, LastResultReport, LayoutMigrationReport,
+    PartitionTableReport, SlotReport, StagedReport, Status,
 };
 use crate::model::journal::Step;
 use crate::model::slot::SlotStatus;
@@ -61,6 +61,9 @@ pub fn render(st: &Status, w: &mut impl Write) -> io::Result<()> {
     last_result(w, st.last_result.as_ref())?;
     if let Some(m) = &st.layout_migration {
         layout_migration(w, m)?;
+    }
+    if let Some(a) = &st.agent {
+        agent(w, a)?;
     }
     if let Some(b) = &st.boot {
         boot(w, b)?;
@@ -147,6 +150,40 @@ fn last_result(w: &mut impl Write, last: Option<&LastResultReport>) -> io::Resul
     }
     if let Some(g) = &l.log {
         line(w, "", &format!("log: {g}"))?;
+    }
+    Ok(())
+}
+
+/// `agent:` the server and the last poll, then the action and the last error.
+fn agent(w: &mut impl Write, a: &AgentReport) -> io::Result<()> {
+    let polled = a.last_poll_at.map_or_else(
+        || "never answered".to_string(),
+        |t| format!("last poll {}", utc(t)),
+    );
+    line(
+        w,
+        "agent:",
+        &format!("{} as {}, {polled}", a.server, a.controller_id),
+    )?;
+    if let Some(x) = &a.action {
+        let result = match (x.result, x.reported) {
+            (Some(r), true) => format!(" ({r}, reported)"),
+            (Some(r), false) => format!(" ({r}, not reported yet)"),
+            (None, _) => String::new(),
+        };
+        line(
+            w,
+            "",
+            &format!(
+                "action {}: {} {}{result}",
+                x.id,
+                x.version.as_deref().unwrap_or("(version not known yet)"),
+                x.state
+            ),
+        )?;
+    }
+    if let Some(e) = &a.last_error {
+        line(w, "", &format!("last error: {e}"))?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::agent::{ActionPhase, ActionResult};
 use crate::model::journal::Step;
 use crate::model::slot::{Slot, SlotStatus};
 use crate::model::state::{LayoutPhase, Outcome};
@@ -38,6 +39,10 @@ pub struct Status {
     /// disk. Added within status_version 1 (absent from older documents).
     #[serde(default)]
     pub partition_table: Option<PartitionTableReport>,
+    /// The fleet agent (`hup agent`, docs/fleet.md), `null` when it never ran. Added
+    /// within status_version 1 (absent from older documents).
+    #[serde(default)]
+    pub agent: Option<AgentReport>,
     /// What could not be read, one message each.
     pub errors: Vec<String>,
 }
@@ -167,4 +172,35 @@ pub struct BootSlotReport {
     /// grub: the slot's `<S>_OK` (absent in older outputs).
     #[serde(default)]
     pub ok: Option<bool>,
+}
+
+/// The fleet agent's view: its server, last poll and current action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// The DDI server's base URL.
+    pub server: String,
+    pub controller_id: String,
+    /// Unix seconds of the last poll the server answered.
+    pub last_poll_at: Option<u64>,
+    /// The last poll's error (`null` after a poll that worked).
+    pub last_error: Option<String>,
+    /// The action being worked on, or the last one.
+    pub action: Option<AgentActionReport>,
+}
+
+/// A DDI deployment action as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentActionReport {
+    /// The server's action id.
+    pub id: String,
+    /// The bundle's version once known.
+    pub version: Option<String>,
+    /// `downloading`, `staged`, `applied`, `closed` or `cancelled`.
+    pub state: ActionPhase,
+    /// `success` or `failure` once closed.
+    pub result: Option<ActionResult>,
+    /// The server has the result (or the cancel answer).
+    pub reported: bool,
+    /// Unix seconds when the agent took it.
+    pub started_at: u64,
 }
