@@ -259,7 +259,7 @@ fn mkinitramfs_takes_the_arm64_binary_and_debian_arm64_modules() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .collect();
-    assert_eq!(wanted.len(), 11, "{wanted:?}");
+    assert_eq!(wanted.len(), 14, "{wanted:?}");
     let names = cpio_names(&out);
     assert!(names.contains(&"init".to_string()), "{names:?}");
     let modules: Vec<&str> = names
