@@ -21,6 +21,7 @@ mod format;
 mod inode;
 mod path;
 mod populate;
+mod read;
 mod source;
 mod stats;
 mod target;
@@ -33,6 +34,7 @@ use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
 pub use format::{MIN_SIZE, MkfsOptions, inode_ratio, parse_uuid};
+pub use read::{FileRef, ReadFs};
 pub use source::maybe_decompress;
 pub use stats::Stats;
 pub use target::Dest;

@@ -26,6 +26,7 @@ mod boot_ubootenv_power;
 mod bundle;
 mod bundle_refusals;
 mod debian_initrd;
+mod delta;
 mod disk_esp;
 mod disk_gpt_repair;
 mod disk_hardening;

@@ -1,0 +1,329 @@
+//! Expanding a delta stream into the full rootfs tar, and the preflight check of the base
+//! files it names (docs/delta.md, "The apply").
+//!
+//! [`Expander`] is a `Read` of the expanded tar: the apply puts it where a full bundle's
+//! decompressed rootfs stream goes, so the slot is written by the same code from the same
+//! bytes. It reports the end of the stream only after the `E` record, nothing after it, and
+//! the size and SHA-256 of everything it gave matching the manifest's `tar_size` and
+//! `tar_sha256`; a copied or patched file whose bytes do not have the sha256 the stream
+//! names stops it with an error.
+
+use std::io::{self, Read};
+
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest, Sha256};
+
+use super::delta::{BaseFiles, BaseRef, PIECE, Record, read_piece, read_record, unpatch};
+
+const CHUNK: u64 = 1 << 20;
+
+enum State {
+    Next,
+    Raw(u64),
+    Copy {
+        base: BaseRef,
+        done: u64,
+        hash: Sha256,
+    },
+    Patch {
+        base: BaseRef,
+        sha256: [u8; 32],
+        size: u64,
+        pieces: u32,
+        done: u64,
+        hash: Sha256,
+    },
+    Ended,
+}
+
+/// The expanded rootfs tar of a delta stream `inner` (decompressed) over `base`.
+pub struct Expander<R> {
+    inner: R,
+    base: Box<dyn BaseFiles>,
+    state: State,
+    out: Vec<u8>,
+    pos: usize,
+    reference: Vec<u8>,
+    patch: Vec<u8>,
+    hash: Sha256,
+    total: u64,
+    tar_size: u64,
+    tar_sha256: String,
+    /// Hash every patched file's whole base file before its first piece (preflight).
+    check_patch_bases: bool,
+}
+
+impl<R> std::fmt::Debug for Expander<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expander")
+            .field("total", &self.total)
+            .field("tar_size", &self.tar_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Expander<R> {
+    /// `tar_size` and `tar_sha256`: the manifest's `delta` fields.
+    pub fn new(inner: R, base: Box<dyn BaseFiles>, tar_size: u64, tar_sha256: &str) -> Self {
+        Expander {
+            inner,
+            base,
+            state: State::Next,
+            out: Vec::new(),
+            pos: 0,
+            reference: Vec::new(),
+            patch: Vec::new(),
+            hash: Sha256::new(),
+            total: 0,
+            tar_size,
+            tar_sha256: tar_sha256.to_string(),
+            check_patch_bases: false,
+        }
+    }
+
+    /// Makes the next bytes of output; an empty `out` after it is the end.
+    fn produce(&mut self) -> Result<()> {
+        self.out.clear();
+        self.pos = 0;
+        loop {
+            match std::mem::replace(&mut self.state, State::Ended) {
+                State::Ended => return Ok(()),
+                State::Next => self.state = self.next_record()?,
+                State::Raw(rem) => {
+                    let n = rem.min(CHUNK);
+                    self.out.resize(n as usize, 0);
+                    self.inner.read_exact(&mut self.out).map_err(|e| {
+                        anyhow::Error::new(e).context("the delta stream ends inside raw bytes")
+                    })?;
+                    self.state = if rem > n {
+                        State::Raw(rem - n)
+                    } else {
+                        State::Next
+                    };
+                    return self.emit();
+                }
+                State::Copy {
+                    base,
+                    done,
+                    mut hash,
+                } => {
+                    let n = (base.size - done).min(CHUNK);
+                    self.out.resize(n as usize, 0);
+                    self.base.read_at(&base.path, done, &mut self.out)?;
+                    hash.update(&self.out);
+                    if done + n == base.size {
+                        check_sha(&base.path, hash, &base.sha256, "base file")
+                            .context("the running slot was modified")?;
+                        self.state = State::Next;
+                    } else {
+                        self.state = State::Copy {
+                            base,
+                            done: done + n,
+                            hash,
+                        };
+                    }
+                    return self.emit();
+                }
+                State::Patch {
+                    base,
+                    sha256,
+                    size,
+                    pieces,
+                    done,
+                    mut hash,
+                } => {
+                    if pieces == 0 {
+                        ensure!(
+                            done == size,
+                            "the patch of {} gives {done} of its {size} bytes",
+                            show(&base.path)
+                        );
+                        check_sha(&base.path, hash, &sha256, "patched file")?;
+                        self.state = State::Next;
+                        continue;
+                    }
+                    let p = read_piece(&mut self.inner, done, size, base.size)?;
+                    self.reference.resize(p.ref_len as usize, 0);
+                    self.base
+                        .read_at(&base.path, p.ref_offset, &mut self.reference)?;
+                    self.patch.resize(p.patch_len as usize, 0);
+                    self.inner.read_exact(&mut self.patch).map_err(|e| {
+                        anyhow::Error::new(e).context("the delta stream ends inside a patch")
+                    })?;
+                    self.out.resize(p.out_len as usize, 0);
+                    unpatch(&self.reference, &self.patch, &mut self.out)
+                        .with_context(|| format!("patching {}", show(&base.path)))?;
+                    hash.update(&self.out);
+                    self.state = State::Patch {
+                        base,
+                        sha256,
+                        size,
+                        pieces: pieces - 1,
+                        done: done + u64::from(p.out_len),
+                        hash,
+                    };
+                    return self.emit();
+                }
+            }
+        }
+    }
+
+    fn next_record(&mut self) -> Result<State> {
+        match read_record(&mut self.inner)? {
+            None => bail!("the delta stream ends without its end record (truncated)"),
+            Some(Record::Raw(n)) => Ok(State::Raw(n)),
+            Some(Record::Copy(base)) => {
+                self.check_size(&base)?;
+                Ok(State::Copy {
+                    base,
+                    done: 0,
+                    hash: Sha256::new(),
+                })
+            }
+            Some(Record::Patch {
+                base,
+                sha256,
+                size,
+                pieces,
+            }) => {
+                self.check_size(&base)?;
+                ensure!(
+                    u64::from(pieces) == size.div_ceil(PIECE),
+                    "a patch of {size} bytes in {pieces} pieces"
+                );
+                if self.check_patch_bases {
+                    check_base_files(std::slice::from_ref(&base), self.base.as_mut())?;
+                }
+                Ok(State::Patch {
+                    base,
+                    sha256,
+                    size,
+                    pieces,
+                    done: 0,
+                    hash: Sha256::new(),
+                })
+            }
+            Some(Record::End) => {
+                let mut b = [0u8; 1];
+                ensure!(
+                    self.inner
+                        .read(&mut b)
+                        .context("reading the delta stream")?
+                        == 0,
+                    "bytes after the end record of the delta stream"
+                );
+                let sha = hex::encode(std::mem::take(&mut self.hash).finalize());
+                ensure!(
+                    self.total == self.tar_size && sha == self.tar_sha256,
+                    "the delta expands to {} bytes with sha256 {sha}, not the {} bytes with sha256 {} the manifest signs",
+                    self.total,
+                    self.tar_size,
+                    self.tar_sha256
+                );
+                Ok(State::Ended)
+            }
+        }
+    }
+
+    fn check_size(&mut self, base: &BaseRef) -> Result<()> {
+        let size = self.base.size(&base.path)?;
+        ensure!(
+            size == Some(base.size),
+            "base file {} has {} on the running slot, the delta needs {} bytes",
+            show(&base.path),
+            size.map_or("no file".into(), |s| format!("{s} bytes")),
+            base.size
+        );
+        Ok(())
+    }
+
+    fn emit(&mut self) -> Result<()> {
+        self.total += self.out.len() as u64;
+        ensure!(
+            self.total <= self.tar_size,
+            "the delta expands to more than the {} bytes the manifest signs",
+            self.tar_size
+        );
+        self.hash.update(&self.out);
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Expander<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.out.len() {
+            self.produce()
+                .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn show(path: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(path))
+}
+
+fn check_sha(path: &[u8], hash: Sha256, want: &[u8; 32], what: &str) -> Result<()> {
+    let got: [u8; 32] = hash.finalize().into();
+    ensure!(
+        &got == want,
+        "{what} {} has sha256 {}, the delta names {}",
+        show(path),
+        hex::encode(got),
+        hex::encode(want)
+    );
+    Ok(())
+}
+
+/// The preflight of a delta: expands the whole stream into nothing, so that every record,
+/// every base file (copied files as they are read, patched files whole, before their
+/// first piece), every patch's result and the expanded tar's size and sha256 are checked
+/// before anything is written. Returns the expanded size.
+pub fn dry_run(
+    stream: impl Read,
+    base: Box<dyn BaseFiles>,
+    tar_size: u64,
+    tar_sha256: &str,
+) -> Result<u64> {
+    let mut e = Expander::new(stream, base, tar_size, tar_sha256);
+    e.check_patch_bases = true;
+    io::copy(&mut e, &mut io::sink()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Checks every base file of `bases` on `base`: present, of its size and sha256. The
+/// first one that does not match refuses the whole delta.
+pub fn check_base_files(bases: &[BaseRef], base: &mut dyn BaseFiles) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK as usize];
+    for b in bases {
+        // Two records may name one path with different digests: only one can match.
+        let size = base.size(&b.path)?;
+        ensure!(
+            size == Some(b.size),
+            "base file {} has {} on the running slot, the delta needs {} bytes: the running slot differs from the delta's base",
+            show(&b.path),
+            size.map_or("no file".into(), |s| format!("{s} bytes")),
+            b.size
+        );
+        let mut h = Sha256::new();
+        let mut done = 0;
+        while done < b.size {
+            let n = (b.size - done).min(CHUNK) as usize;
+            base.read_at(&b.path, done, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            done += n as u64;
+        }
+        let got: [u8; 32] = h.finalize().into();
+        if got != b.sha256 {
+            bail!(
+                "base file {} on the running slot has sha256 {}, the delta needs {}: the running slot was modified",
+                show(&b.path),
+                hex::encode(got),
+                hex::encode(b.sha256)
+            );
+        }
+    }
+    Ok(())
+}
