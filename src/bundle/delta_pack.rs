@@ -98,8 +98,8 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
         None => fingerprint_of_tar(File::open(&base_tar)?)?,
     };
 
-    let base_files = tar_files(&base_tar).context("reading the base rootfs")?;
-    let new_files = tar_files(&new_tar).context("reading the new rootfs")?;
+    let (base_files, _) = tar_files(&base_tar).context("reading the base rootfs")?;
+    let (new_files, new_links) = tar_files(&new_tar).context("reading the new rootfs")?;
     let delta_path = work.path().join("rootfs.delta.zst");
     let mut counts = Counts::default();
     let (size, sha256, unpacked_size) = compress(&delta_path, opts.level, |w| {
@@ -108,6 +108,7 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
             &new_tar,
             tar_size,
             &new_files,
+            &new_links,
             &base_tar,
             &base_files,
             opts.level,
@@ -227,13 +228,24 @@ impl Write for HashCount {
     }
 }
 
-/// The plain regular files of a tar (not sparse, not empty), in archive order.
-fn tar_files(path: &Path) -> Result<Vec<TarFile>> {
+/// The plain regular files of a tar (not sparse, not empty), in archive order, and its hard
+/// links: for a file's path, the other names of the same file.
+fn tar_files(path: &Path) -> Result<(Vec<TarFile>, Links)> {
     let mut a = tar::Archive::new(File::open(path)?);
     let mut out = Vec::new();
+    let mut links = Links::new();
     for e in a.entries().context("reading the tar")? {
         let mut e = e.context("reading the tar")?;
         let t = e.header().entry_type();
+        if t == tar::EntryType::Link
+            && let Some(target) = e.link_name_bytes().map(|l| strip(&l))
+        {
+            links
+                .entry(target)
+                .or_default()
+                .push(strip(&e.path_bytes()));
+            continue;
+        }
         if !(t.is_file() || t == tar::EntryType::Continuous) || e.size() == 0 {
             continue;
         }
@@ -244,10 +256,7 @@ fn tar_files(path: &Path) -> Result<Vec<TarFile>> {
         if sparse {
             continue;
         }
-        let mut path = e.path_bytes().into_owned();
-        while let Some(rest) = path.strip_prefix(b"./").or(path.strip_prefix(b"/")) {
-            path = rest.to_vec();
-        }
+        let path = strip(&e.path_bytes());
         let offset = e.raw_file_position();
         let size = e.size();
         let mut h = Sha256::new();
@@ -260,7 +269,19 @@ fn tar_files(path: &Path) -> Result<Vec<TarFile>> {
             sha256: h.finalize().into(),
         });
     }
-    Ok(out)
+    Ok((out, links))
+}
+
+/// Other names of a file (hard links), by the path of its first name.
+type Links = HashMap<Vec<u8>, Vec<Vec<u8>>>;
+
+/// A member path without its leading `./` or `/`.
+fn strip(p: &[u8]) -> Vec<u8> {
+    let mut p = p;
+    while let Some(rest) = p.strip_prefix(b"./").or(p.strip_prefix(b"/")) {
+        p = rest;
+    }
+    p.to_vec()
 }
 
 struct HashSink<'a>(&'a mut Sha256);
@@ -293,6 +314,7 @@ fn write_stream(
     new_tar: &Path,
     tar_size: u64,
     new_files: &[TarFile],
+    new_links: &Links,
     base_tar: &Path,
     base_files: &[TarFile],
     level: i32,
@@ -310,7 +332,12 @@ fn write_stream(
     }
     let mut raw_from = 0u64;
     for f in new_files {
-        let same = by_path.get(&f.path[..]).copied();
+        // The base file of the same path, or of another name of the same file.
+        let same = by_path.get(&f.path[..]).copied().or_else(|| {
+            new_links
+                .get(&f.path)
+                .and_then(|names| names.iter().find_map(|n| by_path.get(&n[..]).copied()))
+        });
         let copy_from = match same {
             Some(b) if b.sha256 == f.sha256 && b.size == f.size => Some(b),
             _ => by_sha.get(&(f.sha256, f.size)).copied(),

@@ -27,6 +27,7 @@ mod bundle;
 mod bundle_refusals;
 mod debian_initrd;
 mod delta;
+mod delta_refusals;
 mod disk_esp;
 mod disk_gpt_repair;
 mod disk_hardening;
