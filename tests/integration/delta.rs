@@ -26,6 +26,9 @@ fn write(root: &Path, rel: &str, data: &[u8]) {
     std::fs::write(f, data).unwrap();
 }
 
+/// Small files in both trees.
+const MANY: usize = 80;
+
 /// 5 MiB: more than two patch pieces.
 const BIG: usize = 5 << 20;
 
@@ -41,6 +44,13 @@ fn base_tree(root: &Path) {
     write(root, "etc/removed.conf", b"gone in 2.0\n");
     write(root, "usr/lib/big.bin", &noise(BIG, 4));
     write(root, "usr/lib/same.bin", &noise(40_000, 5));
+    for i in 0..MANY {
+        write(
+            root,
+            &format!("usr/share/many/f{i:03}"),
+            &noise(2000, 100 + i as u64),
+        );
+    }
     sh(&format!(
         "mkdir -p $(dirname {f}) && truncate -s 8M {f} && printf 'sparse 1' | dd of={f} bs=1 seek=4194304 conv=notrunc status=none",
         f = p(&root.join("var/sparse.img"))
@@ -85,6 +95,16 @@ fn new_tree(root: &Path) {
         &edit(noise(BIG, 4), &[100, (2 << 20) + 5, (4 << 20) + 7]),
     );
     write(root, "usr/lib/same.bin", &noise(40_000, 5));
+    // more members than the populate-middle failpoint's 64, a quarter of them changed
+    for i in 0..MANY {
+        let data = noise(2000, 100 + i as u64);
+        let data = if i % 4 == 0 {
+            edit(data, &[1000])
+        } else {
+            data
+        };
+        write(root, &format!("usr/share/many/f{i:03}"), &data);
+    }
     // a symlink retargeted, a sparse file changed
     std::fs::remove_file(root.join("bin/rel-link")).unwrap();
     std::os::unix::fs::symlink("../usr/lib/same.bin", root.join("bin/rel-link")).unwrap();
@@ -190,13 +210,18 @@ fn a_delta_apply_writes_what_a_full_apply_writes() {
     let m: serde_json::Value =
         serde_json::from_str(&hup_ok(&["inspect", "--json", p(&d.delta)])).unwrap();
     let delta = &m["manifest"]["delta"];
-    // copied: same.bin, renamed-2.0.txt, data.bin, the long name, os-release-less files...
-    assert!(delta["copy"]["files"].as_u64().unwrap() >= 3, "{delta}");
+    // copied: same.bin, renamed-2.0.txt (from its old name), data.bin, the long name, three
+    // quarters of the many small files
+    assert!(
+        delta["copy"]["files"].as_u64().unwrap() >= 3 + 60,
+        "{delta}"
+    );
     // patched: changed.bin (whose data the tar carries under its new first name,
     // changed-link.bin: found through the hard link), mod.ko (renamed), big.bin, bin/tool,
     // the sparse file (a directory's sparse file is packed with its holes as data) and
-    // etc/os-release (its version line changed); new: only new-tool
-    assert_eq!(delta["patch"]["files"], 6, "{delta}");
+    // etc/os-release (its version line changed), a quarter of the many small files; new:
+    // only new-tool
+    assert_eq!(delta["patch"]["files"], 6 + MANY as u64 / 4, "{delta}");
     assert_eq!(delta["new"]["files"], 1, "{delta}");
 
     let full_img = d.w.provision("full.img", "1.0.0", "gpt", &[]);
@@ -244,4 +269,87 @@ fn packing_a_delta_is_deterministic_and_never_larger_than_the_full_bundle() {
     let m: serde_json::Value =
         serde_json::from_str(&hup_ok(&["inspect", "--json", p(&out_path)])).unwrap();
     assert!(m["manifest"].get("delta").is_none(), "{m}");
+}
+
+/// `hup provision` of `bundle` into a new image `name` (as [`World::provision`] does).
+fn provision(w: &World, name: &str, bundle: &Path) -> PathBuf {
+    let img = w.dir.join(name);
+    hup_ok(&[
+        "provision",
+        "--bundle",
+        p(bundle),
+        "--key",
+        p(&w.pubkey),
+        "--size",
+        "300M",
+        "--slot-size",
+        "64M",
+        "--boot-size",
+        "40M",
+        "--boot-backend",
+        "gpt",
+        p(&img),
+    ]);
+    img
+}
+
+#[test]
+fn sparse_tar_members_round_trip() {
+    use crate::support::hostile_tar::{archive, sparse10, ustar};
+    use tar::EntryType::{Directory, Regular};
+    let w = World::new();
+    let tree = |data: &[u8], region: &[u8]| {
+        archive(&[
+            ustar("etc/", Directory, b"", None),
+            ustar("etc/hup/", Directory, b"", None),
+            ustar("var/", Directory, b"", None),
+            ustar("var/data.bin", Regular, data, None),
+            sparse10(
+                "var/disk.img",
+                16 << 20,
+                &[(0, &noise(4096, 7)), (8 << 20, region)],
+            ),
+            ustar("var/other.bin", Regular, &noise(50_000, 8), None),
+        ])
+    };
+    let base_tar = w.dir.join("base.tar");
+    std::fs::write(&base_tar, tree(&noise(100_000, 9), &noise(4096, 10))).unwrap();
+    let new_tar = w.dir.join("new.tar");
+    std::fs::write(
+        &new_tar,
+        tree(&edit(noise(100_000, 9), &[5000]), &noise(4096, 11)),
+    )
+    .unwrap();
+    let pack = |tar: &Path, v: &str, out: &str, extra: &[&str]| {
+        let out = w.dir.join(out);
+        BundleBuilder::new(tar, v, &w.key)
+            .level(1)
+            .args(extra.iter().copied())
+            .pack(&out);
+        out
+    };
+    let base = pack(&base_tar, "1.0.0", "base.hup", &[]);
+    let full = pack(&new_tar, "2.0.0", "full.hup", &[]);
+    let delta = pack(&new_tar, "2.0.0", "delta.hup", &["--delta-from", p(&base)]);
+    let m: serde_json::Value =
+        serde_json::from_str(&hup_ok(&["inspect", "--json", p(&delta)])).unwrap();
+    let counts = &m["manifest"]["delta"];
+    // data.bin patched, other.bin copied; the sparse member is sent as it is
+    assert_eq!(
+        (
+            counts["patch"]["files"].as_u64(),
+            counts["copy"]["files"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{counts}"
+    );
+    let mut slots = Vec::new();
+    for (name, bundle) in [("full.img", &full), ("delta.img", &delta)] {
+        let img = provision(&w, name, &base);
+        let o = crate::support::runner::Hup::with(w.apply_args(&img, bundle)).run();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        slots.push(slot_b(&img));
+    }
+    assert_eq!(slots[0]["/var/disk.img"].size, (16u64 << 20).to_string());
+    assert_same_tree(&slots[0], &slots[1], same_but_format_time);
 }
