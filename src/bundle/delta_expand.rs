@@ -327,3 +327,185 @@ pub fn check_base_files(bases: &[BaseRef], base: &mut dyn BaseFiles) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::delta::Piece;
+    use crate::bundle::delta::{
+        TAG_COPY, TAG_END, TAG_PATCH, TAG_RAW, patch, write_base, write_piece,
+    };
+    use std::collections::BTreeMap;
+
+    struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl BaseFiles for Mem {
+        fn size(&mut self, path: &[u8]) -> Result<Option<u64>> {
+            Ok(self.0.get(path).map(|v| v.len() as u64))
+        }
+        fn read_at(&mut self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
+            let v = &self.0[path];
+            buf.copy_from_slice(&v[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn sha(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    fn base() -> Mem {
+        Mem(BTreeMap::from([
+            (b"a".to_vec(), b"hello base a".to_vec()),
+            (
+                b"big".to_vec(),
+                (0..5_000_000u32).map(|i| (i % 253) as u8).collect(),
+            ),
+        ]))
+    }
+
+    /// raw "head", copy of a, patch of big (one byte changed in each piece), raw "tail".
+    fn stream(new_big: &[u8], named_sha: [u8; 32]) -> (Vec<u8>, Vec<u8>) {
+        let b = base();
+        let mut s = vec![TAG_RAW];
+        s.extend(4u64.to_le_bytes());
+        s.extend(b"head");
+        s.push(TAG_COPY);
+        let a = &b.0[&b"a"[..]];
+        write_base(
+            &mut s,
+            &BaseRef {
+                path: b"a".to_vec(),
+                size: a.len() as u64,
+                sha256: sha(a),
+            },
+        )
+        .unwrap();
+        let old = &b.0[&b"big"[..]];
+        s.push(TAG_PATCH);
+        write_base(
+            &mut s,
+            &BaseRef {
+                path: b"big".to_vec(),
+                size: old.len() as u64,
+                sha256: sha(old),
+            },
+        )
+        .unwrap();
+        s.extend(named_sha);
+        s.extend((new_big.len() as u64).to_le_bytes());
+        let pieces = (new_big.len() as u64).div_ceil(PIECE);
+        s.extend((pieces as u32).to_le_bytes());
+        let mut done = 0;
+        while done < new_big.len() as u64 {
+            let len = (new_big.len() as u64 - done).min(PIECE);
+            let (ro, rl) = crate::bundle::delta::ref_range(done, len, old.len() as u64);
+            let p = patch(
+                &old[ro as usize..(ro + rl) as usize],
+                &new_big[done as usize..(done + len) as usize],
+                3,
+            )
+            .unwrap();
+            write_piece(
+                &mut s,
+                &Piece {
+                    ref_offset: ro,
+                    ref_len: rl as u32,
+                    out_len: len as u32,
+                    patch_len: p.len() as u32,
+                },
+            )
+            .unwrap();
+            s.extend(&p);
+            done += len;
+        }
+        s.push(TAG_RAW);
+        s.extend(4u64.to_le_bytes());
+        s.extend(b"tail");
+        s.push(TAG_END);
+        let mut want = b"head".to_vec();
+        want.extend(a);
+        want.extend(new_big);
+        want.extend(b"tail");
+        (s, want)
+    }
+
+    fn new_big() -> Vec<u8> {
+        let mut v = base().0[&b"big"[..]].clone();
+        for at in [7, 2_100_000, 4_500_000] {
+            v[at] ^= 0xff;
+        }
+        v
+    }
+
+    fn expand(s: &[u8], b: Mem, want: &[u8]) -> Result<Vec<u8>> {
+        let mut e = Expander::new(s, Box::new(b), want.len() as u64, &hex::encode(sha(want)));
+        let mut out = Vec::new();
+        e.read_to_end(&mut out)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn expands_and_checks() {
+        let nb = new_big();
+        let (s, want) = stream(&nb, sha(&nb));
+        assert!(s.len() < 10_000, "{}", s.len());
+        assert_eq!(expand(&s, base(), &want).unwrap(), want);
+        let n = dry_run(
+            &s[..],
+            Box::new(base()),
+            want.len() as u64,
+            &hex::encode(sha(&want)),
+        )
+        .unwrap();
+        assert_eq!(n, want.len() as u64);
+    }
+
+    #[test]
+    fn refuses_what_does_not_check_out() {
+        let nb = new_big();
+        let (s, want) = stream(&nb, sha(&nb));
+        let err = |r: Result<Vec<u8>>| format!("{:#}", r.unwrap_err());
+        // a patch that does not give the sha256 it names
+        let (bad, _) = stream(&nb, [0; 32]);
+        assert!(err(expand(&bad, base(), &want)).contains("patched file /big has sha256"));
+        // a modified base file: copied (found while copying) and patched (dry run: before
+        // its first piece)
+        let mut b = base();
+        b.0.get_mut(&b"a"[..]).unwrap()[0] = b'H';
+        assert!(err(expand(&s, b, &want)).contains("the running slot was modified"));
+        let mut b = base();
+        b.0.get_mut(&b"big"[..]).unwrap()[4_000_000] ^= 1;
+        let e = dry_run(
+            &s[..],
+            Box::new(b),
+            want.len() as u64,
+            &hex::encode(sha(&want)),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("base file /big on the running slot has sha256"),
+            "{e:#}"
+        );
+        // a missing base file
+        let mut b = base();
+        b.0.remove(&b"a"[..]);
+        assert!(err(expand(&s, b, &want)).contains("base file /a has no file"));
+        // truncated anywhere, or with bytes after the end
+        for cut in [1, 20, s.len() / 2, s.len() - 1] {
+            let e = err(expand(&s[..cut], base(), &want));
+            assert!(
+                e.contains("ends") || e.contains("truncated") || e.contains("patch"),
+                "{cut}: {e}"
+            );
+        }
+        let mut more = s.clone();
+        more.push(0);
+        assert!(err(expand(&more, base(), &want)).contains("bytes after the end record"));
+        // another tar than the manifest signs
+        let mut other = want.clone();
+        other[0] ^= 1;
+        assert!(err(expand(&s, base(), &other)).contains("not the"));
+    }
+}
