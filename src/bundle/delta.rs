@@ -179,7 +179,7 @@ pub fn read_piece(r: &mut impl Read, done: u64, size: u64, base_size: u64) -> Re
     };
     let out = u64::from(p.out_len);
     ensure!(
-        out >= 1 && out <= PIECE && out <= size - done,
+        (1..=PIECE).contains(&out) && out <= size.saturating_sub(done),
         "a patch piece of {out} bytes at {done} of a {size}-byte file"
     );
     ensure!(

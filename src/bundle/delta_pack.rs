@@ -411,6 +411,9 @@ fn flush_raw(w: &mut dyn Write, tar: &File, from: u64, to: u64) -> Result<()> {
     Ok(())
 }
 
+/// One piece of a patch and its bytes.
+type Patched = (Piece, Vec<u8>);
+
 /// The patch pieces of `f` against `b`, or `None` when sending the file whole (zstd at the
 /// same level) would be no larger.
 fn patches(
@@ -419,7 +422,7 @@ fn patches(
     base: &File,
     b: &TarFile,
     level: i32,
-) -> Result<Option<Vec<(Piece, Vec<u8>)>>> {
+) -> Result<Option<Vec<Patched>>> {
     let mut pieces = Vec::new();
     let mut total = 0u64;
     let mut whole = 0u64;

@@ -21,7 +21,7 @@ mod format;
 mod inode;
 mod path;
 mod populate;
-mod read;
+mod ffi_read;
 mod source;
 mod stats;
 mod target;
@@ -34,7 +34,7 @@ use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
 pub use format::{MIN_SIZE, MkfsOptions, inode_ratio, parse_uuid};
-pub use read::{FileRef, ReadFs};
+pub use ffi_read::{FileRef, ReadFs};
 pub use source::maybe_decompress;
 pub use stats::Stats;
 pub use target::Dest;
