@@ -5,8 +5,9 @@
 //! decompressed rootfs stream goes, so the slot is written by the same code from the same
 //! bytes. It reports the end of the stream only after the `E` record, nothing after it, and
 //! the size and SHA-256 of everything it gave matching the manifest's `tar_size` and
-//! `tar_sha256`; a copied or patched file whose bytes do not have the sha256 the stream
-//! names stops it with an error.
+//! `tar_sha256`. The preflight's [`dry_run`] checks each record instead (a copied or patched
+//! file whose bytes do not have the sha256 the stream names stops it with an error naming
+//! the file), so that populate hashes each byte once.
 
 use std::io::{self, Read};
 
@@ -49,8 +50,10 @@ pub struct Expander<R> {
     total: u64,
     tar_size: u64,
     tar_sha256: String,
-    /// Hash every patched file's whole base file before its first piece (preflight).
-    check_patch_bases: bool,
+    /// Preflight: check every record (each copied file's sha256, each patched file's base
+    /// file whole before its first piece, each patch's result), not the tar's sha256. Else
+    /// (populate): only the tar's size and sha256, which cover every record too.
+    preflight: bool,
 }
 
 impl<R> std::fmt::Debug for Expander<R> {
@@ -77,7 +80,7 @@ impl<R: Read> Expander<R> {
             total: 0,
             tar_size,
             tar_sha256: tar_sha256.to_string(),
-            check_patch_bases: false,
+            preflight: false,
         }
     }
 
@@ -110,10 +113,14 @@ impl<R: Read> Expander<R> {
                     let n = (base.size - done).min(CHUNK);
                     self.out.resize(n as usize, 0);
                     self.base.read_at(&base.path, done, &mut self.out)?;
-                    hash.update(&self.out);
+                    if self.preflight {
+                        hash.update(&self.out);
+                    }
                     if done + n == base.size {
-                        check_sha(&base.path, hash, &base.sha256, "base file")
-                            .context("the running slot was modified")?;
+                        if self.preflight {
+                            check_sha(&base.path, hash, &base.sha256, "base file")
+                                .context("the running slot was modified")?;
+                        }
                         self.state = State::Next;
                     } else {
                         self.state = State::Copy {
@@ -138,7 +145,9 @@ impl<R: Read> Expander<R> {
                             "the patch of {} gives {done} of its {size} bytes",
                             show(&base.path)
                         );
-                        check_sha(&base.path, hash, &sha256, "patched file")?;
+                        if self.preflight {
+                            check_sha(&base.path, hash, &sha256, "patched file")?;
+                        }
                         self.state = State::Next;
                         continue;
                     }
@@ -153,7 +162,9 @@ impl<R: Read> Expander<R> {
                     self.out.resize(p.out_len as usize, 0);
                     unpatch(&self.reference, &self.patch, &mut self.out)
                         .with_context(|| format!("patching {}", show(&base.path)))?;
-                    hash.update(&self.out);
+                    if self.preflight {
+                        hash.update(&self.out);
+                    }
                     self.state = State::Patch {
                         base,
                         sha256,
@@ -191,7 +202,7 @@ impl<R: Read> Expander<R> {
                     u64::from(pieces) == size.div_ceil(PIECE),
                     "a patch of {size} bytes in {pieces} pieces"
                 );
-                if self.check_patch_bases {
+                if self.preflight {
                     check_base_files(std::slice::from_ref(&base), self.base.as_mut())?;
                 }
                 Ok(State::Patch {
@@ -212,14 +223,20 @@ impl<R: Read> Expander<R> {
                         == 0,
                     "bytes after the end record of the delta stream"
                 );
-                let sha = hex::encode(std::mem::take(&mut self.hash).finalize());
                 ensure!(
-                    self.total == self.tar_size && sha == self.tar_sha256,
-                    "the delta expands to {} bytes with sha256 {sha}, not the {} bytes with sha256 {} the manifest signs",
+                    self.total == self.tar_size,
+                    "the delta expands to {} bytes, not the {} bytes the manifest signs",
                     self.total,
-                    self.tar_size,
-                    self.tar_sha256
+                    self.tar_size
                 );
+                if !self.preflight {
+                    let sha = hex::encode(std::mem::take(&mut self.hash).finalize());
+                    ensure!(
+                        sha == self.tar_sha256,
+                        "the delta expands to a tar with sha256 {sha}, not the {} the manifest signs",
+                        self.tar_sha256
+                    );
+                }
                 Ok(State::Ended)
             }
         }
@@ -244,7 +261,9 @@ impl<R: Read> Expander<R> {
             "the delta expands to more than the {} bytes the manifest signs",
             self.tar_size
         );
-        self.hash.update(&self.out);
+        if !self.preflight {
+            self.hash.update(&self.out);
+        }
         Ok(())
     }
 }
@@ -280,8 +299,8 @@ fn check_sha(path: &[u8], hash: Sha256, want: &[u8; 32], what: &str) -> Result<(
 
 /// The preflight of a delta: expands the whole stream into nothing, so that every record,
 /// every base file (copied files as they are read, patched files whole, before their
-/// first piece), every patch's result and the expanded tar's size and sha256 are checked
-/// before anything is written. Returns the expanded size.
+/// first piece), every patch's result and the expanded tar's size are checked before
+/// anything is written. Returns the expanded size.
 pub fn dry_run(
     stream: impl Read,
     base: Box<dyn BaseFiles>,
@@ -289,7 +308,7 @@ pub fn dry_run(
     tar_sha256: &str,
 ) -> Result<u64> {
     let mut e = Expander::new(stream, base, tar_size, tar_sha256);
-    e.check_patch_bases = true;
+    e.preflight = true;
     io::copy(&mut e, &mut io::sink()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -462,31 +481,33 @@ mod tests {
         assert_eq!(n, want.len() as u64);
     }
 
+    fn dry(s: &[u8], b: Mem, want: &[u8]) -> Result<u64> {
+        dry_run(s, Box::new(b), want.len() as u64, &hex::encode(sha(want)))
+    }
+
     #[test]
     fn refuses_what_does_not_check_out() {
         let nb = new_big();
         let (s, want) = stream(&nb, sha(&nb));
         let err = |r: Result<Vec<u8>>| format!("{:#}", r.unwrap_err());
-        // a patch that does not give the sha256 it names
+        let dry_err = |r: Result<u64>| format!("{:#}", r.unwrap_err());
+        // a patch that does not give the sha256 it names: preflight names the file
         let (bad, _) = stream(&nb, [0; 32]);
-        assert!(err(expand(&bad, base(), &want)).contains("patched file /big has sha256"));
-        // a modified base file: copied (found while copying) and patched (dry run: before
-        // its first piece)
+        assert!(dry_err(dry(&bad, base(), &want)).contains("patched file /big has sha256"));
+        // a modified base file: copied (found while copying) and patched (before its first
+        // piece) in preflight; populate finds any of them by the tar's sha256
         let mut b = base();
         b.0.get_mut(&b"a"[..]).unwrap()[0] = b'H';
-        assert!(err(expand(&s, b, &want)).contains("the running slot was modified"));
+        assert!(dry_err(dry(&s, b, &want)).contains("the running slot was modified"));
+        let mut b = base();
+        b.0.get_mut(&b"a"[..]).unwrap()[0] = b'H';
+        assert!(err(expand(&s, b, &want)).contains("not the"));
         let mut b = base();
         b.0.get_mut(&b"big"[..]).unwrap()[4_000_000] ^= 1;
-        let e = dry_run(
-            &s[..],
-            Box::new(b),
-            want.len() as u64,
-            &hex::encode(sha(&want)),
-        )
-        .unwrap_err();
+        let e = dry_err(dry(&s, b, &want));
         assert!(
-            format!("{e:#}").contains("base file /big on the running slot has sha256"),
-            "{e:#}"
+            e.contains("base file /big on the running slot has sha256"),
+            "{e}"
         );
         // a missing base file
         let mut b = base();
@@ -499,13 +520,16 @@ mod tests {
                 e.contains("ends") || e.contains("truncated") || e.contains("patch"),
                 "{cut}: {e}"
             );
+            assert!(dry(&s[..cut], base(), &want).is_err(), "{cut}");
         }
         let mut more = s.clone();
         more.push(0);
         assert!(err(expand(&more, base(), &want)).contains("bytes after the end record"));
-        // another tar than the manifest signs
+        // another tar than the manifest signs: another sha256 (populate), another size (both)
         let mut other = want.clone();
         other[0] ^= 1;
         assert!(err(expand(&s, base(), &other)).contains("not the"));
+        other.push(0);
+        assert!(dry_err(dry(&s, base(), &other)).contains("not the"));
     }
 }

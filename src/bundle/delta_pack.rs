@@ -127,7 +127,9 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
     };
     // The fingerprint payload is left out: nothing on a device reads it (the apply records
     // the fingerprint of the stream it writes), and it is large (about 2 % of a full bundle).
-    manifest.payloads.retain(|p| p.kind != PayloadKind::Fingerprint);
+    manifest
+        .payloads
+        .retain(|p| p.kind != PayloadKind::Fingerprint);
     for p in &mut manifest.payloads {
         if p.kind == PayloadKind::Rootfs {
             *p = delta_payload.clone();
