@@ -33,15 +33,13 @@ impl SlotBase {
         })
     }
 
-    fn file(&mut self, path: &[u8]) -> Result<Option<FileRef>> {
-        if let Some((p, f)) = &self.last
-            && p == path
-        {
-            return Ok(*f);
+    /// The regular file at `path` (the last one looked up is kept with its extent map).
+    fn file(&mut self, path: &[u8]) -> Result<Option<&FileRef>> {
+        if !self.last.as_ref().is_some_and(|(p, _)| p == path) {
+            let f = self.fs.lookup(path)?;
+            self.last = Some((path.to_vec(), f));
         }
-        let f = self.fs.lookup(path)?;
-        self.last = Some((path.to_vec(), f));
-        Ok(f)
+        Ok(self.last.as_ref().and_then(|(_, f)| f.as_ref()))
     }
 }
 
@@ -51,12 +49,14 @@ impl BaseFiles for SlotBase {
     }
 
     fn read_at(&mut self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
-        let Some(f) = self.file(path)? else {
+        if self.file(path)?.is_none() {
             bail!(
                 "base file /{} is missing on the running slot",
                 String::from_utf8_lossy(path)
             );
-        };
+        }
+        let (_, f) = self.last.as_ref().expect("looked up");
+        let f = f.as_ref().expect("present");
         self.fs.read_at(f, offset, buf)
     }
 }

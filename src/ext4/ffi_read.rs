@@ -22,16 +22,31 @@ const ROOT: u32 = 2;
 /// Most bytes asked of libext2fs in one read.
 const CHUNK: usize = 1 << 20;
 
-/// A regular file found by [`ReadFs::lookup`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A regular file found by [`ReadFs::lookup`]: its inode, size and, for a file mapped by
+/// extents, where its data is (read straight from the device, in runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRef {
     pub ino: u32,
     pub size: u64,
+    runs: Option<Vec<Run>>,
+}
+
+/// `len` blocks of a file from logical block `lblk` at physical block `pblk`; `zero`: an
+/// uninitialized extent (reads as zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    lblk: u64,
+    pblk: u64,
+    len: u64,
+    zero: bool,
 }
 
 /// An ext4 filesystem opened read-only.
 pub struct ReadFs {
     fs: Fs,
+    /// The same device, for reading mapped file data in large pieces.
+    dev: std::fs::File,
+    offset: u64,
 }
 
 impl std::fmt::Debug for ReadFs {
@@ -72,12 +87,13 @@ impl ReadFs {
                 path.display()
             )
         })?;
-        Ok(ReadFs {
-            fs: Fs {
-                fs,
-                name: path.display().to_string(),
-            },
-        })
+        let fs = Fs {
+            fs,
+            name: path.display().to_string(),
+        };
+        let dev = std::fs::File::open(path)
+            .with_context(|| format!("opening {} read-only", path.display()))?;
+        Ok(ReadFs { fs, dev, offset })
     }
 
     /// Opens the filesystem of the partition labelled `label` on `disk`, read-only.
@@ -87,8 +103,8 @@ impl ReadFs {
             .with_context(|| format!("reading partition {label:?}"))
     }
 
-    /// The inode's mode and size.
-    fn stat(&self, ino: u32) -> Result<(u16, u64)> {
+    /// The inode's mode, size and flags.
+    fn stat(&self, ino: u32) -> Result<(u16, u64, u32)> {
         // SAFETY: ext2_inode is plain old data; all-zero is a valid value.
         let mut inode: sys::ext2_inode = unsafe { std::mem::zeroed() };
         // SAFETY: the handle is live (invariant of Fs); inode is a valid out pointer of the
@@ -96,7 +112,7 @@ impl ReadFs {
         let code = unsafe { sys::ext2fs_read_inode(self.fs.fs, ino, &mut inode) };
         check(code, || format!("reading inode {ino} of {}", self.fs.name))?;
         let size = u64::from(inode.i_size) | (u64::from(inode.i_size_high) << 32);
-        Ok((inode.i_mode, size))
+        Ok((inode.i_mode, size, inode.i_flags))
     }
 
     /// The regular file at `path` (relative to the root; `/` separated), if there is one.
@@ -119,7 +135,7 @@ impl ReadFs {
             let Some(ino) = self.fs.lookup(cur, c)? else {
                 return Ok(None);
             };
-            let (mode, _) = self.stat(ino)?;
+            let (mode, _, _) = self.stat(ino)?;
             if mode & S_IFMT != S_IFDIR {
                 bail!(
                     "{:?}: {:?} is not a directory",
@@ -132,15 +148,71 @@ impl ReadFs {
         let Some(ino) = self.fs.lookup(cur, last)? else {
             return Ok(None);
         };
-        let (mode, size) = self.stat(ino)?;
+        let (mode, size, flags) = self.stat(ino)?;
         if mode & S_IFMT != S_IFREG {
             bail!("{:?} is not a regular file", show());
         }
-        Ok(Some(FileRef { ino, size }))
+        let mapped = flags & sys::EXT4_EXTENTS_FL != 0 && flags & sys::EXT4_INLINE_DATA_FL == 0;
+        let runs = if mapped {
+            Some(self.extents(ino).with_context(|| format!("{:?}", show()))?)
+        } else {
+            None
+        };
+        Ok(Some(FileRef { ino, size, runs }))
+    }
+
+    /// The leaf extents of inode `ino`, in logical order, each inside the filesystem.
+    fn extents(&self, ino: u32) -> Result<Vec<Run>> {
+        let mut h: sys::ext2_extent_handle_t = std::ptr::null_mut();
+        // SAFETY: the handle is live; a NULL inode makes the library read it; h receives a
+        // new extent handle, freed below.
+        let code =
+            unsafe { sys::ext2fs_extent_open2(self.fs.fs, ino, std::ptr::null_mut(), &mut h) };
+        check(code, || format!("reading the extents of inode {ino}"))?;
+        let r = self.leaves(h, ino);
+        // SAFETY: h was opened above and is freed exactly once.
+        unsafe { sys::ext2fs_extent_free(h) };
+        r
+    }
+
+    fn leaves(&self, h: sys::ext2_extent_handle_t, ino: u32) -> Result<Vec<Run>> {
+        let blocks = self.fs.blocks_count();
+        let mut runs: Vec<Run> = Vec::new();
+        // SAFETY: ext2fs_extent is plain old data; all-zero is a valid value.
+        let mut e: sys::ext2fs_extent = unsafe { std::mem::zeroed() };
+        let mut op = sys::EXT2_EXTENT_ROOT;
+        loop {
+            // SAFETY: h is a live extent handle; e is a valid out pointer.
+            let code = unsafe { sys::ext2fs_extent_get(h, op as i32, &mut e) };
+            if code == sys::EXT2_ET_EXTENT_NO_NEXT as sys::errcode_t
+                || (op == sys::EXT2_EXTENT_ROOT
+                    && code == sys::EXT2_ET_NO_CURRENT_NODE as sys::errcode_t)
+            {
+                break;
+            }
+            check(code, || format!("reading the extents of inode {ino}"))?;
+            op = sys::EXT2_EXTENT_NEXT_LEAF;
+            if e.e_flags & sys::EXT2_EXTENT_FLAGS_LEAF == 0 || e.e_len == 0 {
+                continue;
+            }
+            let run = Run {
+                lblk: e.e_lblk,
+                pblk: e.e_pblk,
+                len: u64::from(e.e_len),
+                zero: e.e_flags & sys::EXT2_EXTENT_FLAGS_UNINIT != 0,
+            };
+            if run.pblk.checked_add(run.len).is_none_or(|end| end > blocks)
+                || runs.last().is_some_and(|l| l.lblk + l.len > run.lblk)
+            {
+                bail!("inode {ino} has an extent outside the filesystem or out of order");
+            }
+            runs.push(run);
+        }
+        Ok(runs)
     }
 
     /// Fills `buf` with the bytes of `file` from `offset`; an error when the file ends first.
-    pub fn read_at(&mut self, file: FileRef, offset: u64, buf: &mut [u8]) -> Result<()> {
+    pub fn read_at(&mut self, file: &FileRef, offset: u64, buf: &mut [u8]) -> Result<()> {
         let end = offset.checked_add(buf.len() as u64);
         if end.is_none_or(|e| e > file.size) {
             bail!(
@@ -149,6 +221,11 @@ impl ReadFs {
                 file.ino,
                 file.size
             );
+        }
+        if let Some(runs) = &file.runs {
+            return self
+                .read_runs(runs, offset, buf)
+                .with_context(|| format!("reading inode {} of {}", file.ino, self.fs.name));
         }
         let mut f: sys::ext2_file_t = std::ptr::null_mut();
         // SAFETY: the handle is live; a NULL inode pointer makes the library read the inode;
@@ -183,8 +260,35 @@ impl ReadFs {
             );
         }
         let mut buf = vec![0; f.size as usize];
-        self.read_at(f, 0, &mut buf)?;
+        self.read_at(&f, 0, &mut buf)?;
         Ok(Some(buf))
+    }
+
+    /// `buf` from `offset` of a file mapped by `runs`: holes and uninitialized extents read
+    /// as zeros, the rest straight from the device, a run at a time.
+    fn read_runs(&self, runs: &[Run], offset: u64, buf: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let bs = self.fs.blocksize();
+        buf.fill(0);
+        let end = offset + buf.len() as u64;
+        // the first run that ends after `offset`
+        let first = runs.partition_point(|r| (r.lblk + r.len) * bs <= offset);
+        for r in &runs[first..] {
+            let (start, stop) = (r.lblk * bs, (r.lblk + r.len) * bs);
+            if start >= end {
+                break;
+            }
+            let (from, to) = (start.max(offset), stop.min(end));
+            if r.zero || from >= to {
+                continue;
+            }
+            let at = self.offset + r.pblk * bs + (from - start);
+            let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            self.dev
+                .read_exact_at(dst, at)
+                .with_context(|| format!("reading {} bytes at {at}", dst.len()))?;
+        }
+        Ok(())
     }
 }
 

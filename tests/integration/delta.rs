@@ -254,13 +254,25 @@ fn packing_a_delta_is_deterministic_and_never_larger_than_the_full_bundle() {
         .pack(&again);
     assert_eq!(file_sha(&again), file_sha(&d.delta));
 
-    // A new tree with nothing in common with the base: the full bundle is written.
-    let other = d.w.dir.join("rootfs-other");
-    write(&other, "usr/lib/x.bin", &noise(200_000, 99));
-    let out_path = d.w.dir.join("other.hup");
-    let o = BundleBuilder::new(&other, "3.0.0", &d.w.key)
+    // A delta larger than the full bundle: b.bin = A + C is patched from a base b.bin = C
+    // (the patch carries A Huffman-coded, opaque to the stream's compression), and a.bin = A
+    // is new; the full bundle's compression finds A twice in its tar and carries A + C once,
+    // the delta A twice. A: random letters of 16 (compressible, without long matches).
+    let a: Vec<u8> = noise(200_000, 21).iter().map(|b| b'a' + b % 16).collect();
+    let c = noise(20_000, 22);
+    let base_tree = d.w.dir.join("rootfs-c");
+    write(&base_tree, "b.bin", &c);
+    let base = d.w.dir.join("c.hup");
+    BundleBuilder::new(&base_tree, "3.0.0", &d.w.key)
         .level(1)
-        .args(["--delta-from", p(&d.base)])
+        .pack(&base);
+    let other = d.w.dir.join("rootfs-other");
+    write(&other, "a.bin", &a);
+    write(&other, "b.bin", &[a.clone(), c].concat());
+    let out_path = d.w.dir.join("other.hup");
+    let o = BundleBuilder::new(&other, "4.0.0", &d.w.key)
+        .level(1)
+        .args(["--delta-from", p(&base)])
         .command(&out_path)
         .run();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -300,6 +312,7 @@ fn sparse_tar_members_round_trip() {
     let w = World::new();
     let tree = |data: &[u8], region: &[u8]| {
         archive(&[
+            ustar("./", Directory, b"", None),
             ustar("etc/", Directory, b"", None),
             ustar("etc/hup/", Directory, b"", None),
             ustar("var/", Directory, b"", None),
