@@ -35,7 +35,7 @@ impl SlotBase {
 
     /// The regular file at `path` (the last one looked up is kept with its extent map).
     fn file(&mut self, path: &[u8]) -> Result<Option<&FileRef>> {
-        if !self.last.as_ref().is_some_and(|(p, _)| p == path) {
+        if self.last.as_ref().is_none_or(|(p, _)| p != path) {
             let f = self.fs.lookup(path)?;
             self.last = Some((path.to_vec(), f));
         }
