@@ -2,14 +2,15 @@
 //! digest of its recorded fingerprint (docs/delta.md, "Which base").
 //!
 //! The slot's record (`/etc/hup/fingerprint.json`, written by the apply that installed it)
-//! also covers the migrated NetworkManager keyfiles that apply added; their entries are
-//! left out, so the digest equals that of the base bundle's own fingerprint payload.
+//! also covers the migrated NetworkManager keyfiles that apply added, and the directories
+//! it made for them and for the record; those entries are left out, so the digest equals
+//! that of the base bundle's own fingerprint payload.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::data::fingerprint::{EMBED_PATH, Fingerprint};
+use crate::data::fingerprint::{EMBED_PATH, Fingerprint, Kind};
 use crate::ext4::ReadFs;
 use crate::model::manifest::Delta;
 
@@ -46,10 +47,15 @@ pub fn slot_digest(fs: &mut ReadFs, hup_dir: Option<&Path>) -> Result<Option<Str
     Ok(Some(fingerprint_digest(&fp)))
 }
 
-/// SHA-256 (hex) of a fingerprint's canonical JSON: the base digest a delta names.
+/// The base digest a delta names: SHA-256 (hex) of the canonical JSON of a fingerprint's
+/// entries other than directories. Directories are left out: an apply makes the ones its
+/// own files need (`etc/hup` for the record, the keyfiles' directories) when the tar has
+/// none, and a delta never reads a directory of its base.
 pub fn fingerprint_digest(fp: &Fingerprint) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(fp.to_json()))
+    let mut files = fp.clone();
+    files.entries.retain(|_, e| e.kind != Kind::Dir);
+    hex::encode(Sha256::digest(files.to_json()))
 }
 
 /// `None` when the running slot (`running` version, `digest` of its record) is the delta's
