@@ -8,6 +8,7 @@
 
 pub(crate) mod bootfiles;
 mod context;
+mod delta;
 pub mod layout;
 mod pipeline;
 mod preflight;

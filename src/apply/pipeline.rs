@@ -229,7 +229,13 @@ impl Run<'_> {
             Step::Format => slotfs::format(self.ctx.disk, target.label(labels), target)?,
             Step::Populate => {
                 let extra = slotfs::migrated_files(&self.ctx.data.root)?;
-                slotfs::populate(self.ctx.disk, target.label(labels), self.bundle(), extra)?;
+                slotfs::populate(
+                    self.ctx.disk,
+                    target.label(labels),
+                    self.current.label(labels),
+                    self.bundle(),
+                    extra,
+                )?;
             }
             Step::BootFiles => {
                 bootfiles::install(self.ctx.disk, self.ctx.config, self.bundle(), target)?;

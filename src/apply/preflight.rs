@@ -87,10 +87,15 @@ pub fn check(
             size.div_ceil(1 << 20).checked_mul(1 << 20)
         })
         .unwrap_or(u64::MAX);
-    if rootfs.unpacked_size > slot_len {
+    // A delta's stream is smaller than the tar it expands to.
+    let rootfs_tar = m
+        .delta
+        .as_ref()
+        .map_or(rootfs.unpacked_size, |d| d.tar_size);
+    if rootfs_tar > slot_len {
         bail!(
             "rootfs needs {} bytes, more than slot {target}'s partition {} ({slot_len} bytes)",
-            rootfs.unpacked_size,
+            rootfs_tar,
             target.label(labels),
         );
     }
@@ -119,6 +124,15 @@ pub fn check(
             );
         }
     }
+    // Last, as it reads the most: a delta's base, every base file it names checked.
+    super::delta::preflight(
+        ctx.disk,
+        current.label(labels),
+        state.slot(current).version.as_deref(),
+        Some(&ctx.data.root),
+        &bundle,
+    )
+    .context("delta bundle")?;
     log::info!(
         "preflight: {} {} for {} into slot {target} (running slot {current}), signed by key {}",
         m.compatible,

@@ -68,6 +68,9 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
     let bundle = Bundle::open(&o.bundle, &o.keys)?;
     bundle.verify_payloads()?;
     let m = &bundle.manifest;
+    if m.delta.is_some() {
+        bail!("a delta bundle cannot provision a device: give the full bundle");
+    }
     let rootfs = m.payload(PayloadKind::Rootfs).expect("validated");
     let boot_size = o.boot_size.unwrap_or(DEFAULT_BOOT_SIZE);
     // Without --slot-size the disk is split in three: slot A, slot B, data.
@@ -177,7 +180,8 @@ pub fn provision(o: &ProvisionOptions) -> Result<Provisioned> {
 
     log::info!("installing {} {} into slot a", m.compatible, m.version);
     slotfs::format(&o.disk, &labels.root_a, Slot::A)?;
-    slotfs::populate(&o.disk, &labels.root_a, &bundle, Vec::new())?;
+    // A full bundle (checked above): no base slot is read.
+    slotfs::populate(&o.disk, &labels.root_a, &labels.root_b, &bundle, Vec::new())?;
     bootfiles::install(&o.disk, &config, &bundle, Slot::A)?;
     let backend = boot::open_config(&config, &o.disk);
     backend.mark_good(Slot::A)?;

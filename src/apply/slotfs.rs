@@ -68,10 +68,12 @@ pub fn migrated_files(hup_dir: &Path) -> Result<Vec<fingerprint::ExtraFile>> {
 }
 
 /// Writes the bundle's rootfs into the (freshly formatted) partition labelled `label`, with
-/// `extra` files added (the migrated configuration).
+/// `extra` files added (the migrated configuration). A delta bundle's stream is expanded
+/// over the running slot, `base_label` (read-only), into the same tar a full bundle has.
 pub fn populate(
     disk: &Path,
     label: &str,
+    base_label: &str,
     bundle: &Bundle,
     extra: Vec<fingerprint::ExtraFile>,
 ) -> Result<ext4::Stats> {
@@ -79,7 +81,7 @@ pub fn populate(
     let reader = bundle
         .reader_for(PayloadKind::Rootfs)?
         .context("bundle has no rootfs")?;
-    let stream = zstd_stream(reader);
+    let stream = super::delta::rootfs_tar(disk, base_label, bundle, zstd_stream(reader))?;
     // The slot records its own fingerprint (etc/hup/fingerprint.json), computed from the
     // same stream while it is written (docs/fingerprint.md).
     for f in &extra {

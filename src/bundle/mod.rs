@@ -1,6 +1,10 @@
 //! Bundles (`*.hup`): a tar of `manifest.json`, its minisign signature and the payloads
 //! (docs/bundle-format.md).
 
+pub mod delta;
+pub mod delta_base;
+pub mod delta_expand;
+pub mod delta_pack;
 pub mod pack;
 pub mod reader;
 pub mod sign;

@@ -20,7 +20,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd window: 8 MiB, so that a device decompresses with bounded memory.
 const WINDOW_LOG: u32 = 23;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PackOptions {
     /// A directory, a tar or a tar.zst.
     pub rootfs: PathBuf,
@@ -89,6 +89,7 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
         migrations: opts.migrations.clone(),
         layout: opts.layout.clone(),
         requires_unmodified_base: opts.requires_unmodified_base,
+        delta: None,
     };
     manifest.validate()?;
     let key = SecretKey::load(&opts.key)?;
@@ -226,7 +227,7 @@ fn check_tar(src: &Path) -> Result<()> {
 }
 
 /// Compresses what `fill` writes into `dst`; returns (compressed size, sha256, tar size).
-fn compress(
+pub(super) fn compress(
     dst: &Path,
     level: i32,
     fill: impl FnOnce(&mut dyn Write) -> Result<()>,

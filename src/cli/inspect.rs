@@ -72,6 +72,9 @@ impl Inspect {
         if m.requires_unmodified_base {
             println!("requires unmodified base: yes");
         }
+        if let Some(d) = &m.delta {
+            print_delta(d);
+        }
         println!("signature:     present, not checked (use hup verify)");
         println!("payloads:");
         println!(
@@ -125,6 +128,25 @@ fn config_parts(path: &Path, disk: &Path) -> anyhow::Result<(Labels, Box<dyn Boo
     let c = SystemConfig::load(path)?;
     let boot = crate::boot::open_config(&c, disk);
     Ok((c.labels, boot))
+}
+
+/// `delta:` with its base, then the counts and bytes of new, copy and patch entries.
+fn print_delta(d: &crate::model::manifest::Delta) {
+    println!(
+        "delta:         from base {} (fingerprint sha256 {})",
+        d.base_version, d.base_fingerprint
+    );
+    println!(
+        "  expands to   {} bytes of tar, sha256 {}",
+        d.tar_size, d.tar_sha256
+    );
+    println!(
+        "  {:<6} {:>8} {:>14} {:>14}",
+        "entry", "files", "bytes", "sent"
+    );
+    for (name, c) in [("new", d.new), ("copy", d.copy), ("patch", d.patch)] {
+        println!("  {name:<6} {:>8} {:>14} {:>14}", c.files, c.bytes, c.sent);
+    }
 }
 
 /// `layout:` with the version, then one line per partition.

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
+use crate::bundle::delta_pack::pack_delta;
 use crate::bundle::pack::{PackOptions, pack, read_layout};
 
 /// Build a signed bundle from a root filesystem (directory, tar or tar.zst) and boot files.
@@ -41,13 +42,17 @@ pub struct Pack {
     /// refuse devices whose running system differs from its recorded fingerprint
     #[argh(switch)]
     requires_unmodified_base: bool,
+    /// full bundle of the version on the device: write a delta bundle against it
+    /// (docs/delta.md)
+    #[argh(option)]
+    delta_from: Option<PathBuf>,
 }
 
 impl Pack {
     pub fn run(self) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
         let layout = self.layout.as_deref().map(read_layout).transpose()?;
-        let m = pack(&PackOptions {
+        let opts = PackOptions {
             rootfs: self.rootfs,
             boot: self.boot,
             version: self.version,
@@ -59,7 +64,26 @@ impl Pack {
             layout,
             migrations: self.migration,
             requires_unmodified_base: self.requires_unmodified_base,
-        })?;
+        };
+        let m = match &self.delta_from {
+            None => pack(&opts)?,
+            Some(base) => {
+                let d = pack_delta(&opts, base)?;
+                let pct = 100.0 * d.delta_size as f64 / d.full_size.max(1) as f64;
+                if d.is_delta {
+                    println!(
+                        "delta bundle: {} bytes, {pct:.1} % of the full bundle's {} bytes",
+                        d.delta_size, d.full_size
+                    );
+                } else {
+                    println!(
+                        "the delta ({} bytes) is not smaller than the full bundle ({} bytes): wrote the full bundle",
+                        d.delta_size, d.full_size
+                    );
+                }
+                d.manifest
+            }
+        };
         println!(
             "wrote {} ({} {}) in {:.1} s",
             self.out.display(),

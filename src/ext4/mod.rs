@@ -17,6 +17,7 @@ mod dir;
 mod extents;
 mod ffi;
 mod ffi_format;
+mod ffi_read;
 mod format;
 mod inode;
 mod path;
@@ -32,6 +33,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use ffi::Fs;
+pub use ffi_read::{FileRef, ReadFs};
 pub use format::{MIN_SIZE, MkfsOptions, inode_ratio, parse_uuid};
 pub use source::maybe_decompress;
 pub use stats::Stats;

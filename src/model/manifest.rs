@@ -71,6 +71,40 @@ pub struct Manifest {
     /// (checked when staging and again in preflight; docs/fingerprint.md).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requires_unmodified_base: bool,
+    /// A delta bundle: the rootfs payload is a delta stream against this base
+    /// (docs/bundle-format.md, "Delta bundles").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// What a delta bundle needs on the device and what its rootfs payload expands to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// The version the running slot must run.
+    pub base_version: String,
+    /// SHA-256 of the base rootfs's fingerprint record (docs/delta.md).
+    pub base_fingerprint: String,
+    /// Size and SHA-256 of the rootfs tar the delta stream expands to: the full bundle's
+    /// rootfs tar, byte for byte.
+    pub tar_size: u64,
+    pub tar_sha256: String,
+    /// Files sent whole, copied from the base, rebuilt with a patch.
+    pub new: DeltaCount,
+    pub copy: DeltaCount,
+    pub patch: DeltaCount,
+}
+
+/// Files of one kind of delta entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaCount {
+    pub files: u64,
+    /// Bytes of the files they give.
+    pub bytes: u64,
+    /// Bytes the delta stream carries for them (file data or patches, before the
+    /// stream's compression).
+    pub sent: u64,
 }
 
 impl Manifest {
@@ -132,10 +166,7 @@ impl Manifest {
                 p.name
             );
             ensure!(
-                p.sha256.len() == 64
-                    && p.sha256
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                is_sha256(&p.sha256),
                 "payload {:?}: sha256 must be 64 lowercase hex digits",
                 p.name
             );
@@ -163,6 +194,13 @@ impl Manifest {
         if let Some(l) = &self.layout {
             l.validate().context("\"layout\"")?;
         }
+        if let Some(d) = &self.delta {
+            Version::parse(&d.base_version).context("\"delta\".\"base_version\"")?;
+            ensure!(
+                is_sha256(&d.base_fingerprint) && is_sha256(&d.tar_sha256),
+                "\"delta\": digests must be 64 lowercase hex digits"
+            );
+        }
         Ok(())
     }
 
@@ -180,6 +218,12 @@ impl Manifest {
             .as_deref()
             .map(|v| Version::parse(v).expect("validated"))
     }
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn valid_token(s: &str) -> bool {
@@ -213,6 +257,7 @@ mod tests {
             migrations: vec![],
             layout: None,
             requires_unmodified_base: false,
+            delta: None,
         }
     }
 

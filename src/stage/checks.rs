@@ -35,6 +35,9 @@ pub struct Facts {
     /// Free bytes on the boot partition plus what the spare slot's boot files occupy.
     pub boot_room: u64,
     pub boot_cluster: u64,
+    /// The running slot's base digest, which a delta bundle must name (docs/delta.md);
+    /// `None` when it has no fingerprint record or it could not be read.
+    pub base_digest: Option<String>,
 }
 
 /// Reads the sizes from the disk: the spare slot's partition and the boot partition's room.
@@ -44,6 +47,7 @@ pub fn gather(
     booted: Slot,
     running: &str,
     allow_downgrade: bool,
+    hup_dir: Option<&Path>,
 ) -> Result<Facts> {
     let labels = &config.labels;
     let spare = booted.other();
@@ -58,7 +62,15 @@ pub fn gather(
             reusable += esp.allocation(e.len);
         }
     }
+    // Only a delta bundle needs it: a slot hup cannot read is no reason to refuse a full one.
+    let base_digest = crate::ext4::ReadFs::open_partition(&d, booted.label(labels))
+        .and_then(|mut fs| crate::bundle::delta_base::slot_digest(&mut fs, hup_dir))
+        .unwrap_or_else(|e| {
+            log::debug!("the running slot's fingerprint: {e:#}");
+            None
+        });
     Ok(Facts {
+        base_digest,
         compatible: config.compatible.clone(),
         booted,
         running: running.to_string(),
@@ -107,13 +119,24 @@ pub fn check(m: &Manifest, f: &Facts) -> Result<()> {
             f.booted
         );
     }
+    if let Some(d) = &m.delta
+        && let Some(line) =
+            crate::bundle::delta_base::mismatch(d, Some(&f.running), f.base_digest.as_deref())
+    {
+        bail!("{line}");
+    }
     let rootfs = m
         .payload(PayloadKind::Rootfs)
         .expect("a validated manifest has a rootfs");
-    if rootfs.unpacked_size > f.spare_size {
+    // A delta's stream is smaller than the tar it expands to.
+    let rootfs_tar = m
+        .delta
+        .as_ref()
+        .map_or(rootfs.unpacked_size, |d| d.tar_size);
+    if rootfs_tar > f.spare_size {
         bail!(
             "rootfs needs {} bytes, more than slot {}'s partition {} ({} bytes)",
-            rootfs.unpacked_size,
+            rootfs_tar,
             f.spare,
             f.spare_label,
             f.spare_size
@@ -150,6 +173,7 @@ mod tests {
             boot_label: "hup-boot".into(),
             boot_room: 10_000,
             boot_cluster: 10,
+            base_digest: Some("d".repeat(64)),
         }
     }
 
@@ -173,6 +197,7 @@ mod tests {
             migrations: vec![],
             layout: None,
             requires_unmodified_base: false,
+            delta: None,
         }
     }
 
@@ -213,5 +238,41 @@ mod tests {
         ));
         m.payloads.pop();
         assert!(check(&m, &f).is_ok(), "no boot payload, no boot check");
+    }
+
+    #[test]
+    fn delta_needs_the_running_base() {
+        let f = facts();
+        let mut m = manifest("2.0");
+        m.delta = Some(crate::model::manifest::Delta {
+            base_version: "1.5".into(),
+            base_fingerprint: "d".repeat(64),
+            tar_size: 900,
+            tar_sha256: "0".repeat(64),
+            new: Default::default(),
+            copy: Default::default(),
+            patch: Default::default(),
+        });
+        assert!(check(&m, &f).is_ok(), "1.5 and 1.5.0 are one version");
+        m.delta.as_mut().unwrap().tar_size = 1001;
+        assert!(err(&m, &f).contains("rootfs needs 1001 bytes"));
+        m.delta.as_mut().unwrap().tar_size = 900;
+        m.delta.as_mut().unwrap().base_version = "1.4".into();
+        let e = err(&m, &f);
+        assert!(
+            e.contains("needs base version 1.4 with fingerprint dddddddddddddddd, the running slot has version 1.5.0 with fingerprint dddddddddddddddd"),
+            "{e}"
+        );
+        m.delta.as_mut().unwrap().base_version = "1.5.0".into();
+        let other = Facts {
+            base_digest: Some("e".repeat(64)),
+            ..facts()
+        };
+        assert!(err(&m, &other).contains("fingerprint eeeeeeeeeeeeeeee: use the full bundle"));
+        let none = Facts {
+            base_digest: None,
+            ..facts()
+        };
+        assert!(err(&m, &none).contains("fingerprint none recorded"));
     }
 }

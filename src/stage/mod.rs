@@ -127,6 +127,7 @@ fn stage_inner(dev: &Device, opts: &StageOptions) -> Result<StageReport> {
         booted.slot,
         &running,
         opts.allow_downgrade,
+        Some(&data.root),
     )?;
     let keys = Arc::new(dev.keys()?);
     log::info!(

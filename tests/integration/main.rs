@@ -29,6 +29,11 @@ mod boot_ubootenv_power;
 mod bundle;
 mod bundle_refusals;
 mod debian_initrd;
+mod delta;
+// Needs the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+mod delta_power;
+mod delta_refusals;
 mod disk_esp;
 mod disk_gpt_repair;
 mod disk_hardening;

@@ -1,0 +1,119 @@
+//! The apply of a delta bundle (docs/delta.md): the running slot's files, read-only through
+//! libext2fs, as the base the delta stream expands against; the preflight check of the base
+//! (version, fingerprint) and a dry run of the whole expansion (every base file's size and
+//! sha256, every patch's result, the tar's sha256) before the first write.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::bundle::delta::BaseFiles;
+use crate::bundle::delta_base;
+use crate::bundle::delta_expand::{Expander, dry_run};
+use crate::bundle::reader::Bundle;
+use crate::bundle::stream::zstd_stream;
+use crate::disk::Disk;
+use crate::ext4::{FileRef, ReadFs};
+use crate::model::manifest::PayloadKind;
+
+/// A slot's filesystem as the base of a delta; remembers the last file looked up.
+pub struct SlotBase {
+    fs: ReadFs,
+    last: Option<(Vec<u8>, Option<FileRef>)>,
+}
+
+impl SlotBase {
+    /// The filesystem of the partition labelled `label` on `disk`, read-only.
+    pub fn open(disk: &Path, label: &str) -> Result<SlotBase> {
+        let d = Disk::open_read_only(disk)?;
+        Ok(SlotBase {
+            fs: ReadFs::open_partition(&d, label)?,
+            last: None,
+        })
+    }
+
+    /// The regular file at `path` (the last one looked up is kept with its extent map).
+    fn file(&mut self, path: &[u8]) -> Result<Option<&FileRef>> {
+        if self.last.as_ref().is_none_or(|(p, _)| p != path) {
+            let f = self.fs.lookup(path)?;
+            self.last = Some((path.to_vec(), f));
+        }
+        Ok(self.last.as_ref().and_then(|(_, f)| f.as_ref()))
+    }
+}
+
+impl BaseFiles for SlotBase {
+    fn size(&mut self, path: &[u8]) -> Result<Option<u64>> {
+        Ok(self.file(path)?.map(|f| f.size))
+    }
+
+    fn read_at(&mut self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
+        if self.file(path)?.is_none() {
+            bail!(
+                "base file /{} is missing on the running slot",
+                String::from_utf8_lossy(path)
+            );
+        }
+        let (_, f) = self.last.as_ref().expect("looked up");
+        let f = f.as_ref().expect("present");
+        self.fs.read_at(f, offset, buf)
+    }
+}
+
+/// For a delta bundle: the running slot (partition `label`, version `running`) must be its
+/// base, and every base file it names must be there with its size and sha256. Reads only.
+pub fn preflight(
+    disk: &Path,
+    label: &str,
+    running: Option<&str>,
+    hup_dir: Option<&Path>,
+    bundle: &Bundle,
+) -> Result<()> {
+    let Some(d) = &bundle.manifest.delta else {
+        return Ok(());
+    };
+    let mut base = SlotBase::open(disk, label)?;
+    let digest = delta_base::slot_digest(&mut base.fs, hup_dir)?;
+    if let Some(line) = delta_base::mismatch(d, running, digest.as_deref()) {
+        bail!("{line}");
+    }
+    let reader = bundle
+        .reader_for(PayloadKind::Rootfs)?
+        .context("bundle has no rootfs")?;
+    let n = dry_run(
+        zstd_stream(reader),
+        Box::new(base),
+        d.tar_size,
+        &d.tar_sha256,
+    )?;
+    log::info!(
+        "preflight: delta from {}: {} copied and {} patched files from slot {label} check out, {n} bytes of tar",
+        d.base_version,
+        d.copy.files,
+        d.patch.files
+    );
+    Ok(())
+}
+
+/// The rootfs tar of `bundle` from its decompressed rootfs `stream`: the stream itself, or
+/// for a delta bundle its expansion over the slot labelled `base_label`.
+pub fn rootfs_tar(
+    disk: &Path,
+    base_label: &str,
+    bundle: &Bundle,
+    stream: impl Read + Send + 'static,
+) -> Result<Box<dyn Read + Send>> {
+    match &bundle.manifest.delta {
+        None => Ok(Box::new(stream)),
+        Some(d) => {
+            let base = SlotBase::open(disk, base_label)?;
+            Ok(Box::new(Expander::new(
+                stream,
+                Box::new(base),
+                d.tar_size,
+                &d.tar_sha256,
+            )))
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! Expanding a delta stream into the full rootfs tar, and the preflight check of the base
+//! files it names (docs/delta.md, "The apply").
+//!
+//! [`Expander`] is a `Read` of the expanded tar: the apply puts it where a full bundle's
+//! decompressed rootfs stream goes, so the slot is written by the same code from the same
+//! bytes. It reports the end of the stream only after the `E` record, nothing after it, and
+//! the size and SHA-256 of everything it gave matching the manifest's `tar_size` and
+//! `tar_sha256`. The preflight's [`dry_run`] checks each record instead (a copied or patched
+//! file whose bytes do not have the sha256 the stream names stops it with an error naming
+//! the file), so that populate hashes each byte once.
+
+use std::io::{self, Read};
+
+use anyhow::{Context, Result, bail, ensure};
+use sha2::{Digest, Sha256};
+
+use super::delta::{BaseFiles, BaseRef, PIECE, Record, read_piece, read_record, unpatch};
+
+const CHUNK: u64 = 1 << 20;
+
+enum State {
+    Next,
+    Raw(u64),
+    Copy {
+        base: BaseRef,
+        done: u64,
+        hash: Sha256,
+    },
+    Patch {
+        base: BaseRef,
+        sha256: [u8; 32],
+        size: u64,
+        pieces: u32,
+        done: u64,
+        hash: Sha256,
+    },
+    Ended,
+}
+
+/// The expanded rootfs tar of a delta stream `inner` (decompressed) over `base`.
+pub struct Expander<R> {
+    inner: R,
+    base: Box<dyn BaseFiles>,
+    state: State,
+    out: Vec<u8>,
+    pos: usize,
+    reference: Vec<u8>,
+    patch: Vec<u8>,
+    hash: Sha256,
+    total: u64,
+    tar_size: u64,
+    tar_sha256: String,
+    /// Preflight: check every record (each copied file's sha256, each patched file's base
+    /// file whole before its first piece, each patch's result), not the tar's sha256. Else
+    /// (populate): only the tar's size and sha256, which cover every record too.
+    preflight: bool,
+}
+
+impl<R> std::fmt::Debug for Expander<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expander")
+            .field("total", &self.total)
+            .field("tar_size", &self.tar_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Expander<R> {
+    /// `tar_size` and `tar_sha256`: the manifest's `delta` fields.
+    pub fn new(inner: R, base: Box<dyn BaseFiles>, tar_size: u64, tar_sha256: &str) -> Self {
+        Expander {
+            inner,
+            base,
+            state: State::Next,
+            out: Vec::new(),
+            pos: 0,
+            reference: Vec::new(),
+            patch: Vec::new(),
+            hash: Sha256::new(),
+            total: 0,
+            tar_size,
+            tar_sha256: tar_sha256.to_string(),
+            preflight: false,
+        }
+    }
+
+    /// Makes the next bytes of output; an empty `out` after it is the end.
+    fn produce(&mut self) -> Result<()> {
+        self.out.clear();
+        self.pos = 0;
+        loop {
+            match std::mem::replace(&mut self.state, State::Ended) {
+                State::Ended => return Ok(()),
+                State::Next => self.state = self.next_record()?,
+                State::Raw(rem) => {
+                    let n = rem.min(CHUNK);
+                    self.out.resize(n as usize, 0);
+                    self.inner.read_exact(&mut self.out).map_err(|e| {
+                        anyhow::Error::new(e).context("the delta stream ends inside raw bytes")
+                    })?;
+                    self.state = if rem > n {
+                        State::Raw(rem - n)
+                    } else {
+                        State::Next
+                    };
+                    return self.emit();
+                }
+                State::Copy {
+                    base,
+                    done,
+                    mut hash,
+                } => {
+                    let n = (base.size - done).min(CHUNK);
+                    self.out.resize(n as usize, 0);
+                    self.base.read_at(&base.path, done, &mut self.out)?;
+                    if self.preflight {
+                        hash.update(&self.out);
+                    }
+                    if done + n == base.size {
+                        if self.preflight {
+                            check_sha(&base.path, hash, &base.sha256, "base file")
+                                .context("the running slot was modified")?;
+                        }
+                        self.state = State::Next;
+                    } else {
+                        self.state = State::Copy {
+                            base,
+                            done: done + n,
+                            hash,
+                        };
+                    }
+                    return self.emit();
+                }
+                State::Patch {
+                    base,
+                    sha256,
+                    size,
+                    pieces,
+                    done,
+                    mut hash,
+                } => {
+                    if pieces == 0 {
+                        ensure!(
+                            done == size,
+                            "the patch of {} gives {done} of its {size} bytes",
+                            show(&base.path)
+                        );
+                        if self.preflight {
+                            check_sha(&base.path, hash, &sha256, "patched file")?;
+                        }
+                        self.state = State::Next;
+                        continue;
+                    }
+                    let p = read_piece(&mut self.inner, done, size, base.size)?;
+                    self.reference.resize(p.ref_len as usize, 0);
+                    self.base
+                        .read_at(&base.path, p.ref_offset, &mut self.reference)?;
+                    self.patch.resize(p.patch_len as usize, 0);
+                    self.inner.read_exact(&mut self.patch).map_err(|e| {
+                        anyhow::Error::new(e).context("the delta stream ends inside a patch")
+                    })?;
+                    self.out.resize(p.out_len as usize, 0);
+                    unpatch(&self.reference, &self.patch, &mut self.out)
+                        .with_context(|| format!("patching {}", show(&base.path)))?;
+                    if self.preflight {
+                        hash.update(&self.out);
+                    }
+                    self.state = State::Patch {
+                        base,
+                        sha256,
+                        size,
+                        pieces: pieces - 1,
+                        done: done + u64::from(p.out_len),
+                        hash,
+                    };
+                    return self.emit();
+                }
+            }
+        }
+    }
+
+    fn next_record(&mut self) -> Result<State> {
+        match read_record(&mut self.inner)? {
+            None => bail!("the delta stream ends without its end record (truncated)"),
+            Some(Record::Raw(n)) => Ok(State::Raw(n)),
+            Some(Record::Copy(base)) => {
+                self.check_size(&base)?;
+                Ok(State::Copy {
+                    base,
+                    done: 0,
+                    hash: Sha256::new(),
+                })
+            }
+            Some(Record::Patch {
+                base,
+                sha256,
+                size,
+                pieces,
+            }) => {
+                self.check_size(&base)?;
+                ensure!(
+                    u64::from(pieces) == size.div_ceil(PIECE),
+                    "a patch of {size} bytes in {pieces} pieces"
+                );
+                if self.preflight {
+                    check_base_files(std::slice::from_ref(&base), self.base.as_mut())?;
+                }
+                Ok(State::Patch {
+                    base,
+                    sha256,
+                    size,
+                    pieces,
+                    done: 0,
+                    hash: Sha256::new(),
+                })
+            }
+            Some(Record::End) => {
+                let mut b = [0u8; 1];
+                ensure!(
+                    self.inner
+                        .read(&mut b)
+                        .context("reading the delta stream")?
+                        == 0,
+                    "bytes after the end record of the delta stream"
+                );
+                ensure!(
+                    self.total == self.tar_size,
+                    "the delta expands to {} bytes, not the {} bytes the manifest signs",
+                    self.total,
+                    self.tar_size
+                );
+                if !self.preflight {
+                    let sha = hex::encode(std::mem::take(&mut self.hash).finalize());
+                    ensure!(
+                        sha == self.tar_sha256,
+                        "the delta expands to a tar with sha256 {sha}, not the {} the manifest signs",
+                        self.tar_sha256
+                    );
+                }
+                Ok(State::Ended)
+            }
+        }
+    }
+
+    fn check_size(&mut self, base: &BaseRef) -> Result<()> {
+        let size = self.base.size(&base.path)?;
+        ensure!(
+            size == Some(base.size),
+            "base file {} has {} on the running slot, the delta needs {} bytes",
+            show(&base.path),
+            size.map_or("no file".into(), |s| format!("{s} bytes")),
+            base.size
+        );
+        Ok(())
+    }
+
+    fn emit(&mut self) -> Result<()> {
+        self.total += self.out.len() as u64;
+        ensure!(
+            self.total <= self.tar_size,
+            "the delta expands to more than the {} bytes the manifest signs",
+            self.tar_size
+        );
+        if !self.preflight {
+            self.hash.update(&self.out);
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Expander<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.out.len() {
+            self.produce()
+                .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn show(path: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(path))
+}
+
+fn check_sha(path: &[u8], hash: Sha256, want: &[u8; 32], what: &str) -> Result<()> {
+    let got: [u8; 32] = hash.finalize().into();
+    ensure!(
+        &got == want,
+        "{what} {} has sha256 {}, the delta names {}",
+        show(path),
+        hex::encode(got),
+        hex::encode(want)
+    );
+    Ok(())
+}
+
+/// The preflight of a delta: expands the whole stream into nothing, so that every record,
+/// every base file (copied files as they are read, patched files whole, before their
+/// first piece), every patch's result and the expanded tar's size are checked before
+/// anything is written. Returns the expanded size.
+pub fn dry_run(
+    stream: impl Read,
+    base: Box<dyn BaseFiles>,
+    tar_size: u64,
+    tar_sha256: &str,
+) -> Result<u64> {
+    let mut e = Expander::new(stream, base, tar_size, tar_sha256);
+    e.preflight = true;
+    io::copy(&mut e, &mut io::sink()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Checks every base file of `bases` on `base`: present, of its size and sha256. The
+/// first one that does not match refuses the whole delta.
+pub fn check_base_files(bases: &[BaseRef], base: &mut dyn BaseFiles) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK as usize];
+    for b in bases {
+        // Two records may name one path with different digests: only one can match.
+        let size = base.size(&b.path)?;
+        ensure!(
+            size == Some(b.size),
+            "base file {} has {} on the running slot, the delta needs {} bytes: the running slot differs from the delta's base",
+            show(&b.path),
+            size.map_or("no file".into(), |s| format!("{s} bytes")),
+            b.size
+        );
+        let mut h = Sha256::new();
+        let mut done = 0;
+        while done < b.size {
+            let n = (b.size - done).min(CHUNK) as usize;
+            base.read_at(&b.path, done, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            done += n as u64;
+        }
+        let got: [u8; 32] = h.finalize().into();
+        if got != b.sha256 {
+            bail!(
+                "base file {} on the running slot has sha256 {}, the delta needs {}: the running slot was modified",
+                show(&b.path),
+                hex::encode(got),
+                hex::encode(b.sha256)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::delta::Piece;
+    use crate::bundle::delta::{
+        TAG_COPY, TAG_END, TAG_PATCH, TAG_RAW, patch, write_base, write_piece,
+    };
+    use std::collections::BTreeMap;
+
+    struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl BaseFiles for Mem {
+        fn size(&mut self, path: &[u8]) -> Result<Option<u64>> {
+            Ok(self.0.get(path).map(|v| v.len() as u64))
+        }
+        fn read_at(&mut self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
+            let v = &self.0[path];
+            buf.copy_from_slice(&v[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn sha(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    fn base() -> Mem {
+        Mem(BTreeMap::from([
+            (b"a".to_vec(), b"hello base a".to_vec()),
+            (
+                b"big".to_vec(),
+                (0..5_000_000u32).map(|i| (i % 253) as u8).collect(),
+            ),
+        ]))
+    }
+
+    /// raw "head", copy of a, patch of big (one byte changed in each piece), raw "tail".
+    fn stream(new_big: &[u8], named_sha: [u8; 32]) -> (Vec<u8>, Vec<u8>) {
+        let b = base();
+        let mut s = vec![TAG_RAW];
+        s.extend(4u64.to_le_bytes());
+        s.extend(b"head");
+        s.push(TAG_COPY);
+        let a = &b.0[&b"a"[..]];
+        write_base(
+            &mut s,
+            &BaseRef {
+                path: b"a".to_vec(),
+                size: a.len() as u64,
+                sha256: sha(a),
+            },
+        )
+        .unwrap();
+        let old = &b.0[&b"big"[..]];
+        s.push(TAG_PATCH);
+        write_base(
+            &mut s,
+            &BaseRef {
+                path: b"big".to_vec(),
+                size: old.len() as u64,
+                sha256: sha(old),
+            },
+        )
+        .unwrap();
+        s.extend(named_sha);
+        s.extend((new_big.len() as u64).to_le_bytes());
+        let pieces = (new_big.len() as u64).div_ceil(PIECE);
+        s.extend((pieces as u32).to_le_bytes());
+        let mut done = 0;
+        while done < new_big.len() as u64 {
+            let len = (new_big.len() as u64 - done).min(PIECE);
+            let (ro, rl) = crate::bundle::delta::ref_range(done, len, old.len() as u64);
+            let p = patch(
+                &old[ro as usize..(ro + rl) as usize],
+                &new_big[done as usize..(done + len) as usize],
+                3,
+            )
+            .unwrap();
+            write_piece(
+                &mut s,
+                &Piece {
+                    ref_offset: ro,
+                    ref_len: rl as u32,
+                    out_len: len as u32,
+                    patch_len: p.len() as u32,
+                },
+            )
+            .unwrap();
+            s.extend(&p);
+            done += len;
+        }
+        s.push(TAG_RAW);
+        s.extend(4u64.to_le_bytes());
+        s.extend(b"tail");
+        s.push(TAG_END);
+        let mut want = b"head".to_vec();
+        want.extend(a);
+        want.extend(new_big);
+        want.extend(b"tail");
+        (s, want)
+    }
+
+    fn new_big() -> Vec<u8> {
+        let mut v = base().0[&b"big"[..]].clone();
+        for at in [7, 2_100_000, 4_500_000] {
+            v[at] ^= 0xff;
+        }
+        v
+    }
+
+    fn expand(s: &[u8], b: Mem, want: &[u8]) -> Result<Vec<u8>> {
+        let mut e = Expander::new(s, Box::new(b), want.len() as u64, &hex::encode(sha(want)));
+        let mut out = Vec::new();
+        e.read_to_end(&mut out)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn expands_and_checks() {
+        let nb = new_big();
+        let (s, want) = stream(&nb, sha(&nb));
+        assert!(s.len() < 10_000, "{}", s.len());
+        assert_eq!(expand(&s, base(), &want).unwrap(), want);
+        let n = dry_run(
+            &s[..],
+            Box::new(base()),
+            want.len() as u64,
+            &hex::encode(sha(&want)),
+        )
+        .unwrap();
+        assert_eq!(n, want.len() as u64);
+    }
+
+    fn dry(s: &[u8], b: Mem, want: &[u8]) -> Result<u64> {
+        dry_run(s, Box::new(b), want.len() as u64, &hex::encode(sha(want)))
+    }
+
+    #[test]
+    fn refuses_what_does_not_check_out() {
+        let nb = new_big();
+        let (s, want) = stream(&nb, sha(&nb));
+        let err = |r: Result<Vec<u8>>| format!("{:#}", r.unwrap_err());
+        let dry_err = |r: Result<u64>| format!("{:#}", r.unwrap_err());
+        // a patch that does not give the sha256 it names: preflight names the file
+        let (bad, _) = stream(&nb, [0; 32]);
+        assert!(dry_err(dry(&bad, base(), &want)).contains("patched file /big has sha256"));
+        // a modified base file: copied (found while copying) and patched (before its first
+        // piece) in preflight; populate finds any of them by the tar's sha256
+        let mut b = base();
+        b.0.get_mut(&b"a"[..]).unwrap()[0] = b'H';
+        assert!(dry_err(dry(&s, b, &want)).contains("the running slot was modified"));
+        let mut b = base();
+        b.0.get_mut(&b"a"[..]).unwrap()[0] = b'H';
+        assert!(err(expand(&s, b, &want)).contains("not the"));
+        let mut b = base();
+        b.0.get_mut(&b"big"[..]).unwrap()[4_000_000] ^= 1;
+        let e = dry_err(dry(&s, b, &want));
+        assert!(
+            e.contains("base file /big on the running slot has sha256"),
+            "{e}"
+        );
+        // a missing base file
+        let mut b = base();
+        b.0.remove(&b"a"[..]);
+        assert!(err(expand(&s, b, &want)).contains("base file /a has no file"));
+        // truncated anywhere, or with bytes after the end
+        for cut in [1, 20, s.len() / 2, s.len() - 1] {
+            let e = err(expand(&s[..cut], base(), &want));
+            assert!(
+                e.contains("ends") || e.contains("truncated") || e.contains("patch"),
+                "{cut}: {e}"
+            );
+            assert!(dry(&s[..cut], base(), &want).is_err(), "{cut}");
+        }
+        let mut more = s.clone();
+        more.push(0);
+        assert!(err(expand(&more, base(), &want)).contains("bytes after the end record"));
+        // another tar than the manifest signs: another sha256 (populate), another size (both)
+        let mut other = want.clone();
+        other[0] ^= 1;
+        assert!(err(expand(&s, base(), &other)).contains("not the"));
+        other.push(0);
+        assert!(dry_err(dry(&s, base(), &other)).contains("not the"));
+    }
+}
