@@ -30,6 +30,7 @@ mod vm;
 mod agent;
 mod debian_initramfs;
 mod debian_update;
+mod delta;
 mod fallback;
 mod grub;
 mod layout;
