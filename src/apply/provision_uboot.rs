@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::boot::fw_env_config::{EnvStore, FwEnvConfig};
 use crate::boot::uboot::{UbootBackend, initial_env as hup_env};
 use crate::boot::uboot_script;
-use crate::boot::ubootenv::UbootEnv;
+use crate::boot::ubootenv::{UbootEnv, render};
 use crate::disk::{Disk, Esp};
 use crate::model::config::{Labels, SystemConfig};
 
@@ -44,9 +44,8 @@ pub fn prepare(config: &SystemConfig, initial_env: Option<&Path>) -> Result<(Vec
             hup_env()?
         }
     };
-    // The environment must fit the size fw_env.config gives it.
-    let header = if fw.is_redundant() { 5 } else { 4 };
-    env.render_data(fw.size().saturating_sub(header))
+    // The environment must fit the size fw_env.config gives it: rendered as it will be written.
+    render(&env, fw.size(), fw.is_redundant().then_some(0))
         .with_context(|| format!("the initial environment in {:#x} bytes", fw.size()))?;
     Ok((compile_script(&config.labels)?, env))
 }

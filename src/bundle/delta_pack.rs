@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
@@ -26,8 +26,7 @@ use super::delta_base::fingerprint_digest;
 use super::pack::{PackOptions, compress, pack};
 use super::reader::Bundle;
 use super::sign::SecretKey;
-use super::writer::{Member, write_bundle};
-use super::{MANIFEST, SIGNATURE};
+use super::writer::{Member, head, publish, sign_manifest, work_dir, write_bundle};
 use crate::data::fingerprint::{Fingerprint, fingerprint_of_tar};
 use crate::model::manifest::{Delta, DeltaCount, Manifest, Payload, PayloadKind};
 
@@ -68,14 +67,7 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
         bm.compatible,
         opts.compatible
     );
-    let parent = match opts.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let work = tempfile::Builder::new()
-        .prefix(".hup-delta-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+    let (parent, work) = work_dir(&opts.out, ".hup-delta-")?;
     let full_path = work.path().join("full.hup");
     let full_opts = PackOptions {
         out: full_path.clone(),
@@ -145,24 +137,9 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
         patch: counts.patch,
     });
     manifest.validate()?;
-    let manifest_bytes = manifest.to_json();
     let key = SecretKey::load(&opts.key)?;
-    let signature = key.sign(
-        &manifest_bytes,
-        &format!("hup bundle {} {}", manifest.compatible, manifest.version),
-    );
-    let mut members = vec![
-        Member {
-            name: MANIFEST,
-            size: manifest_bytes.len() as u64,
-            data: Box::new(&manifest_bytes[..]),
-        },
-        Member {
-            name: SIGNATURE,
-            size: signature.len() as u64,
-            data: Box::new(signature.as_bytes()),
-        },
-    ];
+    let (manifest_bytes, signature) = sign_manifest(&manifest, &key);
+    let mut members = head(&manifest_bytes, &signature);
     for p in &manifest.payloads {
         let data: Box<dyn Read> = if p.kind == PayloadKind::Rootfs {
             Box::new(BufReader::with_capacity(1 << 20, File::open(&delta_path)?))
@@ -193,11 +170,7 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
     } else {
         (&full_path, full.manifest.clone())
     };
-    std::fs::rename(chosen, &opts.out)
-        .with_context(|| format!("moving the bundle to {}", opts.out.display()))?;
-    if let Ok(d) = File::open(&parent) {
-        let _ = d.sync_all();
-    }
+    publish(chosen, &opts.out, &parent)?;
     Ok(DeltaPacked {
         manifest,
         full_size,

@@ -9,8 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::sign::SecretKey;
 use super::tree::{self, TreeKind};
-use super::writer::{Member, write_bundle};
-use super::{MANIFEST, SIGNATURE};
+use super::writer::{Member, head, publish, sign_manifest, work_dir, write_bundle};
 use crate::archive::io::{Counting, read_full};
 use crate::data::fingerprint::{Fingerprint, TarTap};
 use crate::model::layout::TargetLayout;
@@ -93,14 +92,7 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
     };
     manifest.validate()?;
     let key = SecretKey::load(&opts.key)?;
-    let parent = match opts.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let work = tempfile::Builder::new()
-        .prefix(".hup-pack-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+    let (parent, work) = work_dir(&opts.out, ".hup-pack-")?;
 
     let rootfs_path = work.path().join("rootfs.tar.zst");
     let (rootfs, fingerprint) = rootfs_payload(&opts.rootfs, &rootfs_path, opts.level)
@@ -136,24 +128,8 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
     });
     files.push(fp_path);
     manifest.validate()?;
-    let manifest_bytes = manifest.to_json();
-    let signature = key.sign(
-        &manifest_bytes,
-        &format!("hup bundle {} {}", manifest.compatible, manifest.version),
-    );
-
-    let mut members = vec![
-        Member {
-            name: MANIFEST,
-            size: manifest_bytes.len() as u64,
-            data: Box::new(&manifest_bytes[..]),
-        },
-        Member {
-            name: SIGNATURE,
-            size: signature.len() as u64,
-            data: Box::new(signature.as_bytes()),
-        },
-    ];
+    let (manifest_bytes, signature) = sign_manifest(&manifest, &key);
+    let mut members = head(&manifest_bytes, &signature);
     for (p, f) in manifest.payloads.iter().zip(&files) {
         let file = File::open(f).with_context(|| format!("opening {}", f.display()))?;
         members.push(Member {
@@ -164,11 +140,7 @@ pub fn pack(opts: &PackOptions) -> Result<Manifest> {
     }
     let tmp_out = work.path().join("bundle.hup");
     write_bundle(&tmp_out, members)?;
-    std::fs::rename(&tmp_out, &opts.out)
-        .with_context(|| format!("moving the bundle to {}", opts.out.display()))?;
-    if let Ok(d) = File::open(&parent) {
-        let _ = d.sync_all();
-    }
+    publish(&tmp_out, &opts.out, &parent)?;
     Ok(manifest)
 }
 

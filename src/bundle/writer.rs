@@ -3,9 +3,13 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use super::sign::SecretKey;
+use super::{MANIFEST, SIGNATURE};
+use crate::model::manifest::Manifest;
 
 /// One member to write: its name and where its bytes come from.
 pub struct Member<'a> {
@@ -19,6 +23,55 @@ impl std::fmt::Debug for Member<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Member").finish_non_exhaustive()
     }
+}
+
+/// The directory `out` goes into, and a work directory in it (named `prefix...`) for the
+/// bundle being written, so that [`publish`] is a rename on one filesystem.
+pub fn work_dir(out: &Path, prefix: &str) -> Result<(PathBuf, tempfile::TempDir)> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let work = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a work directory in {}", parent.display()))?;
+    Ok((parent, work))
+}
+
+/// The manifest's JSON and its signature by `key`, whose trusted comment names the bundle.
+pub fn sign_manifest(manifest: &Manifest, key: &SecretKey) -> (Vec<u8>, String) {
+    let bytes = manifest.to_json();
+    let signature = key.sign(
+        &bytes,
+        &format!("hup bundle {} {}", manifest.compatible, manifest.version),
+    );
+    (bytes, signature)
+}
+
+/// The bundle's first two members: the manifest and its signature.
+pub fn head<'a>(manifest: &'a [u8], signature: &'a str) -> Vec<Member<'a>> {
+    vec![
+        Member {
+            name: MANIFEST,
+            size: manifest.len() as u64,
+            data: Box::new(manifest),
+        },
+        Member {
+            name: SIGNATURE,
+            size: signature.len() as u64,
+            data: Box::new(signature.as_bytes()),
+        },
+    ]
+}
+
+/// Moves the finished bundle `tmp` to `out` and syncs the directory `dir` holding it.
+pub fn publish(tmp: &Path, out: &Path, dir: &Path) -> Result<()> {
+    std::fs::rename(tmp, out).with_context(|| format!("moving the bundle to {}", out.display()))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Writes the members, in order, as a ustar archive to `out` (created or truncated), and fsyncs it.

@@ -138,17 +138,8 @@ fn add_fw_env_config(
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
             FwEnvConfig::parse(&text).with_context(|| format!("checking {}", file.display()))?;
-            let at = config.fw_env_config.trim_start_matches('/');
-            if at.is_empty() || at.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-                bail!(
-                    "system.json's fw_env_config {:?} is not a plain absolute path",
-                    config.fw_env_config
-                );
-            }
-            if let Some((dir, _)) = at.rsplit_once('/') {
-                a.add_dir(dir, 0o755)?;
-            }
-            a.add_file(at, 0o644, text.into_bytes())
+            // The archive refuses `..` and adds the parent directories.
+            a.add_file(&config.fw_env_config, 0o644, text.into_bytes())
         }
     }
 }
