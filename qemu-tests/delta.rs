@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::artifacts::{self, OsSpec, run};
 use crate::device::{Backend, BootOpts, Device};
 use crate::script::Script;
-use crate::update::{expect_applied, expect_committed, expect_same_data};
+use crate::update::{expect_applied, expect_committed, expect_same_data, v1_stages};
 
 #[test]
 fn a_delta_update_over_http_boots_v2_committed() {
@@ -35,19 +35,7 @@ fn a_delta_update_over_http_boots_v2_committed() {
 
     let url = artifacts::server().guest_url("bundles/v2-delta.hup");
     let mut dev = Device::provision("delta-update", &v1, Backend::Gpt).unwrap();
-    let b1 = dev
-        .boot(
-            BootOpts::new("v1-stage-delta").script(
-                Script::new()
-                    .write_user_data()
-                    .print_user_data()
-                    .stage(&url)
-                    .reboot(),
-            ),
-        )
-        .unwrap();
-    b1.expect_os("1", "a");
-    b1.expect("HUP-STAGE rc=0");
+    let b1 = v1_stages(&mut dev, "v1-stage-delta", &url);
     let b = dev.boot(BootOpts::new("apply-delta")).unwrap();
     expect_applied(&b, "2", "b");
     let b = dev

@@ -18,7 +18,7 @@ use crate::device::{Backend, Boot, BootOpts, Device};
 use crate::rollback::{MAX_TRIES, expect_rolled_back, run_all_tries};
 use crate::script::Script;
 use crate::status::{backend, boot_slot, booted, next};
-use crate::update::{expect_applied, expect_committed, expect_same_data};
+use crate::update::{expect_applied, expect_committed, expect_same_data, v1_stages};
 
 /// A test OS bundle for `device` with a boot payload for `loader` (`BootPayload::Grub` or
 /// `BootPayload::SystemdBoot` is made from the cmdline); its `cmdline` points at the
@@ -69,21 +69,9 @@ fn expect_env(dev: &Device, want: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// v1 provisioned, stages `to` (writing the user's files), and the initramfs applies it to
 /// slot b: the first two boots of every scenario here. Returns v1's boot.
 fn stage_and_apply(dev: &mut Device, to_url: &str, version: &str) -> Boot {
-    let v1 = dev
-        .boot(
-            BootOpts::new("v1-stage").script(
-                Script::new()
-                    .write_user_data()
-                    .print_user_data()
-                    .stage(to_url)
-                    .reboot(),
-            ),
-        )
-        .unwrap();
+    let v1 = v1_stages(dev, "v1-stage", to_url);
     v1.expect("hup grub: booting slot a");
-    v1.expect_os("1", "a");
     v1.expect("HUP-MARK-GOOD rc=0");
-    v1.expect("HUP-STAGE rc=0");
     let b = dev
         .boot(BootOpts::new(&format!("apply-v{version}")))
         .unwrap();
@@ -226,20 +214,8 @@ fn a_power_cut_right_after_the_grub_boot_switch_ends_committed() {
     );
     grub_bundle(DEV, "v2", "2", &[]);
     let mut dev = Device::provision(DEV, &v1, Backend::Grub).unwrap();
-    let b1 = dev
-        .boot(
-            BootOpts::new("v1-stage").script(
-                Script::new()
-                    .write_user_data()
-                    .print_user_data()
-                    .stage(&url(DEV, "v2"))
-                    .reboot(),
-            ),
-        )
-        .unwrap();
+    let b1 = v1_stages(&mut dev, "v1-stage", &url(DEV, "v2"));
     b1.expect("hup: failpoint switch-boot armed");
-    b1.expect_os("1", "a");
-    b1.expect("HUP-STAGE rc=0");
 
     let b = dev.boot(BootOpts::new("cut-switch-boot")).unwrap();
     b.expect("step switch-boot: done");

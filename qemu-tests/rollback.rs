@@ -11,7 +11,7 @@ use crate::artifacts::{self, OsSpec};
 use crate::device::{Backend, Boot, BootOpts, Device};
 use crate::script::Script;
 use crate::status::{boot_slot, booted, last_result, next, other, slot};
-use crate::update::{expect_applied, expect_same_data, v2_device};
+use crate::update::{expect_applied, expect_same_data, v1_stages, v2_device};
 
 /// max_tries of initramfs/system.json.
 pub const MAX_TRIES: u64 = 3;
@@ -149,19 +149,7 @@ fn an_update_that_cannot_boot_falls_back_to_the_old_slot_in_the_same_boot() {
     a.bundle(&OsSpec::gpt("v2-cannot-boot", "2", &["--cannot-boot"]));
     let url = artifacts::server().guest_url("bundles/v2-cannot-boot.hup");
     let mut dev = Device::provision("rollback-cannot-boot", &v1, Backend::Gpt).unwrap();
-    let b = dev
-        .boot(
-            BootOpts::new("v1-stage-v2").script(
-                Script::new()
-                    .write_user_data()
-                    .print_user_data()
-                    .stage(&url)
-                    .reboot(),
-            ),
-        )
-        .unwrap();
-    b.expect_os("1", "a");
-    b.expect("HUP-STAGE rc=0");
+    let b = v1_stages(&mut dev, "v1-stage-v2", &url);
     let sums = b.data_sums();
     let b = dev.boot(BootOpts::new("apply-v2")).unwrap();
     expect_applied(&b, "2", "b");

@@ -12,7 +12,7 @@ use crate::device::{Backend, BootOpts, Device};
 use crate::rollback::{MAX_TRIES, expect_rolled_back, run_all_tries};
 use crate::script::Script;
 use crate::status::{backend, boot_slot};
-use crate::update::{expect_applied, expect_committed, expect_same_data};
+use crate::update::{expect_applied, expect_committed, expect_same_data, v1_stages};
 
 /// A systemd-boot test OS bundle for `device` (its `cmdline` points at the device's script).
 fn sb_bundle(device: &str, name: &str, version: &str, flags: &[&str]) -> std::path::PathBuf {
@@ -36,20 +36,8 @@ fn a_systemd_boot_update_boots_the_new_slot_committed() {
     let url = artifacts::server().guest_url(&format!("bundles/{DEV}-v2.hup"));
     let mut dev = Device::provision(DEV, &v1, Backend::SystemdBoot).unwrap();
 
-    let b = dev
-        .boot(
-            BootOpts::new("v1-stage-v2").script(
-                Script::new()
-                    .write_user_data()
-                    .print_user_data()
-                    .stage(&url)
-                    .reboot(),
-            ),
-        )
-        .unwrap();
-    b.expect_os("1", "a");
+    let b = v1_stages(&mut dev, "v1-stage-v2", &url);
     b.expect("HUP-MARK-GOOD rc=0");
-    b.expect("HUP-STAGE rc=0");
     let st = &b.statuses()[0];
     assert_eq!(backend(st), "systemd-boot", "{st:#?}");
     assert_eq!(
@@ -89,19 +77,7 @@ fn a_systemd_boot_update_that_never_marks_itself_good_rolls_back() {
     let url = artifacts::server().guest_url(&format!("bundles/{DEV}-v2-never-healthy.hup"));
     let mut dev = Device::provision(DEV, &v1, Backend::SystemdBoot).unwrap();
 
-    let b = dev
-        .boot(
-            BootOpts::new("v1-stage-v2").script(
-                Script::new()
-                    .write_user_data()
-                    .print_user_data()
-                    .stage(&url)
-                    .reboot(),
-            ),
-        )
-        .unwrap();
-    b.expect_os("1", "a");
-    b.expect("HUP-STAGE rc=0");
+    let b = v1_stages(&mut dev, "v1-stage-v2", &url);
     let sums = b.data_sums();
     let b = dev.boot(BootOpts::new("apply-v2")).unwrap();
     expect_applied(&b, "2", "b");

@@ -65,6 +65,25 @@ fn build_v2() -> Result<Updated> {
     })
 }
 
+/// v1's usual first boot: it writes the user's files on the data partition, prints their
+/// checksums, stages `url` and reboots. Asserts v1 ran in slot a and the stage succeeded.
+pub fn v1_stages(dev: &mut Device, label: &str, url: &str) -> Boot {
+    let b = dev
+        .boot(
+            BootOpts::new(label).script(
+                Script::new()
+                    .write_user_data()
+                    .print_user_data()
+                    .stage(url)
+                    .reboot(),
+            ),
+        )
+        .unwrap();
+    b.expect_os("1", "a");
+    b.expect("HUP-STAGE rc=0");
+    b
+}
+
 /// Asserts that the initramfs applied `version` into `slot` during `b` and rebooted.
 pub fn expect_applied(b: &Boot, version: &str, slot: &str) {
     b.expect(&format!("hup: staged: {version} "));
