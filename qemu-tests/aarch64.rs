@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
-use crate::artifacts::{self, REPO, boot_dir, run};
+use crate::artifacts::{self, REPO, boot_dir, field, run, static_hup};
 use crate::device::Device;
 use crate::fixture::Cached;
 
@@ -47,42 +47,11 @@ pub fn get() -> &'static Aarch64 {
     AARCH64.get(build)
 }
 
-/// `key=PATH` lines printed by a script.
-fn field(out: &str, key: &str) -> Result<PathBuf> {
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(PathBuf::from))
-        .with_context(|| format!("no {key}= in {out}"))
-}
-
-fn build_hup(work: &Path) -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("HUP_MUSL_BIN_AARCH64") {
-        return Ok(PathBuf::from(p));
-    }
-    run(
-        Command::new(Path::new(REPO).join("scripts/build-musl")).args([
-            "--target",
-            "aarch64-unknown-linux-musl",
-            "--features",
-            "failpoints",
-        ]),
-    )
-    .context("building the static arm64 hup with failpoints")?;
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .context("no target directory")?
-        .to_path_buf();
-    let built = target.join("aarch64-unknown-linux-musl/release/hup");
-    let copy = work.join("hup-aarch64-failpoints");
-    std::fs::copy(&built, &copy)
-        .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
-    Ok(copy)
-}
-
 fn build() -> Result<Aarch64> {
     let a = artifacts::get();
     let work = a.work.join("aarch64");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let hup = build_hup(&work)?;
+    let hup = static_hup(&work, "aarch64-unknown-linux-musl", "HUP_MUSL_BIN_AARCH64")?;
     let kernel =
         run(Command::new(Path::new(REPO).join("scripts/qemu-kernel")).args(["--arch", "aarch64"]))?;
     let uboot = run(&mut Command::new(

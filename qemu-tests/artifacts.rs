@@ -4,8 +4,8 @@
 //! OS bundles (scripts/mk-test-os + `hup pack --level 1`), each built on first use.
 //!
 //! `HUP_MUSL_BIN` points at an already built static hup (with `--features failpoints`, or
-//! the power-cut scenarios fail) instead of running `cargo build --release --target
-//! x86_64-unknown-linux-musl --features failpoints`.
+//! the power-cut scenarios fail) instead of running `scripts/build-musl --features
+//! failpoints` ([`static_hup`], shared with the aarch64 artifacts).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,49 +71,51 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn build_musl_hup(work: &Path) -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("HUP_MUSL_BIN") {
+/// The static hup for `target` built with `--features failpoints` by scripts/build-musl,
+/// copied into `work` (another build, e.g. scripts/demo's, may replace the original); or
+/// the binary the environment variable `override_var` names.
+pub fn static_hup(work: &Path, target: &str, override_var: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(override_var) {
         return Ok(PathBuf::from(p));
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).current_dir(REPO).args([
-        "build",
-        "--release",
-        "--target",
-        "x86_64-unknown-linux-musl",
-        "--features",
-        "failpoints",
-    ]))
-    .context("building the static hup with failpoints")?;
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+    run(
+        Command::new(Path::new(REPO).join("scripts/build-musl")).args([
+            "--target",
+            target,
+            "--features",
+            "failpoints",
+        ]),
+    )
+    .with_context(|| format!("building the static {target} hup with failpoints"))?;
+    let built = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .context("no target directory")?
-        .to_path_buf();
-    // A copy: another build (scripts/build-musl, scripts/demo) may replace the original.
-    let built = target.join("x86_64-unknown-linux-musl/release/hup");
-    let copy = work.join("hup-failpoints");
+        .join(target)
+        .join("release/hup");
+    let copy = work.join(format!("hup-{target}-failpoints"));
     std::fs::copy(&built, &copy)
         .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
     Ok(copy)
 }
 
+/// The value of `key=VALUE` among the lines a script printed.
+pub fn field(out: &str, key: &str) -> Result<PathBuf> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(PathBuf::from))
+        .with_context(|| format!("no {key}= in {out}"))
+}
+
 fn build() -> Result<Artifacts> {
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qemu");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let hup = build_musl_hup(&work)?;
+    let hup = static_hup(&work, "x86_64-unknown-linux-musl", "HUP_MUSL_BIN")?;
     anyhow::ensure!(hup.is_file(), "no static hup at {}", hup.display());
 
     let kernel = run(&mut Command::new(
         Path::new(REPO).join("scripts/qemu-kernel"),
     ))?;
-    let field = |k: &str| -> Result<PathBuf> {
-        kernel
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(PathBuf::from))
-            .with_context(|| format!("scripts/qemu-kernel printed no {k}="))
-    };
-    let vmlinuz = field("vmlinuz")?;
-    let kernel_root = field("root")?;
+    let vmlinuz = field(&kernel, "vmlinuz")?;
+    let kernel_root = field(&kernel, "root")?;
 
     let keys = work.join("keys");
     if keys.exists() {
