@@ -102,18 +102,7 @@ fn goosebit_rollouts_update_to_v2_and_report_the_rollback_of_v3() {
     b.expect_os("2", "b");
     b.expect("HUP-MARK-GOOD rc=0");
     b.expect("reported success to the server");
-    let d = g.device(ID);
-    assert_eq!(
-        (d["last_state"].as_str(), d["sw_version"].as_str()),
-        (Some("Finished"), Some("2")),
-        "{d}"
-    );
-    let r = g.rollout_named("to-v2");
-    assert_eq!(
-        (r["success_count"].as_u64(), r["failure_count"].as_u64()),
-        (Some(1), Some(0)),
-        "{r}"
-    );
+    g.expect_rollout(ID, ("Finished", "2"), "to-v2", (1, 0));
     eprintln!("goosebit after the v2 rollout:\n{}", summary(&g));
 
     // The rollout of v3, which never marks itself good: staged, applied, tried, rolled back.
@@ -131,18 +120,7 @@ fn goosebit_rollouts_update_to_v2_and_report_the_rollback_of_v3() {
     b.expect("hup: warn: rolled back:");
     b.expect_os("2", "b");
     b.expect("reported failure to the server");
-    let d = g.device(ID);
-    assert_eq!(
-        (d["last_state"].as_str(), d["sw_version"].as_str()),
-        (Some("Error"), Some("2")),
-        "{d}"
-    );
-    let r = g.rollout_named("to-v3");
-    assert_eq!(
-        (r["success_count"].as_u64(), r["failure_count"].as_u64()),
-        (Some(0), Some(1)),
-        "{r}"
-    );
+    g.expect_rollout(ID, ("Error", "2"), "to-v3", (0, 1));
     let log = g.device_log(ID);
     assert!(
         log.contains("rolled-back: 3 on slot a: slot a (3) did not confirm itself"),

@@ -62,18 +62,7 @@ fn goosebit_success_after_mark_good() {
     );
     fleet.mark("mark-good", "b");
     fleet.agent_ok("b", &[]);
-    let d = g.device(ID);
-    assert_eq!(
-        (d["last_state"].as_str(), d["sw_version"].as_str()),
-        (Some("Finished"), Some("2.0.0")),
-        "{d}"
-    );
-    let r = g.rollout_named("r");
-    assert_eq!(
-        (r["success_count"].as_u64(), r["failure_count"].as_u64()),
-        (Some(1), Some(0)),
-        "{r}"
-    );
+    g.expect_rollout(ID, ("Finished", "2.0.0"), "r", (1, 0));
     assert!(
         g.device_log(ID).contains("2.0.0 runs on slot b"),
         "{}",
@@ -101,18 +90,7 @@ fn goosebit_failure_after_rollback() {
     fleet.append_to_apply_log("1 hup: the apply's last line");
     fleet.mark("mark-bad", "b");
     fleet.agent_ok("a", &[]);
-    let d = g.device(ID);
-    assert_eq!(
-        (d["last_state"].as_str(), d["sw_version"].as_str()),
-        (Some("Error"), Some("1.0.0")),
-        "{d}"
-    );
-    let r = g.rollout_named("r");
-    assert_eq!(
-        (r["success_count"].as_u64(), r["failure_count"].as_u64()),
-        (Some(0), Some(1)),
-        "{r}"
-    );
+    g.expect_rollout(ID, ("Error", "1.0.0"), "r", (0, 1));
     let log = g.device_log(ID);
     assert!(
         log.contains("rolled-back: 2.0.0 on slot b: slot b was marked bad"),

@@ -242,6 +242,29 @@ impl Goosebit {
     }
 
     /// The rollout named `name`.
+    /// Asserts the device's `(last_state, sw_version)` and the rollout's `(success_count,
+    /// failure_count)` as goosebit's REST API gives them.
+    pub fn expect_rollout(
+        &self,
+        device: &str,
+        state_version: (&str, &str),
+        rollout: &str,
+        success_failure: (u64, u64),
+    ) {
+        let d = self.device(device);
+        assert_eq!(
+            (d["last_state"].as_str(), d["sw_version"].as_str()),
+            (Some(state_version.0), Some(state_version.1)),
+            "{d}"
+        );
+        let r = self.rollout_named(rollout);
+        assert_eq!(
+            (r["success_count"].as_u64(), r["failure_count"].as_u64()),
+            (Some(success_failure.0), Some(success_failure.1)),
+            "{r}"
+        );
+    }
+
     pub fn rollout_named(&self, name: &str) -> Value {
         let all = self.api("GET", "/rollouts", None);
         all["rollouts"]
