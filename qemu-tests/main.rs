@@ -8,8 +8,10 @@
 //! [`device`] (a provisioned image booted again and again, with the guest's markers
 //! parsed). Scenarios live in their own modules; `update`, `rollback`, `powercut` and
 //! `systemd_boot` are issue 6's, `grub` issue 13's (the same on GRUB), `uboot` the same on
-//! aarch64 with U-Boot ([`aarch64`] builds its artifacts), `layout` issue 7's (docs/layout-migration.md), `refund`
-//! the clean-shutdown refund of a try (docs/boot-backends.md). See docs/initramfs.md.
+//! aarch64 with U-Boot ([`aarch64`] builds its artifacts; [`loader`] holds the helpers
+//! and the power-cut scenario the two share), `layout` issue 7's
+//! (docs/layout-migration.md), `refund` the clean-shutdown refund of a try
+//! (docs/boot-backends.md). See docs/initramfs.md.
 
 mod aarch64;
 mod artifacts;
@@ -20,6 +22,7 @@ mod fixture;
 #[path = "../tests/support/goosebit.rs"]
 mod goosebit;
 mod http;
+mod loader;
 mod machine;
 mod script;
 mod status;

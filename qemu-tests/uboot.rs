@@ -6,20 +6,44 @@
 //! `/boot.scr`, which walks `BOOT_ORDER`, counts the trial slot down with `setexpr` and
 //! `saveenv`, and boots `/hup/<slot>/` with `booti`. The arm64 initramfs and the running
 //! OS switch and commit through the same files with hup's FAT code, and after every step
-//! the host's `fw_printenv` reads them from the image.
+//! the host's `fw_printenv` reads them from the image. The helpers and the power-cut
+//! scenario are [`crate::loader`]'s, shared with `grub`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use hup::model::slot::{Slot, SlotStatus};
 
 use crate::aarch64::{self, CONSOLE, uboot_env};
-use crate::artifacts;
 use crate::device::{Backend, BootOpts, Device};
+use crate::loader::{Loader, url};
 use crate::rollback::{MAX_TRIES, expect_rolled_back, run_all_tries};
 use crate::script::Script;
-use crate::status::{backend, boot_slot, booted, next};
-use crate::update::{expect_applied, expect_committed, expect_same_data, v1_stages};
+use crate::status::{backend, boot_slot, booted};
+use crate::update::{expect_applied, expect_committed, expect_same_data};
+
+/// U-Boot as [`crate::loader`]'s scenarios see it: the state in the redundant environment,
+/// read on the host with `fw_printenv`; `BOOT_<S>_LEFT` counts a slot's tries, `HUP_TRIAL`
+/// names the slot on trial, and the board's `bootcmd` must survive every write.
+const UBOOT: Loader = Loader {
+    backend: Backend::Uboot,
+    make_bundle: bundle,
+    booting: ["hup uboot: booting slot A", "hup uboot: booting slot B"],
+    v1_lines: &["Loading Environment from FAT... OK"],
+    read_env: uboot_env,
+    env_name: "U-Boot environment",
+    kept: &[("bootcmd", "run distro_bootcmd")],
+    switched_to_b: &[
+        ("BOOT_ORDER", "B A"),
+        ("BOOT_A_LEFT", "3"),
+        ("BOOT_B_LEFT", "3"),
+        ("HUP_TRIAL", "B"),
+    ],
+    committed_b: &[
+        ("BOOT_ORDER", "B A"),
+        ("BOOT_B_LEFT", "3"),
+        ("HUP_TRIAL", ""),
+    ],
+};
 
 /// The aarch64 bundle `name` of `device`; its command line points at the device's script
 /// and ends with `extra`.
@@ -36,55 +60,14 @@ fn bundle(device: &str, name: &str, version: &str, flags: &[&str], extra: &str) 
     )
 }
 
-fn url(device: &str, name: &str) -> String {
-    artifacts::server().guest_url(&format!("bundles/{device}-{name}.hup"))
-}
-
-/// Asserts `want` in the device's environment as the host's `fw_printenv` reads it (`""`:
-/// unset), and that the board's own variables are still there.
-fn expect_env(dev: &Device, want: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let env = uboot_env(dev).unwrap();
-    for (k, v) in want {
-        assert_eq!(
-            env.get(*k).map(String::as_str).unwrap_or(""),
-            *v,
-            "{k} in the U-Boot environment: {env:?}"
-        );
-    }
-    assert_eq!(
-        env.get("bootcmd").map(String::as_str),
-        Some("run distro_bootcmd"),
-        "the board's bootcmd is gone: {env:?}"
-    );
-    env
-}
-
-/// A provisioned aarch64 device, its v1 boot writing the user's files and staging `to`,
-/// then the apply boot into slot b. Returns v1's boot.
-fn stage_and_apply(dev: &mut Device, to_url: &str, version: &str) -> crate::device::Boot {
-    let v1 = v1_stages(dev, "v1-stage", to_url);
-    v1.expect("Loading Environment from FAT... OK");
-    v1.expect("hup uboot: booting slot A");
-    v1.expect("HUP-MARK-GOOD rc=0");
-    if let Some(t) = v1.os_up_secs {
-        eprintln!("boot time aarch64 uboot: power-on to OS up {t:.2} s");
-    }
-    let b = dev
-        .boot(BootOpts::new(&format!("apply-v{version}")))
-        .unwrap();
-    expect_applied(&b, version, "b");
-    b.expect("boot files: 3 files into hup/b");
-    v1
-}
-
 #[test]
 fn a_uboot_update_on_aarch64_commits_and_a_never_healthy_one_falls_back() {
     const DEV: &str = "uboot-update";
-    let v1 = bundle(DEV, "v1", "1", &[], "");
-    bundle(DEV, "v2", "2", &[], "");
-    bundle(DEV, "v3-never-healthy", "3", &["--never-healthy"], "");
+    let v1 = UBOOT.bundle(DEV, "v1", "1", &[]);
+    UBOOT.bundle(DEV, "v2", "2", &[]);
+    UBOOT.bundle(DEV, "v3-never-healthy", "3", &["--never-healthy"]);
     let mut dev = Device::provision(DEV, &v1, Backend::Uboot).unwrap();
-    expect_env(
+    UBOOT.expect_env(
         &dev,
         &[
             ("BOOT_ORDER", "A B"),
@@ -93,20 +76,12 @@ fn a_uboot_update_on_aarch64_commits_and_a_never_healthy_one_falls_back() {
         ],
     );
 
-    let b1 = stage_and_apply(&mut dev, &url(DEV, "v2"), "2");
+    let b1 = UBOOT.stage_and_apply(&mut dev, &url(DEV, "v2"), "2");
     let st = &b1.statuses()[0];
     assert_eq!(backend(st), "uboot", "{st:#?}");
     assert_eq!(boot_slot(st, Slot::A).status, SlotStatus::Good, "{st:#?}");
     // The initramfs switched through hup's FAT code: slot b on trial with all its tries.
-    expect_env(
-        &dev,
-        &[
-            ("BOOT_ORDER", "B A"),
-            ("BOOT_B_LEFT", "3"),
-            ("BOOT_A_LEFT", "3"),
-            ("HUP_TRIAL", "B"),
-        ],
-    );
+    UBOOT.expect_env(&dev, UBOOT.switched_to_b);
 
     // U-Boot counts the try down and saves it before it loads the kernel; v2 commits.
     let b = dev
@@ -131,7 +106,7 @@ fn a_uboot_update_on_aarch64_commits_and_a_never_healthy_one_falls_back() {
     // v3 lands in slot a and never marks itself good.
     let b = dev.boot(BootOpts::new("apply-v3")).unwrap();
     expect_applied(&b, "3", "a");
-    expect_env(
+    UBOOT.expect_env(
         &dev,
         &[
             ("BOOT_ORDER", "A B"),
@@ -150,7 +125,7 @@ fn a_uboot_update_on_aarch64_commits_and_a_never_healthy_one_falls_back() {
         );
     });
     // U-Boot's counter is at 0: its script skips slot a.
-    expect_env(&dev, &[("BOOT_ORDER", "A B"), ("BOOT_A_LEFT", "0")]);
+    UBOOT.expect_env(&dev, &[("BOOT_ORDER", "A B"), ("BOOT_A_LEFT", "0")]);
 
     let b = dev
         .boot(
@@ -167,7 +142,7 @@ fn a_uboot_update_on_aarch64_commits_and_a_never_healthy_one_falls_back() {
     b.expect_os("2", "b");
     b.expect("hup: warn: rolled back:");
     expect_rolled_back(&b, "3", "a", "did not confirm itself");
-    let env = expect_env(&dev, &[("BOOT_A_LEFT", "0"), ("HUP_TRIAL", "")]);
+    let env = UBOOT.expect_env(&dev, &[("BOOT_A_LEFT", "0"), ("HUP_TRIAL", "")]);
     assert_eq!(
         env["BOOT_ORDER"].split_whitespace().next(),
         Some("B"),
@@ -180,55 +155,5 @@ fn a_uboot_update_on_aarch64_commits_and_a_never_healthy_one_falls_back() {
 
 #[test]
 fn a_power_cut_right_after_the_uboot_boot_switch_ends_committed() {
-    const DEV: &str = "uboot-powercut";
-    // v1's initramfs applies v2: the failpoint rides on v1's kernel command line.
-    let v1 = bundle(DEV, "v1-failpoint", "1", &[], "hup.failpoint=switch-boot");
-    bundle(DEV, "v2", "2", &[], "");
-    let mut dev = Device::provision(DEV, &v1, Backend::Uboot).unwrap();
-    let b1 = v1_stages(&mut dev, "v1-stage", &url(DEV, "v2"));
-    b1.expect("hup: failpoint switch-boot armed");
-
-    let b = dev.boot(BootOpts::new("cut-switch-boot")).unwrap();
-    b.expect("step switch-boot: done");
-    b.expect("hup: warn: failpoint switch-boot: ");
-    b.expect("Kernel panic");
-    assert!(b.os_up().is_none(), "an OS came up despite the cut");
-    // The switch is on the disk, in both copies' newest: slot b on trial, a good behind it.
-    expect_env(
-        &dev,
-        &[
-            ("BOOT_ORDER", "B A"),
-            ("BOOT_A_LEFT", "3"),
-            ("BOOT_B_LEFT", "3"),
-            ("HUP_TRIAL", "B"),
-        ],
-    );
-    let st = dev.host_status().unwrap();
-    assert_eq!(next(&st), Some(Slot::B), "{st:#?}");
-    assert_eq!(boot_slot(&st, Slot::A).status, SlotStatus::Good, "{st:#?}");
-
-    // U-Boot boots slot b (one try), whose initramfs finishes the journaled apply.
-    let b = dev.boot(BootOpts::new("resume")).unwrap();
-    b.expect("hup uboot: booting slot B");
-    b.expect("resuming the apply of 2 into slot b");
-    b.expect("step switch-boot: done before, skipping");
-    b.expect("rebooting: 2 written to slot b, trying it next");
-    b.expect_not("Kernel panic");
-    let b = dev
-        .boot(BootOpts::new("v2").script(Script::new().status().print_user_data().poweroff()))
-        .unwrap();
-    b.expect("hup uboot: booting slot B");
-    b.expect_os("2", "b");
-    expect_committed(&b.status(), "2", "b");
-    expect_env(
-        &dev,
-        &[
-            ("BOOT_ORDER", "B A"),
-            ("BOOT_B_LEFT", "3"),
-            ("HUP_TRIAL", ""),
-        ],
-    );
-    expect_same_data(&b1.data_sums(), &b);
-    dev.fsck("hup-data").unwrap();
-    dev.fsck("hup-root-b").unwrap();
+    UBOOT.power_cut_right_after_the_boot_switch("uboot-powercut");
 }
