@@ -6,13 +6,14 @@
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::bundle::delta::BaseFiles;
 use crate::bundle::delta_base;
 use crate::bundle::delta_expand::{Expander, dry_run};
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
+use crate::data::fingerprint::Fingerprint;
 use crate::disk::Disk;
 use crate::ext4::{FileRef, ReadFs};
 use crate::model::manifest::PayloadKind;
@@ -73,25 +74,36 @@ pub fn preflight(
     let Some(d) = &bundle.manifest.delta else {
         return Ok(());
     };
-    let mut base = SlotBase::open(disk, label)?;
-    let digest = delta_base::slot_digest(&mut base.fs, hup_dir)?;
+    let digest = delta_base::slot_digest(&mut SlotBase::open(disk, label)?.fs, hup_dir)?;
     if let Some(line) = delta_base::mismatch(d, running, digest.as_deref()) {
         bail!("{line}");
     }
     let reader = bundle
         .reader_for(PayloadKind::Rootfs)?
         .context("bundle has no rootfs")?;
-    let n = dry_run(
-        zstd_stream(reader),
-        Box::new(base),
-        d.tar_size,
-        &d.tar_sha256,
-    )?;
+    let open = || -> Result<Box<dyn BaseFiles>> { Ok(Box::new(SlotBase::open(disk, label)?)) };
+    let n = dry_run(zstd_stream(reader), &open, d.tar_size)?;
     log::info!(
         "preflight: delta from {}: {} copied and {} patched files from slot {label} check out, {n} bytes of tar",
         d.base_version,
         d.copy.files,
         d.patch.files
+    );
+    Ok(())
+}
+
+/// For a delta bundle: the tree populate wrote from its expansion, `written` (the
+/// fingerprint of the expanded tar's members), must be the one the manifest signs, `want`
+/// (its `fingerprint`). Populate hashes every file it writes for the slot's record anyway,
+/// so this checks every byte read from the running slot a second time, after preflight,
+/// at no extra cost; a slot that fails it is left marked bad.
+pub fn check_written(written: &Fingerprint, want: &str) -> Result<()> {
+    let got = delta_base::fingerprint_digest(written);
+    ensure!(
+        got == want,
+        "the delta gave a tree with fingerprint {}, the bundle signs {}: the running slot changed while it was read",
+        &got[..16],
+        &want[..want.len().min(16)]
     );
     Ok(())
 }
@@ -108,12 +120,7 @@ pub fn rootfs_tar(
         None => Ok(Box::new(stream)),
         Some(d) => {
             let base = SlotBase::open(disk, base_label)?;
-            Ok(Box::new(Expander::new(
-                stream,
-                Box::new(base),
-                d.tar_size,
-                &d.tar_sha256,
-            )))
+            Ok(Box::new(Expander::new(stream, Box::new(base), d.tar_size)))
         }
     }
 }

@@ -91,6 +91,13 @@ pub fn populate(
     let stats = ext4::populate(&dest, stream)
         .with_context(|| format!("writing the rootfs into {label}"))?;
     log::info!("populate: {stats}");
+    if let Some(d) = &bundle.manifest.delta {
+        let fp = recorded
+            .of_stream()
+            .context("populate read the rootfs stream to its end without a fingerprint")?;
+        super::delta::check_written(&fp, &d.fingerprint)
+            .with_context(|| format!("slot {label}"))?;
+    }
     if let Some(fp) = recorded.get() {
         log::info!(
             "populate: fingerprint of {} entries recorded in /{}",

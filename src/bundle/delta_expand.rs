@@ -4,10 +4,12 @@
 //! [`Expander`] is a `Read` of the expanded tar: the apply puts it where a full bundle's
 //! decompressed rootfs stream goes, so the slot is written by the same code from the same
 //! bytes. It reports the end of the stream only after the `E` record, nothing after it, and
-//! the size and SHA-256 of everything it gave matching the manifest's `tar_size` and
-//! `tar_sha256`. The preflight's [`dry_run`] checks each record instead (a copied or patched
-//! file whose bytes do not have the sha256 the stream names stops it with an error naming
-//! the file), so that populate hashes each byte once.
+//! the size of everything it gave matching the manifest's `tar_size`. The preflight's
+//! [`dry_run`] checks each record (a copied or patched file whose bytes do not have the
+//! sha256 the stream names stops it with an error naming the file; the base files are
+//! hashed by `delta_check`'s threads meanwhile). Populate hashes nothing here: the files it
+//! writes are hashed once anyway, for the slot's fingerprint record, and that record must
+//! give the manifest's `fingerprint` (`apply::slotfs`).
 
 use std::io::{self, Read};
 
@@ -15,6 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 
 use super::delta::{BaseFiles, BaseRef, PIECE, Record, read_piece, read_record, unpatch};
+use super::delta_check::{OpenBase, Queue, show, with_checkers};
 
 const CHUNK: u64 = 1 << 20;
 
@@ -24,7 +27,6 @@ enum State {
     Copy {
         base: BaseRef,
         done: u64,
-        hash: Sha256,
     },
     Patch {
         base: BaseRef,
@@ -46,14 +48,12 @@ pub struct Expander<R> {
     pos: usize,
     reference: Vec<u8>,
     patch: Vec<u8>,
-    hash: Sha256,
     total: u64,
     tar_size: u64,
-    tar_sha256: String,
-    /// Preflight: check every record (each copied file's sha256, each patched file's base
-    /// file whole before its first piece, each patch's result), not the tar's sha256. Else
-    /// (populate): only the tar's size and sha256, which cover every record too.
-    preflight: bool,
+    /// Preflight: check every record (each copied file and each patched file's base file
+    /// whole, on the queue's threads; each patch's result here). Else (populate): only the
+    /// records' form and the tar's size.
+    preflight: Option<Queue>,
 }
 
 impl<R> std::fmt::Debug for Expander<R> {
@@ -66,8 +66,8 @@ impl<R> std::fmt::Debug for Expander<R> {
 }
 
 impl<R: Read> Expander<R> {
-    /// `tar_size` and `tar_sha256`: the manifest's `delta` fields.
-    pub fn new(inner: R, base: Box<dyn BaseFiles>, tar_size: u64, tar_sha256: &str) -> Self {
+    /// `tar_size`: the manifest's `delta` field.
+    pub fn new(inner: R, base: Box<dyn BaseFiles>, tar_size: u64) -> Self {
         Expander {
             inner,
             base,
@@ -76,11 +76,9 @@ impl<R: Read> Expander<R> {
             pos: 0,
             reference: Vec::new(),
             patch: Vec::new(),
-            hash: Sha256::new(),
             total: 0,
             tar_size,
-            tar_sha256: tar_sha256.to_string(),
-            preflight: false,
+            preflight: None,
         }
     }
 
@@ -105,28 +103,16 @@ impl<R: Read> Expander<R> {
                     };
                     return self.emit();
                 }
-                State::Copy {
-                    base,
-                    done,
-                    mut hash,
-                } => {
+                State::Copy { base, done } => {
                     let n = (base.size - done).min(CHUNK);
                     self.out.resize(n as usize, 0);
                     self.base.read_at(&base.path, done, &mut self.out)?;
-                    if self.preflight {
-                        hash.update(&self.out);
-                    }
                     if done + n == base.size {
-                        if self.preflight {
-                            check_sha(&base.path, hash, &base.sha256, "base file")
-                                .context("the running slot was modified")?;
-                        }
                         self.state = State::Next;
                     } else {
                         self.state = State::Copy {
                             base,
                             done: done + n,
-                            hash,
                         };
                     }
                     return self.emit();
@@ -145,7 +131,7 @@ impl<R: Read> Expander<R> {
                             "the patch of {} gives {done} of its {size} bytes",
                             show(&base.path)
                         );
-                        if self.preflight {
+                        if self.preflight.is_some() {
                             check_sha(&base.path, hash, &sha256, "patched file")?;
                         }
                         self.state = State::Next;
@@ -162,7 +148,7 @@ impl<R: Read> Expander<R> {
                     self.out.resize(p.out_len as usize, 0);
                     unpatch(&self.reference, &self.patch, &mut self.out)
                         .with_context(|| format!("patching {}", show(&base.path)))?;
-                    if self.preflight {
+                    if self.preflight.is_some() {
                         hash.update(&self.out);
                     }
                     self.state = State::Patch {
@@ -184,12 +170,15 @@ impl<R: Read> Expander<R> {
             None => bail!("the delta stream ends without its end record (truncated)"),
             Some(Record::Raw(n)) => Ok(State::Raw(n)),
             Some(Record::Copy(base)) => {
+                if let Some(q) = &self.preflight {
+                    // checked whole on the queue's threads, not read here
+                    let size = base.size;
+                    q.check(base)?;
+                    self.advance(size)?;
+                    return Ok(State::Next);
+                }
                 self.check_size(&base)?;
-                Ok(State::Copy {
-                    base,
-                    done: 0,
-                    hash: Sha256::new(),
-                })
+                Ok(State::Copy { base, done: 0 })
             }
             Some(Record::Patch {
                 base,
@@ -202,8 +191,8 @@ impl<R: Read> Expander<R> {
                     u64::from(pieces) == size.div_ceil(PIECE),
                     "a patch of {size} bytes in {pieces} pieces"
                 );
-                if self.preflight {
-                    check_base_files(std::slice::from_ref(&base), self.base.as_mut())?;
+                if let Some(q) = &self.preflight {
+                    q.check(base.clone())?;
                 }
                 Ok(State::Patch {
                     base,
@@ -229,14 +218,6 @@ impl<R: Read> Expander<R> {
                     self.total,
                     self.tar_size
                 );
-                if !self.preflight {
-                    let sha = hex::encode(std::mem::take(&mut self.hash).finalize());
-                    ensure!(
-                        sha == self.tar_sha256,
-                        "the delta expands to a tar with sha256 {sha}, not the {} the manifest signs",
-                        self.tar_sha256
-                    );
-                }
                 Ok(State::Ended)
             }
         }
@@ -255,21 +236,39 @@ impl<R: Read> Expander<R> {
     }
 
     fn emit(&mut self) -> Result<()> {
-        self.total += self.out.len() as u64;
+        self.advance(self.out.len() as u64)
+    }
+
+    /// Counts `n` more bytes of output.
+    fn advance(&mut self, n: u64) -> Result<()> {
+        self.total += n;
         ensure!(
             self.total <= self.tar_size,
             "the delta expands to more than the {} bytes the manifest signs",
             self.tar_size
         );
-        if !self.preflight {
-            self.hash.update(&self.out);
-        }
         Ok(())
     }
 }
 
 impl<R: Read> Read for Expander<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.out.len()
+            && let State::Copy { base, done } = &mut self.state
+            && *done < base.size
+        {
+            // A copied file's bytes go straight into `buf`, not through `out`.
+            let n = (base.size - *done).min(buf.len() as u64) as usize;
+            let r = self.base.read_at(&base.path, *done, &mut buf[..n]);
+            r.map_err(|e| io::Error::other(format!("{e:#}")))?;
+            *done += n as u64;
+            if *done == base.size {
+                self.state = State::Next;
+            }
+            self.advance(n as u64)
+                .map_err(|e| io::Error::other(format!("{e:#}")))?;
+            return Ok(n);
+        }
         if self.pos == self.out.len() {
             self.produce()
                 .map_err(|e| io::Error::other(format!("{e:#}")))?;
@@ -279,10 +278,6 @@ impl<R: Read> Read for Expander<R> {
         self.pos += n;
         Ok(n)
     }
-}
-
-fn show(path: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(path))
 }
 
 fn check_sha(path: &[u8], hash: Sha256, want: &[u8; 32], what: &str) -> Result<()> {
@@ -298,53 +293,18 @@ fn check_sha(path: &[u8], hash: Sha256, want: &[u8; 32], what: &str) -> Result<(
 }
 
 /// The preflight of a delta: expands the whole stream into nothing, so that every record,
-/// every base file (copied files as they are read, patched files whole, before their
-/// first piece), every patch's result and the expanded tar's size are checked before
-/// anything is written. Returns the expanded size.
-pub fn dry_run(
-    stream: impl Read,
-    base: Box<dyn BaseFiles>,
-    tar_size: u64,
-    tar_sha256: &str,
-) -> Result<u64> {
-    let mut e = Expander::new(stream, base, tar_size, tar_sha256);
-    e.preflight = true;
-    io::copy(&mut e, &mut io::sink()).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// Checks every base file of `bases` on `base`: present, of its size and sha256. The
-/// first one that does not match refuses the whole delta.
-pub fn check_base_files(bases: &[BaseRef], base: &mut dyn BaseFiles) -> Result<()> {
-    let mut buf = vec![0u8; CHUNK as usize];
-    for b in bases {
-        // Two records may name one path with different digests: only one can match.
-        let size = base.size(&b.path)?;
-        ensure!(
-            size == Some(b.size),
-            "base file {} has {} on the running slot, the delta needs {} bytes: the running slot differs from the delta's base",
-            show(&b.path),
-            size.map_or("no file".into(), |s| format!("{s} bytes")),
-            b.size
-        );
-        let mut h = Sha256::new();
-        let mut done = 0;
-        while done < b.size {
-            let n = (b.size - done).min(CHUNK) as usize;
-            base.read_at(&b.path, done, &mut buf[..n])?;
-            h.update(&buf[..n]);
-            done += n as u64;
-        }
-        let got: [u8; 32] = h.finalize().into();
-        if got != b.sha256 {
-            bail!(
-                "base file {} on the running slot has sha256 {}, the delta needs {}: the running slot was modified",
-                show(&b.path),
-                hex::encode(got),
-                hex::encode(b.sha256)
-            );
-        }
-    }
-    Ok(())
+/// every base file (on threads of their own, each with a base from `open`), every patch's
+/// result and the expanded tar's size are checked before anything is written. Returns the
+/// expanded size.
+pub fn dry_run(stream: impl Read, open: OpenBase, tar_size: u64) -> Result<u64> {
+    let base = open()?;
+    with_checkers(open, |queue| {
+        let mut e = Expander::new(stream, base, tar_size);
+        e.preflight = Some(queue);
+        io::copy(&mut e, &mut io::sink()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // copied files are counted, not passed through
+        Ok(e.total)
+    })
 }
 
 #[cfg(test)]
@@ -356,6 +316,7 @@ mod tests {
     };
     use std::collections::BTreeMap;
 
+    #[derive(Clone)]
     struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
 
     impl BaseFiles for Mem {
@@ -458,7 +419,7 @@ mod tests {
     }
 
     fn expand(s: &[u8], b: Mem, want: &[u8]) -> Result<Vec<u8>> {
-        let mut e = Expander::new(s, Box::new(b), want.len() as u64, &hex::encode(sha(want)));
+        let mut e = Expander::new(s, Box::new(b), want.len() as u64);
         let mut out = Vec::new();
         e.read_to_end(&mut out)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -471,18 +432,13 @@ mod tests {
         let (s, want) = stream(&nb, sha(&nb));
         assert!(s.len() < 10_000, "{}", s.len());
         assert_eq!(expand(&s, base(), &want).unwrap(), want);
-        let n = dry_run(
-            &s[..],
-            Box::new(base()),
-            want.len() as u64,
-            &hex::encode(sha(&want)),
-        )
-        .unwrap();
+        let n = dry(&s, base(), &want).unwrap();
         assert_eq!(n, want.len() as u64);
     }
 
     fn dry(s: &[u8], b: Mem, want: &[u8]) -> Result<u64> {
-        dry_run(s, Box::new(b), want.len() as u64, &hex::encode(sha(want)))
+        let open = || -> Result<Box<dyn BaseFiles>> { Ok(Box::new(b.clone())) };
+        dry_run(s, &open, want.len() as u64)
     }
 
     #[test]
@@ -494,14 +450,12 @@ mod tests {
         // a patch that does not give the sha256 it names: preflight names the file
         let (bad, _) = stream(&nb, [0; 32]);
         assert!(dry_err(dry(&bad, base(), &want)).contains("patched file /big has sha256"));
-        // a modified base file: copied (found while copying) and patched (before its first
-        // piece) in preflight; populate finds any of them by the tar's sha256
+        // a modified base file, copied or patched: preflight's checkers find it; populate
+        // passes the bytes on (the slot's fingerprint check finds them, apply::slotfs)
         let mut b = base();
         b.0.get_mut(&b"a"[..]).unwrap()[0] = b'H';
-        assert!(dry_err(dry(&s, b, &want)).contains("the running slot was modified"));
-        let mut b = base();
-        b.0.get_mut(&b"a"[..]).unwrap()[0] = b'H';
-        assert!(err(expand(&s, b, &want)).contains("not the"));
+        assert!(dry_err(dry(&s, b.clone(), &want)).contains("the running slot was modified"));
+        assert_ne!(expand(&s, b, &want).unwrap(), want);
         let mut b = base();
         b.0.get_mut(&b"big"[..]).unwrap()[4_000_000] ^= 1;
         let e = dry_err(dry(&s, b, &want));
@@ -525,11 +479,10 @@ mod tests {
         let mut more = s.clone();
         more.push(0);
         assert!(err(expand(&more, base(), &want)).contains("bytes after the end record"));
-        // another tar than the manifest signs: another sha256 (populate), another size (both)
+        // another tar size than the manifest signs
         let mut other = want.clone();
-        other[0] ^= 1;
-        assert!(err(expand(&s, base(), &other)).contains("not the"));
         other.push(0);
+        assert!(err(expand(&s, base(), &other)).contains("not the"));
         assert!(dry_err(dry(&s, base(), &other)).contains("not the"));
     }
 }

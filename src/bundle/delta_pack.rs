@@ -79,16 +79,9 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
     let base_tar = work.path().join("base.tar");
     unpack_rootfs(&base_bundle, &base_tar).context("base bundle")?;
     let new_tar = work.path().join("new.tar");
-    let (tar_size, tar_sha256) = unpack_rootfs(&full, &new_tar)?;
-    let base_fingerprint = match base_bundle.reader_for(PayloadKind::Fingerprint)? {
-        Some(mut r) => {
-            let mut v = Vec::new();
-            r.read_to_end(&mut v)
-                .context("reading the base's fingerprint")?;
-            Fingerprint::from_json(&v)?
-        }
-        None => fingerprint_of_tar(File::open(&base_tar)?)?,
-    };
+    let tar_size = unpack_rootfs(&full, &new_tar)?;
+    let base_fingerprint = bundle_fingerprint(&base_bundle, &base_tar).context("base bundle")?;
+    let new_fingerprint = bundle_fingerprint(&full, &new_tar)?;
 
     let (base_files, _) = tar_files(&base_tar).context("reading the base rootfs")?;
     let (new_files, new_links) = tar_files(&new_tar).context("reading the new rootfs")?;
@@ -131,7 +124,7 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
         base_version: bm.version.clone(),
         base_fingerprint: fingerprint_digest(&base_fingerprint),
         tar_size,
-        tar_sha256,
+        fingerprint: fingerprint_digest(&new_fingerprint),
         new: counts.new,
         copy: counts.copy,
         patch: counts.patch,
@@ -179,31 +172,32 @@ pub fn pack_delta(opts: &PackOptions, base: &Path) -> Result<DeltaPacked> {
     })
 }
 
-/// Decompresses a bundle's rootfs into `dst`; its size and sha256.
-fn unpack_rootfs(b: &Bundle, dst: &Path) -> Result<(u64, String)> {
+/// The fingerprint of a full bundle's rootfs: its `fingerprint.json` payload, or computed
+/// from its rootfs tar (`tar`, unpacked) when it has none.
+fn bundle_fingerprint(b: &Bundle, tar: &Path) -> Result<Fingerprint> {
+    match b.reader_for(PayloadKind::Fingerprint)? {
+        Some(mut r) => {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).context("reading the fingerprint")?;
+            Fingerprint::from_json(&v)
+        }
+        None => fingerprint_of_tar(File::open(tar)?),
+    }
+}
+
+/// Decompresses a bundle's rootfs into `dst`; its size.
+fn unpack_rootfs(b: &Bundle, dst: &Path) -> Result<u64> {
     let r = b
         .reader_for(PayloadKind::Rootfs)?
         .context("the bundle has no rootfs")?;
     let mut dec = zstd::stream::read::Decoder::new(r).context("zstd")?;
     let out = File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
-    let mut w = io::BufWriter::with_capacity(1 << 20, HashCount(out, Sha256::new(), 0));
-    io::copy(&mut dec, &mut w).context("decompressing the rootfs")?;
-    let HashCount(_, h, n) = w.into_inner().map_err(|e| e.into_error())?;
-    Ok((n, hex::encode(h.finalize())))
-}
-
-struct HashCount(File, Sha256, u64);
-
-impl Write for HashCount {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.0.write(buf)?;
-        self.1.update(&buf[..n]);
-        self.2 += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
+    let mut w = io::BufWriter::with_capacity(1 << 20, out);
+    let n = io::copy(&mut dec, &mut w).context("decompressing the rootfs")?;
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", dst.display()))?;
+    Ok(n)
 }
 
 /// The plain regular files of a tar (not sparse, not empty), in archive order, and its hard

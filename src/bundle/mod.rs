@@ -3,6 +3,7 @@
 
 pub mod delta;
 pub mod delta_base;
+pub mod delta_check;
 pub mod delta_expand;
 pub mod delta_pack;
 pub mod pack;

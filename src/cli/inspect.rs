@@ -137,8 +137,8 @@ fn print_delta(d: &crate::model::manifest::Delta) {
         d.base_version, d.base_fingerprint
     );
     println!(
-        "  expands to   {} bytes of tar, sha256 {}",
-        d.tar_size, d.tar_sha256
+        "  expands to   {} bytes of tar, fingerprint sha256 {}",
+        d.tar_size, d.fingerprint
     );
     println!(
         "  {:<6} {:>8} {:>14} {:>14}",

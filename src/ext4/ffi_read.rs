@@ -5,10 +5,14 @@
 //! bitmaps are not read. Paths are resolved component by component from the root: every
 //! component before the last must be a directory, the last a regular file; symlinks are
 //! never followed (a delta names base files by their path in the base's tar, which has no
-//! symlinks on the way).
+//! symlinks on the way). Each directory on the way is listed once and its entries kept
+//! (name to inode): `ext2fs_lookup` scans a directory's blocks and checks their checksums on
+//! every call, which for thousands of files in one directory cost more than reading them.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::ffi::CString;
+use std::os::raw::{c_char, c_int, c_void};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -47,6 +51,8 @@ pub struct ReadFs {
     /// The same device, for reading mapped file data in large pieces.
     dev: std::fs::File,
     offset: u64,
+    /// The directories listed so far (each checked to be a directory): name to inode.
+    dirs: HashMap<u32, HashMap<Box<[u8]>, u32>>,
 }
 
 impl std::fmt::Debug for ReadFs {
@@ -93,7 +99,12 @@ impl ReadFs {
         };
         let dev = std::fs::File::open(path)
             .with_context(|| format!("opening {} read-only", path.display()))?;
-        Ok(ReadFs { fs, dev, offset })
+        Ok(ReadFs {
+            fs,
+            dev,
+            offset,
+            dirs: HashMap::new(),
+        })
     }
 
     /// Opens the filesystem of the partition labelled `label` on `disk`, read-only.
@@ -118,7 +129,7 @@ impl ReadFs {
     /// The regular file at `path` (relative to the root; `/` separated), if there is one.
     /// A path through something other than a directory, or naming something other than a
     /// regular file, is an error.
-    pub fn lookup(&self, path: &[u8]) -> Result<Option<FileRef>> {
+    pub fn lookup(&mut self, path: &[u8]) -> Result<Option<FileRef>> {
         let comps: Vec<&[u8]> = path
             .split(|&b| b == b'/')
             .filter(|c| !c.is_empty() && *c != b".")
@@ -132,20 +143,22 @@ impl ReadFs {
         };
         let mut cur = ROOT;
         for c in dirs {
-            let Some(ino) = self.fs.lookup(cur, c)? else {
+            let Some(ino) = self.child(cur, c)? else {
                 return Ok(None);
             };
-            let (mode, _, _) = self.stat(ino)?;
-            if mode & S_IFMT != S_IFDIR {
-                bail!(
-                    "{:?}: {:?} is not a directory",
-                    show(),
-                    String::from_utf8_lossy(c)
-                );
+            if !self.dirs.contains_key(&ino) {
+                let (mode, _, _) = self.stat(ino)?;
+                if mode & S_IFMT != S_IFDIR {
+                    bail!(
+                        "{:?}: {:?} is not a directory",
+                        show(),
+                        String::from_utf8_lossy(c)
+                    );
+                }
             }
             cur = ino;
         }
-        let Some(ino) = self.fs.lookup(cur, last)? else {
+        let Some(ino) = self.child(cur, last)? else {
             return Ok(None);
         };
         let (mode, size, flags) = self.stat(ino)?;
@@ -159,6 +172,37 @@ impl ReadFs {
             None
         };
         Ok(Some(FileRef { ino, size, runs }))
+    }
+
+    /// The inode of `name` in directory `dir` (a directory), listing `dir` the first time.
+    fn child(&mut self, dir: u32, name: &[u8]) -> Result<Option<u32>> {
+        if !self.dirs.contains_key(&dir) {
+            let entries = self.list(dir)?;
+            self.dirs.insert(dir, entries);
+        }
+        Ok(self.dirs.get(&dir).and_then(|d| d.get(name)).copied())
+    }
+
+    /// The entries of directory `dir` but `.` and `..`: name to inode.
+    fn list(&self, dir: u32) -> Result<HashMap<Box<[u8]>, u32>> {
+        let mut entries: HashMap<Box<[u8]>, u32> = HashMap::new();
+        // SAFETY: the handle is live; a NULL block buffer makes the library allocate one;
+        // `collect` matches the callback type and gets `entries` as priv_data, a live
+        // exclusive borrow for the whole call, not used elsewhere until the call returns.
+        let code = unsafe {
+            sys::ext2fs_dir_iterate2(
+                self.fs.fs,
+                dir,
+                0,
+                std::ptr::null_mut(),
+                Some(collect),
+                std::ptr::from_mut(&mut entries).cast(),
+            )
+        };
+        check(code, || {
+            format!("listing directory inode {dir} of {}", self.fs.name)
+        })?;
+        Ok(entries)
     }
 
     /// The leaf extents of inode `ino`, in logical order, each inside the filesystem.
@@ -290,6 +334,35 @@ impl ReadFs {
         }
         Ok(())
     }
+}
+
+/// `ext2fs_dir_iterate2`'s callback for [`ReadFs::list`]: adds one entry to the map
+/// `priv_data` points to. Returns 0: go on.
+unsafe extern "C" fn collect(
+    _dir: sys::ext2_ino_t,
+    _entry: c_int,
+    dirent: *mut sys::ext2_dir_entry,
+    _offset: c_int,
+    _blocksize: c_int,
+    _buf: *mut c_char,
+    priv_data: *mut c_void,
+) -> c_int {
+    // SAFETY: libext2fs passes a dirent inside the directory block it holds, valid for this
+    // call; its fixed fields are read through raw pointers (the struct's 255-byte name
+    // array may reach past the block's end, so no reference to the whole struct is made),
+    // and the name's first `name_len & 0xff` bytes lie inside the block (the library checked
+    // the entry's rec_len before calling). priv_data is the `&mut HashMap` of `list`, alive
+    // and otherwise unused during the iteration.
+    unsafe {
+        let ino = std::ptr::addr_of!((*dirent).inode).read_unaligned();
+        let len = usize::from(std::ptr::addr_of!((*dirent).name_len).read_unaligned() & 0xff);
+        let name = std::slice::from_raw_parts(std::ptr::addr_of!((*dirent).name).cast::<u8>(), len);
+        let entries = &mut *priv_data.cast::<HashMap<Box<[u8]>, u32>>();
+        if ino != 0 && name != b"." && name != b".." {
+            entries.insert(name.into(), ino);
+        }
+    }
+    0
 }
 
 fn read_open(f: sys::ext2_file_t, offset: u64, buf: &mut [u8]) -> Result<()> {

@@ -85,10 +85,12 @@ pub struct Delta {
     pub base_version: String,
     /// SHA-256 of the base rootfs's fingerprint record (docs/delta.md).
     pub base_fingerprint: String,
-    /// Size and SHA-256 of the rootfs tar the delta stream expands to: the full bundle's
-    /// rootfs tar, byte for byte.
+    /// Size of the rootfs tar the delta stream expands to: the full bundle's rootfs tar,
+    /// byte for byte.
     pub tar_size: u64,
-    pub tar_sha256: String,
+    /// SHA-256 of that rootfs's fingerprint record, as `base_fingerprint` is of the base's:
+    /// the written slot's record must give it (docs/delta.md, "The apply").
+    pub fingerprint: String,
     /// Files sent whole, copied from the base, rebuilt with a patch.
     pub new: DeltaCount,
     pub copy: DeltaCount,
@@ -197,7 +199,7 @@ impl Manifest {
         if let Some(d) = &self.delta {
             Version::parse(&d.base_version).context("\"delta\".\"base_version\"")?;
             ensure!(
-                is_sha256(&d.base_fingerprint) && is_sha256(&d.tar_sha256),
+                is_sha256(&d.base_fingerprint) && is_sha256(&d.fingerprint),
                 "\"delta\": digests must be 64 lowercase hex digits"
             );
         }

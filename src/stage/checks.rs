@@ -248,7 +248,7 @@ mod tests {
             base_version: "1.5".into(),
             base_fingerprint: "d".repeat(64),
             tar_size: 900,
-            tar_sha256: "0".repeat(64),
+            fingerprint: "e".repeat(64),
             new: Default::default(),
             copy: Default::default(),
             patch: Default::default(),

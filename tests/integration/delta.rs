@@ -243,6 +243,41 @@ fn a_delta_apply_writes_what_a_full_apply_writes() {
     );
 }
 
+/// Migrated NetworkManager keyfiles on the data partition go into every slot an apply
+/// writes, here into a directory neither tree has: the delta's base check and the check of
+/// the written tree leave them out, the apply succeeds and the new slot has them (and the
+/// same tree as a full apply with them).
+#[test]
+fn migrated_keyfiles_in_a_directory_the_trees_lack_go_into_the_delta_slot() {
+    let d = DeltaWorld::new();
+    assert!(!d.w.dir.join("rootfs-2.0.0/etc/NetworkManager").exists());
+    let mut slots = Vec::new();
+    for (name, bundle) in [
+        ("full-keyfile.img", &d.full),
+        ("delta-keyfile.img", &d.delta),
+    ] {
+        let img = d.w.provision(name, "1.0.0", "gpt", &[]);
+        // `hup apply --disk IMG` keeps hup's data directory in IMG.data
+        let rel = hup::migrate::CONNECTIONS_DIR.strip_prefix("hup/").unwrap();
+        let conns = PathBuf::from(format!("{}.data/{rel}", p(&img)));
+        std::fs::create_dir_all(&conns).unwrap();
+        std::fs::write(conns.join("home-wifi"), b"[connection]\nid=home-wifi\n").unwrap();
+        let (ok, err) = d.apply(&img, bundle);
+        assert!(ok, "{name}: {err}");
+        assert!(
+            err.contains(
+                "populate: adding /etc/NetworkManager/system-connections/home-wifi (migrated)"
+            ),
+            "{name}: {err}"
+        );
+        slots.push(slot_b(&img));
+    }
+    let got = &slots[1];
+    let keyfile = &got["/etc/NetworkManager/system-connections/home-wifi"];
+    assert_eq!(keyfile.mode & 0o7777, 0o600, "{keyfile:?}");
+    assert_same_tree(&slots[0], got, same_but_format_time);
+}
+
 #[test]
 fn packing_a_delta_is_deterministic_and_never_larger_than_the_full_bundle() {
     let d = DeltaWorld::new();

@@ -1,7 +1,8 @@
 //! Delta bundles that must not be applied or staged, each refused before anything is
 //! written to either slot: a wrong base version, a base file modified on the running slot,
 //! a patch that does not give the sha256 it names, a truncated or bit-flipped bundle; and
-//! `hup stage` refusing a delta for another base from the manifest alone.
+//! `hup stage` refusing a delta for another base from the manifest alone; and a written tree
+//! that is not the signed one failing the apply after populate, with the boot untouched.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,16 @@ fn refused(d: &DeltaWorld, img: &Path, bundle: &Path, needle: &str) {
 /// The delta bundle of `d` with its stream rewritten by `f` (records in, records out), signed
 /// again with the world's key: authentic, but wrong.
 fn resigned(d: &DeltaWorld, name: &str, f: impl Fn(&mut Vec<u8>, Record, &mut &[u8])) -> PathBuf {
+    resigned_with(d, name, f, |_| {})
+}
+
+/// [`resigned`], with the manifest also changed by `edit`.
+fn resigned_with(
+    d: &DeltaWorld,
+    name: &str,
+    f: impl Fn(&mut Vec<u8>, Record, &mut &[u8]),
+    edit: impl Fn(&mut hup::model::manifest::Manifest),
+) -> PathBuf {
     let b = Bundle::open_unverified(&d.delta).unwrap();
     let mut stream = Vec::new();
     zstd::stream::read::Decoder::new(b.reader_for(PayloadKind::Rootfs).unwrap().unwrap())
@@ -61,6 +72,7 @@ fn resigned(d: &DeltaWorld, name: &str, f: impl Fn(&mut Vec<u8>, Record, &mut &[
     }
     let z = zstd::encode_all(&out[..], 1).unwrap();
     let mut m = b.manifest.clone();
+    edit(&mut m);
     for p in &mut m.payloads {
         if p.kind == PayloadKind::Rootfs {
             p.size = z.len() as u64;
@@ -203,6 +215,50 @@ fn a_modified_base_file_refuses_the_apply() {
         let (_, err) = d.apply(&img, &d.delta);
         assert!(err.contains("the running slot was modified"), "{err}");
     }
+}
+
+/// Populate does not hash the expanded tar: the tree it wrote must have the fingerprint the
+/// manifest signs, else the apply fails after populate, with slot a and the boot untouched.
+/// On a device that happens when the running slot changes between preflight and populate;
+/// here the signed fingerprint is another one.
+#[test]
+fn a_written_tree_without_the_signed_fingerprint_fails_the_apply() {
+    let d = DeltaWorld::new();
+    let img = d.w.provision("dev.img", "1.0.0", "gpt", &[]);
+    let other = resigned_with(
+        &d,
+        "other-fingerprint.hup",
+        |o, rec, r| copy_record(o, rec, r, false),
+        |m| {
+            let fp = &mut m.delta.as_mut().unwrap().fingerprint;
+            *fp = sha256_hex(fp.as_bytes());
+        },
+    );
+    let before = snapshot(&img);
+    let (ok, err) = d.apply(&img, &other);
+    assert!(
+        !ok && err.contains("the running slot changed while it was read"),
+        "{err}"
+    );
+    assert!(err.contains("populate"), "failed in populate: {err}");
+    let after = snapshot(&img);
+    assert_eq!(after.0, before.0, "slot a was written");
+    assert_ne!(
+        after.1, before.1,
+        "slot b was not written: the check did not run after populate"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.data/state.json", p(&img))).unwrap())
+            .unwrap();
+    assert_eq!(state["last_result"]["outcome"], "failed", "{state}");
+    assert_eq!(state["slot_a"]["version"], "1.0.0");
+    assert_eq!(
+        after.2, before.2,
+        "the boot state changed: slot b must stay bad"
+    );
+    // The right delta still applies on the same device.
+    let (ok, err) = d.apply(&img, &d.delta);
+    assert!(ok, "{err}");
 }
 
 #[test]

@@ -23,13 +23,27 @@ const RUN: u64 = 128;
 
 /// The fingerprint an [`EmbedReader`] computed, available once the stream was read to its end.
 #[derive(Debug, Clone, Default)]
-pub struct Embedded(Arc<Mutex<Option<Fingerprint>>>);
+pub struct Embedded(Arc<Mutex<Option<Computed>>>);
+
+#[derive(Debug)]
+struct Computed {
+    written: Fingerprint,
+    stream: Fingerprint,
+}
 
 impl Embedded {
     /// The fingerprint of the tree as written (the stream's members, the added files and
     /// the directories made for them; not the record itself), once the stream was read whole.
     pub fn get(&self) -> Option<Fingerprint> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.as_ref().map(|c| c.written.clone())
+    }
+
+    /// The fingerprint of the stream's own members (without the added files), once the
+    /// stream was read whole: what `fingerprint_of_tar` gives for the same tar.
+    pub fn of_stream(&self) -> Option<Fingerprint> {
+        let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.as_ref().map(|c| c.stream.clone())
     }
 }
 
@@ -154,6 +168,7 @@ impl<R: Read> EmbedReader<R> {
 
     fn finish(&mut self) -> Result<()> {
         let mut fp = self.feeder.finish()?;
+        let stream = fp.clone();
         for x in std::mem::take(&mut self.extra) {
             let path = normalize(x.path.as_bytes())?;
             if !can_add(&fp, &path) {
@@ -173,7 +188,10 @@ impl<R: Read> EmbedReader<R> {
             self.member(EMBED_PATH.as_bytes(), &fp.to_json(), 0o644)?;
         }
         self.out.resize(self.out.len() + 2 * BLOCK, 0);
-        *self.result.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(fp);
+        *self.result.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Computed {
+            written: fp,
+            stream,
+        });
         self.finished = true;
         Ok(())
     }

@@ -155,15 +155,24 @@ impl Fingerprint {
 
     /// Parses a document; refuses another format, unknown fields and a path listed twice.
     pub fn from_json(bytes: &[u8]) -> Result<Fingerprint> {
-        let raw: serde_json::Value = serde_json::from_slice(bytes).context("invalid JSON")?;
-        let format = match raw.get("format").and_then(|f| f.as_u64()) {
-            Some(f) if f == u64::from(FORMAT) || f == u64::from(FORMAT_SPARSE) => f,
-            Some(f) => bail!(
-                "unknown fingerprint format {f} (this hup reads formats {FORMAT} and {FORMAT_SPARSE})"
-            ),
-            None => bail!("missing or non-numeric \"format\""),
+        // One pass straight into the document; only a document that does not parse (or has
+        // another format) is looked at again as plain JSON, for a precise error.
+        let doc = match serde_json::from_slice::<Document>(bytes) {
+            Ok(doc) if doc.format == FORMAT || doc.format == FORMAT_SPARSE => doc,
+            parsed => {
+                let raw: serde_json::Value =
+                    serde_json::from_slice(bytes).context("invalid JSON")?;
+                match raw.get("format").and_then(|f| f.as_u64()) {
+                    Some(f) if f == u64::from(FORMAT) || f == u64::from(FORMAT_SPARSE) => {}
+                    Some(f) => bail!(
+                        "unknown fingerprint format {f} (this hup reads formats {FORMAT} and {FORMAT_SPARSE})"
+                    ),
+                    None => bail!("missing or non-numeric \"format\""),
+                }
+                parsed.context("invalid fingerprint")?
+            }
         };
-        let doc: Document = serde_json::from_value(raw).context("invalid fingerprint")?;
+        let format = u64::from(doc.format);
         let mut fp = Fingerprint::default();
         for e in doc.entries {
             if e.sparse_sha256.is_some() && format == u64::from(FORMAT) {
