@@ -3,6 +3,7 @@
 //! mirror), `scripts/mk-test-os` an unknown `--arch`, `scripts/demo` an unknown `--arch` and
 //! a `--boot-backend` that does not go with the architecture. Each stops with its one-line
 //! error and a non-zero exit and leaves nothing behind: no cache entry, no output directory.
+//! `scripts/fetch-deb` (their shared .deb cache) refuses a package or version apt does not have.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -132,4 +133,60 @@ fn demo_refuses_a_backend_of_another_arch_and_an_unknown_arch_before_doing_anyth
         assert_eq!(text(&out.stdout), "", "{args:?} started");
         assert!(!work.exists(), "{args:?} made {}", work.display());
     }
+}
+
+#[test]
+fn fetch_deb_refuses_an_unknown_package_or_version_and_caches_nothing() {
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = scratch.path().join("cache");
+    let fetch = |args: &[&str]| {
+        run(Command::new(Path::new(REPO).join("scripts/fetch-deb"))
+            .args(args)
+            .env("HUP_CACHE", &cache))
+    };
+
+    let out = fetch(&["hup-no-such-package", "amd64"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "fetch-deb: apt knows no hup-no-such-package:amd64 \
+         (apt-get update; for arm64, scripts/install-deps adds the architecture)\n"
+    );
+    assert_eq!(text(&out.stdout), "");
+    assert!(!cache.exists(), "touched the cache {}", cache.display());
+
+    // A version apt does not have: apt-get download fails (no network needed), and the
+    // temporary directory it ran in is gone.
+    let out = fetch(&["busybox-static", "amd64", "0.0-hup-no-such-version"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The progress line, then the error with apt's own last line.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("fetch-deb: downloading "), "{err}");
+    assert!(
+        lines[1].starts_with(
+            "fetch-deb: apt-get download busybox-static:amd64=0.0-hup-no-such-version failed: E: "
+        ),
+        "{err}"
+    );
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(entries(&cache.join("deb")), Vec::<String>::new());
+
+    for args in [
+        &["Busybox", "amd64"][..],
+        &["busybox-static", "amd64", "1;rm"][..],
+    ] {
+        let out = fetch(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("fetch-deb: bad "), "{args:?}: {err}");
+    }
+    let out = fetch(&["busybox-static"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "usage: scripts/fetch-deb PKG ARCH [VERSION]\n"
+    );
 }
