@@ -83,6 +83,18 @@ fn closed(ddi: &Ddi, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// How many times `path` was asked of the server.
+fn asked(ddi: &Ddi, path: &str) -> usize {
+    ddi.requests().iter().filter(|r| r.path == path).count()
+}
+
+/// Asserts that every request to the server so far carried the `Authorization` `auth`.
+fn all_carried(ddi: &Ddi, auth: &str) {
+    for r in ddi.requests() {
+        assert_eq!(r.auth.as_deref(), Some(auth), "{r:?}");
+    }
+}
+
 #[test]
 fn success_is_reported_after_mark_good_and_only_once() {
     let (ddi, fleet, bundle) = offer("forced", None, json!({ "target_token": "tok" }));
@@ -107,10 +119,8 @@ fn success_is_reported_after_mark_good_and_only_once() {
             .contains("staged 2.0.0")
     );
     // Every request carries the device's token: the polls and the artifact download.
-    for r in ddi.requests() {
-        assert_eq!(r.auth.as_deref(), Some("TargetToken tok"), "{r:?}");
-    }
-    assert!(ddi.requests().iter().any(|r| r.path == "/art/v2.hup"));
+    all_carried(&ddi, "TargetToken tok");
+    assert_eq!(asked(&ddi, "/art/v2.hup"), 1);
 
     // `hup status` shows the agent: server, last poll, action and its state (schema-valid).
     let st = fleet.dev.status_json();
@@ -220,11 +230,7 @@ fn md5_and_gateway_token() {
     ddi.set("/a/v2.hup", Reply::Bytes(bundle.clone()));
     fleet.agent_ok("a", &[]);
     fleet.dev.assert_staged(&bundle, "2.0.0");
-    assert!(
-        ddi.requests()
-            .iter()
-            .all(|r| r.auth.as_deref() == Some("GatewayToken gw"))
-    );
+    all_carried(&ddi, "GatewayToken gw");
 }
 
 #[test]
@@ -252,20 +258,10 @@ fn update_type_and_maintenance_window_decide_the_reboot() {
                 &format!("{}/deploymentBase/7", Ddi::base(ID)),
                 Reply::Json(deployment(&ddi, "7", &bundle, "forced", Some("available"))),
             );
-            let before = ddi
-                .requests()
-                .iter()
-                .filter(|r| r.path == "/art/v2.hup")
-                .count();
+            let before = asked(&ddi, "/art/v2.hup");
             let log = fleet.agent_ok("a", &[]);
             assert!(log.contains("reboot to apply it"), "{log}");
-            assert_eq!(
-                ddi.requests()
-                    .iter()
-                    .filter(|r| r.path == "/art/v2.hup")
-                    .count(),
-                before
-            );
+            assert_eq!(asked(&ddi, "/art/v2.hup"), before);
         }
     }
 }
@@ -325,9 +321,5 @@ fn the_token_does_not_follow_a_redirect_to_another_host() {
     let got = store.requests();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].auth, None, "the token stays with the DDI server");
-    assert!(
-        ddi.requests()
-            .iter()
-            .all(|r| r.auth.as_deref() == Some("TargetToken tok"))
-    );
+    all_carried(&ddi, "TargetToken tok");
 }
