@@ -13,7 +13,7 @@ use crate::bundle::delta_base;
 use crate::bundle::delta_expand::{Expander, dry_run};
 use crate::bundle::reader::Bundle;
 use crate::bundle::stream::zstd_stream;
-use crate::data::fingerprint::Fingerprint;
+use crate::data::fingerprint::{Fingerprint, KnownDigests};
 use crate::disk::Disk;
 use crate::ext4::{FileRef, ReadFs};
 use crate::model::manifest::PayloadKind;
@@ -94,9 +94,10 @@ pub fn preflight(
 
 /// For a delta bundle: the tree populate wrote from its expansion, `written` (the
 /// fingerprint of the expanded tar's members), must be the one the manifest signs, `want`
-/// (its `fingerprint`). Populate hashes every file it writes for the slot's record anyway,
-/// so this checks every byte read from the running slot a second time, after preflight,
-/// at no extra cost; a slot that fails it is left marked bad.
+/// (its `fingerprint`). Populate computes that fingerprint for the slot's record anyway
+/// (copied files with the digests preflight checked, every other file hashed as written),
+/// so this checks the whole tree, every patched and new file's bytes and every entry's
+/// metadata, at no extra cost; a slot that fails it is left marked bad.
 pub fn check_written(written: &Fingerprint, want: &str) -> Result<()> {
     let got = delta_base::fingerprint_digest(written);
     ensure!(
@@ -109,18 +110,21 @@ pub fn check_written(written: &Fingerprint, want: &str) -> Result<()> {
 }
 
 /// The rootfs tar of `bundle` from its decompressed rootfs `stream`: the stream itself, or
-/// for a delta bundle its expansion over the slot labelled `base_label`.
+/// for a delta bundle its expansion over the slot labelled `base_label`, with the digests
+/// of the files it copies from there (checked in preflight) for the slot's fingerprint.
 pub fn rootfs_tar(
     disk: &Path,
     base_label: &str,
     bundle: &Bundle,
     stream: impl Read + Send + 'static,
-) -> Result<Box<dyn Read + Send>> {
+) -> Result<(Box<dyn Read + Send>, Option<KnownDigests>)> {
     match &bundle.manifest.delta {
-        None => Ok(Box::new(stream)),
+        None => Ok((Box::new(stream), None)),
         Some(d) => {
             let base = SlotBase::open(disk, base_label)?;
-            Ok(Box::new(Expander::new(stream, Box::new(base), d.tar_size)))
+            let known = KnownDigests::default();
+            let e = Expander::new(stream, Box::new(base), d.tar_size).with_known(known.clone());
+            Ok((Box::new(e), Some(known)))
         }
     }
 }

@@ -81,16 +81,22 @@ pub fn populate(
     let reader = bundle
         .reader_for(PayloadKind::Rootfs)?
         .context("bundle has no rootfs")?;
-    let stream = super::delta::rootfs_tar(disk, base_label, bundle, zstd_stream(reader))?;
+    let (stream, known) = super::delta::rootfs_tar(disk, base_label, bundle, zstd_stream(reader))?;
     // The slot records its own fingerprint (etc/hup/fingerprint.json), computed from the
     // same stream while it is written (docs/fingerprint.md).
     for f in &extra {
         log::info!("populate: adding /{} (migrated)", f.path);
     }
-    let (stream, recorded) = fingerprint::embed_with(stream, extra)?;
+    let (stream, recorded) = fingerprint::embed_known(stream, extra, known.clone())?;
     let stats = ext4::populate(&dest, stream)
         .with_context(|| format!("writing the rootfs into {label}"))?;
     log::info!("populate: {stats}");
+    if let Some(k) = &known {
+        log::info!(
+            "populate: the digests of {} copied files are the ones preflight checked",
+            k.taken()
+        );
+    }
     if let Some(d) = &bundle.manifest.delta {
         let fp = recorded
             .of_stream()

@@ -9,6 +9,8 @@
 //! the stream on unchanged: the tar reader then handles it as before.
 
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::header::{BLOCK, number, set_checksum};
 use super::io::read_full;
@@ -32,6 +34,9 @@ pub struct GnuSparseFilter<R> {
     /// A PAX 'x' member (header and data) held back until the next header is seen.
     pax: Option<(Vec<u8>, Vec<u8>)>,
     eof: bool,
+    /// Set once a member was rewritten: from there on, offsets in the output are not the
+    /// input's.
+    shifted: Arc<AtomicBool>,
 }
 
 impl<R: Read> GnuSparseFilter<R> {
@@ -44,7 +49,14 @@ impl<R: Read> GnuSparseFilter<R> {
             raw: false,
             pax: None,
             eof: false,
+            shifted: Arc::default(),
         }
+    }
+
+    /// Whether a member was rewritten so far (then offsets after it differ from the
+    /// input's); readable while the filter is read by someone else.
+    pub fn shifted(&self) -> Arc<AtomicBool> {
+        self.shifted.clone()
     }
 
     /// Gives up following: what was held back goes out as it came.
@@ -185,6 +197,7 @@ impl<R: Read> GnuSparseFilter<R> {
         self.out.extend_from_slice(&pd);
         self.out.extend_from_slice(&reg);
         self.data = padded;
+        self.shifted.store(true, Ordering::SeqCst);
         Ok(())
     }
 }

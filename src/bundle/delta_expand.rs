@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::delta::{BaseFiles, BaseRef, PIECE, Record, read_piece, read_record, unpatch};
 use super::delta_check::{OpenBase, Queue, show, with_checkers};
+use crate::data::fingerprint::KnownDigests;
 
 const CHUNK: u64 = 1 << 20;
 
@@ -50,6 +51,9 @@ pub struct Expander<R> {
     patch: Vec<u8>,
     total: u64,
     tar_size: u64,
+    /// Populate: where each copied file's data starts in the tar, with its size and the
+    /// sha256 preflight checked, for the fingerprint to take instead of hashing it again.
+    known: Option<KnownDigests>,
     /// Preflight: check every record (each copied file and each patched file's base file
     /// whole, on the queue's threads; each patch's result here). Else (populate): only the
     /// records' form and the tar's size.
@@ -78,8 +82,16 @@ impl<R: Read> Expander<R> {
             patch: Vec::new(),
             total: 0,
             tar_size,
+            known: None,
             preflight: None,
         }
+    }
+
+    /// Records in `known` where each copied file's data starts in the output, with its size
+    /// and sha256 (checked in preflight).
+    pub fn with_known(mut self, known: KnownDigests) -> Self {
+        self.known = Some(known);
+        self
     }
 
     /// Makes the next bytes of output; an empty `out` after it is the end.
@@ -178,6 +190,9 @@ impl<R: Read> Expander<R> {
                     return Ok(State::Next);
                 }
                 self.check_size(&base)?;
+                if let Some(k) = &self.known {
+                    k.insert(self.total, base.size, base.sha256);
+                }
                 Ok(State::Copy { base, done: 0 })
             }
             Some(Record::Patch {

@@ -9,6 +9,7 @@
 mod check;
 mod compare;
 mod embed;
+mod known;
 mod record;
 mod scan;
 mod sparse;
@@ -16,11 +17,15 @@ mod tap;
 
 pub use check::{MissingFingerprint, TreeCheck, check_base, check_root, check_tree};
 pub use compare::{Change, DEFAULT_IGNORE, Diff, IgnoreSet, compare};
-pub use embed::{EMBED_PATH, EmbedReader, Embedded, ExtraFile, embed, embed_with};
+pub use embed::{EMBED_PATH, EmbedReader, Embedded, ExtraFile, embed, embed_known, embed_with};
+pub use known::KnownDigests;
 pub use record::{
     Entry, FORMAT, FORMAT_SPARSE, Fingerprint, Kind, ROOT, escape_path, normalize, parent,
     unescape_path,
 };
-pub use scan::{DirScan, fingerprint_of_dir, fingerprint_of_tar, scan_dir, scan_dir_for};
+pub use scan::{
+    DirScan, fingerprint_of_dir, fingerprint_of_tar, fingerprint_of_tar_with, scan_dir,
+    scan_dir_for,
+};
 pub use sparse::SparseHasher;
 pub use tap::TarTap;

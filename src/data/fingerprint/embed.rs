@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use sha2::{Digest, Sha256};
 
+use super::known::KnownDigests;
 use super::record::{Entry, Fingerprint, Kind, normalize, parent, unescape_path};
 use super::tap::Feeder;
 
@@ -70,10 +71,20 @@ pub struct ExtraFile {
 /// fingerprint member; the fingerprint covers them. An extra file whose path the archive
 /// already has, or whose parent is not a directory, is left out with a warning.
 pub fn embed_with<R: Read>(tar: R, extra: Vec<ExtraFile>) -> Result<(EmbedReader<R>, Embedded)> {
+    embed_known(tar, extra, None)
+}
+
+/// [`embed_with`], the fingerprint taking the digests `known` has instead of hashing those
+/// members' data (a delta's copied files, checked in preflight).
+pub fn embed_known<R: Read>(
+    tar: R,
+    extra: Vec<ExtraFile>,
+    known: Option<KnownDigests>,
+) -> Result<(EmbedReader<R>, Embedded)> {
     let done = Embedded::default();
     let r = EmbedReader {
         inner: tar,
-        feeder: Feeder::spawn()?,
+        feeder: Feeder::spawn(known)?,
         out: Vec::new(),
         pos: 0,
         data_blocks: 0,

@@ -7,11 +7,14 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use super::known::KnownDigests;
 use super::record::{Entry, Fingerprint, Kind, ROOT, escape_path, normalize, parent};
 use super::sparse::{SparseHasher, digest_file, digest_reader, has_holes};
 use crate::archive::gnu_sparse::GnuSparseFilter;
@@ -25,8 +28,21 @@ const BUF: usize = 1 << 20;
 /// member; a missing parent directory is a 0755 root-owned directory; a hard link has the
 /// record of its target under its own path; a later member replaces an earlier one.
 pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
+    fingerprint_of_tar_with(tar, None)
+}
+
+/// [`fingerprint_of_tar`], taking the digest of a regular member's data from `known` when
+/// it has one for where that data starts (and the member's size), instead of hashing it.
+pub fn fingerprint_of_tar_with<R: Read>(
+    tar: R,
+    known: Option<&KnownDigests>,
+) -> Result<Fingerprint> {
     // Old GNU sparse members are read as the PAX sparse members they are equivalent to.
-    let mut archive = tar::Archive::new(GnuSparseFilter::new(tar));
+    let filter = GnuSparseFilter::new(tar);
+    // After a rewritten member, offsets are no longer those of the stream `known` names.
+    let shifted = filter.shifted();
+    let known = known.map(|k| (k, shifted));
+    let mut archive = tar::Archive::new(filter);
     let mut fp = Fingerprint::default();
     fp.insert(Entry::new(ROOT.into(), Kind::Dir, 0o755, 0, 0));
     let mut buf = vec![0u8; BUF];
@@ -40,7 +56,7 @@ pub fn fingerprint_of_tar<R: Read>(tar: R) -> Result<Fingerprint> {
             continue;
         };
         let name = escape_path(&entry.path_bytes());
-        let e = tar_entry(&mut entry, &member, &fp, &mut buf)
+        let e = tar_entry(&mut entry, &member, &fp, &mut buf, known.as_ref())
             .with_context(|| format!("member {name:?}"))?;
         last = e.path.clone();
         let mut p = parent(&e.path);
@@ -62,6 +78,7 @@ fn tar_entry<R: Read>(
     member: &Member,
     fp: &Fingerprint,
     buf: &mut [u8],
+    known: Option<&(&KnownDigests, Arc<AtomicBool>)>,
 ) -> Result<Entry> {
     let etype = entry.header().entry_type();
     // A sparse member's real name (`GNU.sparse.name`) is the member's path.
@@ -127,7 +144,15 @@ fn tar_entry<R: Read>(
             e.sparse_sha256 = Some(sha);
         }
         Kind::File => {
-            let (size, sha) = hash_reader(entry, buf).context("reading the member's data")?;
+            let size = entry.size();
+            let given = known
+                .filter(|(_, shifted)| !shifted.load(Ordering::SeqCst))
+                .and_then(|(k, _)| k.take(entry.raw_file_position(), size));
+            let (size, sha) = match given {
+                // the data is skipped unread by the archive's next entry
+                Some(sha) => (size, hex::encode(sha)),
+                None => hash_reader(entry, buf).context("reading the member's data")?,
+            };
             e.size = Some(size);
             e.sha256 = Some(sha);
         }
@@ -337,6 +362,76 @@ impl Walker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tar of regular files `(name, data)`, without its end blocks.
+    fn files(list: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in list {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(5);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        let mut v = b.into_inner().unwrap();
+        v.truncate(v.len() - 1024);
+        v
+    }
+
+    fn sha(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    #[test]
+    fn known_digests_are_taken_where_the_data_starts_and_nowhere_else() {
+        let tar = files(&[("a", b"hello"), ("b", b"world!"), ("c", b"c")]);
+        // data of a at 512, of b at 1536, of c at 2560
+        let known = KnownDigests::default();
+        known.insert(512, 5, [7; 32]); // taken: the fingerprint shows it, not the data's
+        known.insert(1536, 99, [8; 32]); // another size: hashed
+        known.insert(2000, 1, [9; 32]); // not where a member's data starts: hashed
+        let fp = fingerprint_of_tar_with(&tar[..], Some(&known)).unwrap();
+        assert_eq!(fp.get("a").unwrap().sha256, Some(hex::encode([7u8; 32])));
+        assert_eq!(fp.get("a").unwrap().size, Some(5));
+        assert_eq!(fp.get("b").unwrap().sha256, Some(sha(b"world!")));
+        assert_eq!(fp.get("c").unwrap().sha256, Some(sha(b"c")));
+        assert_eq!(
+            fingerprint_of_tar(&tar[..])
+                .unwrap()
+                .get("a")
+                .unwrap()
+                .sha256,
+            Some(sha(b"hello"))
+        );
+
+        // After an old GNU sparse member, which the reader rewrites (moving what follows),
+        // offsets are not the stream's: nothing known is taken.
+        let mut h = tar::Header::new_gnu();
+        h.set_path("s").unwrap();
+        h.set_entry_type(EntryType::GNUSparse);
+        h.set_size(512);
+        h.set_mode(0o640);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(5);
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(8192);
+        g.sparse[0].set_offset(4096);
+        g.sparse[0].set_length(512);
+        h.set_cksum();
+        let mut shifted = h.as_bytes().to_vec();
+        shifted.extend_from_slice(&[7u8; 512]);
+        shifted.extend_from_slice(&files(&[("a", b"hello")]));
+        let known = KnownDigests::default();
+        known.insert(1024 + 512, 5, [7; 32]); // where a's data is in the stream as given
+        known.insert(2560, 5, [7; 32]); // and where it is once the PAX header is in
+        let fp = fingerprint_of_tar_with(&shifted[..], Some(&known)).unwrap();
+        assert_eq!(fp.get("a").unwrap().sha256, Some(sha(b"hello")));
+        assert!(fp.get("s").unwrap().sparse_sha256.is_some());
+    }
 
     #[test]
     fn an_old_gnu_sparse_member_is_fingerprinted_from_its_map() {

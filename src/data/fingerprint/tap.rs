@@ -9,8 +9,9 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, anyhow};
 
+use super::known::KnownDigests;
 use super::record::Fingerprint;
-use super::scan::fingerprint_of_tar;
+use super::scan::fingerprint_of_tar_with;
 
 /// Bytes collected before they are handed to the worker.
 const CHUNK: usize = 256 << 10;
@@ -27,7 +28,8 @@ pub(super) struct Feeder {
 }
 
 impl Feeder {
-    pub(super) fn spawn() -> Result<Feeder> {
+    /// The worker, taking the digests `known` has instead of hashing those members' data.
+    pub(super) fn spawn(known: Option<KnownDigests>) -> Result<Feeder> {
         let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
         let (recycle, spare) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
         let worker = std::thread::Builder::new()
@@ -39,7 +41,7 @@ impl Feeder {
                     cur: Vec::new(),
                     pos: 0,
                 };
-                let fp = fingerprint_of_tar(&mut r);
+                let fp = fingerprint_of_tar_with(&mut r, known.as_ref());
                 // Let the feeder finish even when the archive ended before its data did.
                 io::copy(&mut r, &mut io::sink()).ok();
                 fp
@@ -142,7 +144,7 @@ impl<T> TarTap<T> {
     pub fn new(inner: T) -> Result<TarTap<T>> {
         Ok(TarTap {
             inner,
-            feeder: Feeder::spawn()?,
+            feeder: Feeder::spawn(None)?,
         })
     }
 
@@ -210,7 +212,7 @@ mod tests {
             b.append_data(&mut h, format!("d/f{i}"), &data[..]).unwrap();
         }
         let bytes = b.into_inner().unwrap();
-        let direct = fingerprint_of_tar(&bytes[..]).unwrap();
+        let direct = crate::data::fingerprint::fingerprint_of_tar(&bytes[..]).unwrap();
 
         let mut tap = TarTap::new(&bytes[..]).unwrap();
         let mut through = Vec::new();
