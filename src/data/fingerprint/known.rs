@@ -10,7 +10,13 @@ use std::sync::{Arc, Mutex};
 /// Offset of a member's data in the tar stream -> its size and sha256; and how many were
 /// taken.
 #[derive(Debug, Clone, Default)]
-pub struct KnownDigests(Arc<Mutex<(HashMap<u64, (u64, [u8; 32])>, u64)>>);
+pub struct KnownDigests(Arc<Mutex<Known>>);
+
+#[derive(Debug, Default)]
+struct Known {
+    by_offset: HashMap<u64, (u64, [u8; 32])>,
+    taken: u64,
+}
 
 impl KnownDigests {
     /// The member whose data starts at `offset` holds `size` bytes with `sha256`.
@@ -18,21 +24,21 @@ impl KnownDigests {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .0
+            .by_offset
             .insert(offset, (size, sha256));
     }
 
     /// How many digests the fingerprint took so far.
     pub fn taken(&self) -> u64 {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).taken
     }
 
     /// The digest recorded for the data at `offset`, if it was recorded with `size`.
     pub(super) fn take(&self, offset: u64, size: u64) -> Option<[u8; 32]> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match m.0.remove(&offset) {
+        match m.by_offset.remove(&offset) {
             Some((s, sha)) if s == size => {
-                m.1 += 1;
+                m.taken += 1;
                 Some(sha)
             }
             _ => None,
