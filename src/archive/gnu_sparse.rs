@@ -239,8 +239,30 @@ fn mergeable(d: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// 'S' member: 512 bytes of data at `at`, apparent size `real`.
+    pub(crate) fn old_sparse(name: &str, at: u64, real: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(512);
+        h.set_mode(0o640);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(5);
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(real);
+        g.sparse[0].set_offset(at);
+        g.sparse[0].set_length(512);
+        g.sparse[1].set_offset(real);
+        g.sparse[1].set_length(0);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(&[7u8; 512]);
+        out
+    }
 
     fn record(k: &str, v: &str) -> Vec<u8> {
         pax::encode(&[(k.to_string(), v.as_bytes().to_vec())])
@@ -276,28 +298,6 @@ mod tests {
         let mut out = h.as_bytes().to_vec();
         out.extend_from_slice(&d);
         out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
-        out
-    }
-
-    /// 'S' member: 512 bytes of data at `at`, apparent size `real`.
-    fn old_sparse(name: &str, at: u64, real: u64) -> Vec<u8> {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(name).unwrap();
-        h.set_entry_type(tar::EntryType::GNUSparse);
-        h.set_size(512);
-        h.set_mode(0o640);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(5);
-        let g = h.as_gnu_mut().unwrap();
-        g.set_real_size(real);
-        g.sparse[0].set_offset(at);
-        g.sparse[0].set_length(512);
-        g.sparse[1].set_offset(real);
-        g.sparse[1].set_length(0);
-        h.set_cksum();
-        let mut out = h.as_bytes().to_vec();
-        out.extend_from_slice(&[7u8; 512]);
         out
     }
 

@@ -162,12 +162,13 @@ fn checker(open: OpenBase, rx: &Mutex<Receiver<BaseRef>>, outcome: &Outcome) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// Base files in memory: path to bytes (also the expander's tests' base).
     #[derive(Clone)]
-    struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
+    pub(crate) struct Mem(pub(crate) BTreeMap<Vec<u8>, Vec<u8>>);
 
     impl BaseFiles for Mem {
         fn size(&mut self, path: &[u8]) -> Result<Option<u64>> {

@@ -329,21 +329,8 @@ mod tests {
     use crate::bundle::delta::{
         TAG_COPY, TAG_END, TAG_PATCH, TAG_RAW, patch, write_base, write_piece,
     };
+    use crate::bundle::delta_check::tests::Mem;
     use std::collections::BTreeMap;
-
-    #[derive(Clone)]
-    struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
-
-    impl BaseFiles for Mem {
-        fn size(&mut self, path: &[u8]) -> Result<Option<u64>> {
-            Ok(self.0.get(path).map(|v| v.len() as u64))
-        }
-        fn read_at(&mut self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
-            let v = &self.0[path];
-            buf.copy_from_slice(&v[offset as usize..offset as usize + buf.len()]);
-            Ok(())
-        }
-    }
 
     fn sha(b: &[u8]) -> [u8; 32] {
         Sha256::digest(b).into()

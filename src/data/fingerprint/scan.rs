@@ -409,21 +409,7 @@ mod tests {
 
         // After an old GNU sparse member, which the reader rewrites (moving what follows),
         // offsets are not the stream's: nothing known is taken.
-        let mut h = tar::Header::new_gnu();
-        h.set_path("s").unwrap();
-        h.set_entry_type(EntryType::GNUSparse);
-        h.set_size(512);
-        h.set_mode(0o640);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(5);
-        let g = h.as_gnu_mut().unwrap();
-        g.set_real_size(8192);
-        g.sparse[0].set_offset(4096);
-        g.sparse[0].set_length(512);
-        h.set_cksum();
-        let mut shifted = h.as_bytes().to_vec();
-        shifted.extend_from_slice(&[7u8; 512]);
+        let mut shifted = crate::archive::gnu_sparse::tests::old_sparse("s", 4096, 8192);
         shifted.extend_from_slice(&files(&[("a", b"hello")]));
         let known = KnownDigests::default();
         known.insert(1024 + 512, 5, [7; 32]); // where a's data is in the stream as given
